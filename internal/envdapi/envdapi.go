@@ -1,0 +1,165 @@
+// Package envdapi holds the wire contract between the declaw server and envd,
+// the agent that runs as PID 1 inside every sandbox.
+//
+// envd serves the per-sandbox part of the public API with the same paths and
+// bodies, minus the "/sandboxes/{id}" prefix: the server authenticates the
+// user, checks the sandbox state and then forwards "/sandboxes/{id}/REST" to
+// envd's "/REST" unchanged (streaming, not buffered). So a public request
+// "POST /sandboxes/sbx-1/commands" reaches envd as "POST /commands".
+//
+// envd authenticates every request but GET /health with the header
+// AccessTokenHeader, whose value envd reads at start from the environment
+// variable AccessTokenEnv (and then removes from its own environment).
+//
+// Errors are JSON {"message": "...", "code": "..."} with these statuses:
+// 400 bad input, 404 unknown pid / missing file, 408 command timed out,
+// 409 conflict (e.g. mkdir over a file), 413 body too large, 500 otherwise.
+package envdapi
+
+// Port is the TCP port envd listens on inside the sandbox.
+const Port = 49983
+
+// AccessTokenHeader carries the per-sandbox token on every request to envd.
+const AccessTokenHeader = "X-Access-Token"
+
+// AccessTokenEnv is the environment variable through which envd gets its token.
+const AccessTokenEnv = "ENVD_ACCESS_TOKEN"
+
+// MaxJSONBody is the largest JSON request body accepted (413 above it).
+const MaxJSONBody = 10 << 20
+
+// Defaults.
+const (
+	DefaultUser           = "root"
+	DefaultCommandTimeout = 60 // seconds; 0 = no timeout
+)
+
+// Error is the error body of every non-2xx answer.
+type Error struct {
+	Message string `json:"message"`
+	Code    string `json:"code,omitempty"`
+}
+
+// InitRequest is POST /init, sent by the server once before the sandbox is
+// handed to a user. It sets the sandbox-wide environment that every process
+// gets (after the defaults HOME, PATH, LANG, USER, ... and before the
+// request's own envs). It may be sent again to replace them.
+type InitRequest struct {
+	Envs     map[string]string `json:"envs,omitempty"`
+	Hostname string            `json:"hostname,omitempty"`
+}
+
+// CommandRequest is POST /commands and POST /commands/stream.
+type CommandRequest struct {
+	Cmd        string            `json:"cmd"` // run with /bin/bash -l -c (sh if no bash)
+	Background bool              `json:"background,omitempty"`
+	User       string            `json:"user,omitempty"`  // default root
+	Envs       map[string]string `json:"envs,omitempty"`  // merged over the sandbox envs
+	Cwd        string            `json:"cwd,omitempty"`   // default: the user's home
+	Stdin      bool              `json:"stdin,omitempty"` // keep a stdin pipe open (background)
+	Timeout    *float64          `json:"timeout,omitempty"` // seconds; nil = 60, 0 = none
+	Tag        string            `json:"tag,omitempty"`
+}
+
+// CommandResult is the answer of a foreground POST /commands and of
+// GET /commands/{pid}/wait. A non-zero exit code is data, not an error.
+type CommandResult struct {
+	Pid      int    `json:"pid"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
+}
+
+// BackgroundStarted is the answer of a background POST /commands.
+type BackgroundStarted struct {
+	Pid int `json:"pid"`
+}
+
+// ProcessInfo is one entry of GET /commands.
+type ProcessInfo struct {
+	Pid   int               `json:"pid"`
+	Cmd   string            `json:"cmd"`
+	IsPty bool              `json:"is_pty"`
+	Envs  map[string]string `json:"envs"`
+	Tag   string            `json:"tag,omitempty"`
+	Cwd   string            `json:"cwd,omitempty"`
+}
+
+// StdinRequest is POST /commands/{pid}/stdin.
+type StdinRequest struct {
+	Data string `json:"data"`
+}
+
+// KillResult is DELETE /commands/{pid}.
+type KillResult struct {
+	Killed bool `json:"killed"`
+}
+
+// StreamEvent is the JSON data of one SSE event of POST /commands/stream.
+// Events: "start" {pid}, "stdout"/"stderr" {type, stream, data}, then
+// "exit" {type:"exit", exit_code} or "error" {type:"error", error}.
+type StreamEvent struct {
+	Type     string `json:"type"`
+	Stream   string `json:"stream,omitempty"`
+	Data     string `json:"data,omitempty"`
+	Pid      int    `json:"pid,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// WriteRequest is POST /files (text write).
+type WriteRequest struct {
+	Path     string `json:"path"`
+	Data     string `json:"data"`
+	Username string `json:"username,omitempty"`
+}
+
+// WriteResult answers writes.
+type WriteResult struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// BatchWriteRequest is POST /files/batch.
+type BatchWriteRequest struct {
+	Files    []WriteRequest `json:"files"`
+	Username string         `json:"username,omitempty"`
+}
+
+// RenameRequest is PATCH /files.
+type RenameRequest struct {
+	OldPath  string `json:"old_path"`
+	NewPath  string `json:"new_path"`
+	Username string `json:"username,omitempty"`
+}
+
+// MkdirRequest is POST /files/mkdir.
+type MkdirRequest struct {
+	Path     string `json:"path"`
+	Username string `json:"username,omitempty"`
+}
+
+// MkdirResult answers mkdir; Created is false if the directory existed.
+type MkdirResult struct {
+	Created bool `json:"created"`
+}
+
+// ExistsResult answers GET /files/exists.
+type ExistsResult struct {
+	Exists bool `json:"exists"`
+}
+
+// EntryInfo is one file system entry (list, info, rename).
+type EntryInfo struct {
+	Name          string `json:"name"`
+	Path          string `json:"path"`
+	Type          string `json:"type"` // "file" | "dir" | "symlink"
+	Size          int64  `json:"size"`
+	Mode          uint32 `json:"mode"`
+	Permissions   string `json:"permissions"`
+	Owner         string `json:"owner"`
+	Group         string `json:"group"`
+	ModifiedTime  string `json:"modified_time"` // RFC 3339
+	SymlinkTarget string `json:"symlink_target,omitempty"`
+}

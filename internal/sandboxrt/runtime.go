@@ -1,0 +1,85 @@
+// Package sandboxrt defines the seam between the orchestrator and the
+// isolation technology that runs a sandbox (gVisor, microVM, ...).
+//
+// A driver runs one "init" process (envd) inside an isolated root
+// filesystem, joined to a network namespace that the network package
+// prepared. It knows nothing about commands, files or policy: everything
+// above PID 1 goes through envd.
+package sandboxrt
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a sandbox id is unknown to the driver.
+var ErrNotFound = errors.New("sandbox not found in runtime")
+
+// Mount is a bind mount of a host path into the sandbox.
+type Mount struct {
+	Source   string // host path (file or directory)
+	Target   string // path inside the sandbox
+	ReadOnly bool
+}
+
+// Resources are the limits applied to the whole sandbox. Zero means "driver default".
+type Resources struct {
+	CPUs     float64 // number of CPUs (may be fractional)
+	MemoryMB int64
+	Pids     int64
+}
+
+// Spec describes a sandbox to start. It is immutable once passed to Start.
+type Spec struct {
+	ID        string   // unique, [a-z0-9-], also the driver's container id
+	RootFS    string   // template root filesystem directory; never written to
+	NetNSPath string   // network namespace to run in, e.g. /var/run/netns/declaw-3
+	Hostname  string   // hostname inside the sandbox
+	Init      []string // argv of PID 1 (envd)
+	Env       []string // environment of PID 1 only ("K=V")
+	Mounts    []Mount  // extra bind mounts (envd binary, resolv.conf, CA, ...)
+	Resources Resources
+}
+
+// State is the runtime's view of one sandbox.
+type State string
+
+const (
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateStopped State = "stopped"
+)
+
+// Stats is one resource usage sample.
+type Stats struct {
+	Time          time.Time
+	CPUUsageNanos uint64 // cumulative CPU time
+	MemoryBytes   uint64
+}
+
+// Runtime runs sandboxes. Implementations are safe for concurrent use on
+// different ids; calls for the same id are serialised by the caller.
+type Runtime interface {
+	// Name is the driver name ("gvisor", "microvm").
+	Name() string
+	// Start creates and starts the sandbox. It returns once PID 1 has been
+	// started (not necessarily once envd answers). On error nothing is left behind.
+	Start(ctx context.Context, spec Spec) error
+	// Destroy kills every process of the sandbox and frees everything the
+	// driver allocated for it. Destroying an unknown or already destroyed id is not an error.
+	Destroy(ctx context.Context, id string) error
+	// State reports the sandbox state; ErrNotFound if unknown.
+	State(ctx context.Context, id string) (State, error)
+	// Stats samples resource usage.
+	Stats(ctx context.Context, id string) (Stats, error)
+	// Cleanup destroys every sandbox this driver instance owns, including
+	// leftovers of a previous process that crashed (called at server start and stop).
+	Cleanup(ctx context.Context) error
+}
+
+// Pauser is implemented by drivers that can freeze and thaw a sandbox.
+type Pauser interface {
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+}
