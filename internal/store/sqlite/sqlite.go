@@ -1,0 +1,439 @@
+// Package sqlite is the embedded default implementation of store.Store,
+// backed by a single SQLite file (modernc.org/sqlite: pure Go, no cgo).
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/declaw/declaw/internal/store"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS sandboxes (
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	id          TEXT NOT NULL UNIQUE,
+	template_id TEXT NOT NULL,
+	state       TEXT NOT NULL,
+	metadata    TEXT NOT NULL DEFAULT '{}',
+	envs        TEXT NOT NULL DEFAULT '{}',
+	timeout     INTEGER NOT NULL DEFAULT 0,
+	started_at  INTEGER NOT NULL,
+	end_at      INTEGER NOT NULL DEFAULT 0,
+	killed_at   INTEGER NOT NULL DEFAULT 0,
+	security    TEXT,
+	network     TEXT,
+	lifecycle   TEXT,
+	guest_ip    TEXT NOT NULL DEFAULT '',
+	runtime     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
+CREATE TABLE IF NOT EXISTS idempotency (
+	key        TEXT PRIMARY KEY,
+	body_hash  TEXT NOT NULL,
+	sandbox_id TEXT NOT NULL DEFAULT '',
+	response   BLOB,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+	hash       TEXT PRIMARY KEY,
+	name       TEXT NOT NULL DEFAULT '',
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	sandbox_id TEXT NOT NULL,
+	ts         INTEGER NOT NULL,
+	type       TEXT NOT NULL,
+	data       TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_sandbox ON audit(sandbox_id, id);
+`
+
+// Store is a store.Store on one SQLite file.
+type Store struct {
+	db *sql.DB
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path.
+func Open(path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	// One writer at a time keeps SQLite free of SQLITE_BUSY storms.
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "{}"
+	}
+	return string(b)
+}
+
+func nullRaw(r json.RawMessage) any {
+	if len(r) == 0 {
+		return nil
+	}
+	return string(r)
+}
+
+// CreateSandbox inserts sb; ErrExists if the id is taken.
+func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes
+		(id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		sb.ID, sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
+		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt),
+		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime)
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE") {
+			return fmt.Errorf("create sandbox %s: %w", sb.ID, store.ErrExists)
+		}
+		return fmt.Errorf("create sandbox %s: %w", sb.ID, err)
+	}
+	return nil
+}
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+const sandboxCols = `seq, id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime`
+
+type scanner interface{ Scan(...any) error }
+
+func scanSandbox(r scanner) (*store.Sandbox, int64, error) {
+	var (
+		sb                           store.Sandbox
+		seq                          int64
+		meta, envs                   string
+		started, end, killed         int64
+		security, network, lifecycle sql.NullString
+	)
+	if err := r.Scan(&seq, &sb.ID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
+		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime); err != nil {
+		return nil, 0, err
+	}
+	_ = json.Unmarshal([]byte(meta), &sb.Metadata)
+	_ = json.Unmarshal([]byte(envs), &sb.Envs)
+	sb.StartedAt, sb.EndAt, sb.KilledAt = fromNano(started), fromNano(end), fromNano(killed)
+	if security.Valid {
+		sb.Security = json.RawMessage(security.String)
+	}
+	if network.Valid {
+		sb.Network = json.RawMessage(network.String)
+	}
+	if lifecycle.Valid {
+		sb.Lifecycle = json.RawMessage(lifecycle.String)
+	}
+	return &sb, seq, nil
+}
+
+// GetSandbox returns the sandbox or ErrNotFound.
+func (s *Store) GetSandbox(ctx context.Context, id string) (*store.Sandbox, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id = ?`, id)
+	sb, _, err := scanSandbox(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox %s: %w", id, err)
+	}
+	return sb, nil
+}
+
+// UpdateSandbox applies fn to the stored sandbox inside one transaction.
+func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.Sandbox) error) (*store.Sandbox, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	sb, _, err := scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
+	}
+	if err := fn(sb); err != nil {
+		return nil, err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE sandboxes SET template_id=?, state=?, metadata=?, envs=?, timeout=?,
+		started_at=?, end_at=?, killed_at=?, security=?, network=?, lifecycle=?, guest_ip=?, runtime=? WHERE id=?`,
+		sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
+		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt),
+		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, id)
+	if err != nil {
+		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
+	}
+	return sb, nil
+}
+
+// ListSandboxes returns sandboxes matching f in creation order.
+func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*store.Sandbox, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if len(f.States) > 0 {
+		where = append(where, "state IN ("+strings.TrimSuffix(strings.Repeat("?,", len(f.States)), ",")+")")
+		for _, st := range f.States {
+			args = append(args, st)
+		}
+	}
+	if f.After != "" {
+		where = append(where, "seq > (SELECT seq FROM sandboxes WHERE id = ?)")
+		args = append(args, f.After)
+	}
+	for k, v := range f.Metadata {
+		where = append(where, "json_extract(metadata, ?) = ?")
+		args = append(args, "$."+jsonPathKey(k), v)
+	}
+	q := `SELECT ` + sandboxCols + ` FROM sandboxes`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq LIMIT ?"
+	args = append(args, limit+1)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sandboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Sandbox
+	for rows.Next() {
+		sb, _, err := scanSandbox(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("list sandboxes: %w", err)
+		}
+		out = append(out, sb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list sandboxes: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = out[limit-1].ID
+	}
+	return out, next, nil
+}
+
+// jsonPathKey quotes a metadata key for a JSON path.
+func jsonPathKey(k string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(k) + `"`
+}
+
+// BeginIdempotent records rec.Key as in progress, or returns the existing record with ErrExists.
+func (s *Store) BeginIdempotent(ctx context.Context, rec store.Idempotency) (*store.Idempotency, error) {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO idempotency (key, body_hash, created_at) VALUES (?,?,?)`,
+		rec.Key, rec.BodyHash, unixNano(time.Now()))
+	if err == nil {
+		return &rec, nil
+	}
+	if !strings.Contains(err.Error(), "UNIQUE") && !strings.Contains(err.Error(), "PRIMARY") {
+		return nil, fmt.Errorf("begin idempotent create %q: %w", rec.Key, err)
+	}
+	var (
+		got     store.Idempotency
+		created int64
+	)
+	err = s.db.QueryRowContext(ctx, `SELECT key, body_hash, sandbox_id, response, created_at FROM idempotency WHERE key = ?`, rec.Key).
+		Scan(&got.Key, &got.BodyHash, &got.SandboxID, &got.Response, &created)
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency record %q: %w", rec.Key, err)
+	}
+	got.CreatedAt = fromNano(created)
+	return &got, store.ErrExists
+}
+
+// FinishIdempotent stores the outcome of key, or forgets it when response is nil.
+func (s *Store) FinishIdempotent(ctx context.Context, key, sandboxID string, response []byte) error {
+	var err error
+	if response == nil {
+		_, err = s.db.ExecContext(ctx, `DELETE FROM idempotency WHERE key = ?`, key)
+	} else {
+		_, err = s.db.ExecContext(ctx, `UPDATE idempotency SET sandbox_id = ?, response = ? WHERE key = ?`, sandboxID, response, key)
+	}
+	if err != nil {
+		return fmt.Errorf("finish idempotent create %q: %w", key, err)
+	}
+	return nil
+}
+
+// AddAPIKey stores a key hash (idempotent).
+func (s *Store) AddAPIKey(ctx context.Context, hash, name string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO api_keys (hash, name, created_at) VALUES (?,?,?)`, hash, name, unixNano(time.Now()))
+	if err != nil {
+		return fmt.Errorf("add api key: %w", err)
+	}
+	return nil
+}
+
+// HasAPIKey reports whether hash is a stored key hash.
+func (s *Store) HasAPIKey(ctx context.Context, hash string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys WHERE hash = ?`, hash).Scan(&n); err != nil {
+		return false, fmt.Errorf("check api key: %w", err)
+	}
+	return n > 0, nil
+}
+
+// CountAPIKeys returns the number of stored keys.
+func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count api keys: %w", err)
+	}
+	return n, nil
+}
+
+// AppendAudit appends events in one transaction.
+func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	defer tx.Rollback()
+	for _, e := range events {
+		ts := e.Time
+		if ts.IsZero() {
+			ts = time.Now()
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit (sandbox_id, ts, type, data) VALUES (?,?,?,?)`,
+			e.SandboxID, unixNano(ts), e.Type, nullRaw(e.Data)); err != nil {
+			return fmt.Errorf("append audit: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	return nil
+}
+
+// ListAudit returns events matching q in append order.
+func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if q.SandboxID != "" {
+		where = append(where, "sandbox_id = ?")
+		args = append(args, q.SandboxID)
+	}
+	if len(q.Types) > 0 {
+		var ors []string
+		for _, t := range q.Types {
+			// A type filter "egress" matches "egress" and "egress.*".
+			ors = append(ors, "type = ? OR type LIKE ?")
+			args = append(args, t, t+".%")
+		}
+		where = append(where, "("+strings.Join(ors, " OR ")+")")
+	}
+	if !q.Since.IsZero() {
+		where = append(where, "ts >= ?")
+		args = append(args, unixNano(q.Since))
+	}
+	if !q.Until.IsZero() {
+		where = append(where, "ts <= ?")
+		args = append(args, unixNano(q.Until))
+	}
+	if q.AfterID > 0 {
+		where = append(where, "id > ?")
+		args = append(args, q.AfterID)
+	}
+	sqlq := `SELECT id, sandbox_id, ts, type, data FROM audit`
+	if len(where) > 0 {
+		sqlq += " WHERE " + strings.Join(where, " AND ")
+	}
+	sqlq += " ORDER BY id LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, sqlq, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditEvent
+	for rows.Next() {
+		var (
+			e    store.AuditEvent
+			ts   int64
+			data sql.NullString
+		)
+		if err := rows.Scan(&e.ID, &e.SandboxID, &ts, &e.Type, &data); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		e.Time = fromNano(ts)
+		if data.Valid {
+			e.Data = json.RawMessage(data.String)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// PruneAudit deletes a sandbox's events older than before ("" = all sandboxes).
+func (s *Store) PruneAudit(ctx context.Context, sandboxID string, before time.Time) (int64, error) {
+	q, args := `DELETE FROM audit WHERE ts < ?`, []any{unixNano(before)}
+	if sandboxID != "" {
+		q += " AND sandbox_id = ?"
+		args = append(args, sandboxID)
+	}
+	res, err := s.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("prune audit: %w", err)
+	}
+	return res.RowsAffected()
+}

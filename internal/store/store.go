@@ -1,0 +1,103 @@
+// Package store defines the persistence seam of the server: sandboxes,
+// API keys, idempotency records and audit events. Implementations live in
+// subpackages (sqlite); they are safe for concurrent use.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when creating a record whose key is taken.
+var ErrExists = errors.New("already exists")
+
+// Sandbox is the persisted view of one sandbox.
+type Sandbox struct {
+	ID         string
+	TemplateID string
+	State      string // "running", "paused", "killed", ...
+	Metadata   map[string]string
+	Envs       map[string]string // as shown to users (secrets already masked)
+	Timeout    int               // seconds, as last set
+	StartedAt  time.Time
+	EndAt      time.Time       // when the timeout fires (zero: never)
+	KilledAt   time.Time       // zero while alive
+	Security   json.RawMessage // normalised SecurityPolicy JSON, may be nil
+	Network    json.RawMessage // normalised network policy JSON, may be nil
+	Lifecycle  json.RawMessage
+	GuestIP    string
+	Runtime    string
+}
+
+// SandboxFilter selects sandboxes for ListSandboxes. Zero values select all.
+type SandboxFilter struct {
+	States   []string          // any of
+	Metadata map[string]string // all must match
+	Limit    int               // 0 = store default (100)
+	After    string            // pagination cursor: return ids after this one (by creation order)
+}
+
+// Idempotency is one create request's record.
+type Idempotency struct {
+	Key       string
+	BodyHash  string
+	SandboxID string // empty while in progress
+	Response  []byte // the create response, once done
+	CreatedAt time.Time
+}
+
+// Store is the persistence interface of the server.
+type Store interface {
+	CreateSandbox(ctx context.Context, sb *Sandbox) error
+	// GetSandbox returns ErrNotFound for unknown ids.
+	GetSandbox(ctx context.Context, id string) (*Sandbox, error)
+	// UpdateSandbox loads the sandbox, calls fn and writes it back atomically.
+	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (*Sandbox, error)
+	// ListSandboxes returns matching sandboxes in creation order and a cursor
+	// for the next page ("" when there is none).
+	ListSandboxes(ctx context.Context, f SandboxFilter) ([]*Sandbox, string, error)
+
+	// BeginIdempotent records key as in progress. If the key exists it returns
+	// the existing record and ErrExists.
+	BeginIdempotent(ctx context.Context, rec Idempotency) (*Idempotency, error)
+	// FinishIdempotent stores the outcome of key; a nil response deletes the
+	// record (the create failed and may be retried).
+	FinishIdempotent(ctx context.Context, key, sandboxID string, response []byte) error
+
+	// AddAPIKey stores the hash of an API key; HasAPIKey checks one.
+	AddAPIKey(ctx context.Context, hash, name string) error
+	HasAPIKey(ctx context.Context, hash string) (bool, error)
+	CountAPIKeys(ctx context.Context) (int, error)
+
+	// AppendAudit appends events; ListAudit queries them.
+	AppendAudit(ctx context.Context, events ...AuditEvent) error
+	ListAudit(ctx context.Context, q AuditQuery) ([]AuditEvent, error)
+	// PruneAudit deletes events older than before; returns how many.
+	PruneAudit(ctx context.Context, sandboxID string, before time.Time) (int64, error)
+
+	Close() error
+}
+
+// AuditEvent is one entry of a sandbox's audit trail.
+type AuditEvent struct {
+	ID        int64           `json:"id"`
+	SandboxID string          `json:"sandbox_id"`
+	Time      time.Time       `json:"timestamp"`
+	Type      string          `json:"type"` // e.g. "sandbox.created", "command.run", "egress.blocked"
+	Data      json.RawMessage `json:"data,omitempty"`
+}
+
+// AuditQuery selects audit events. Zero values select all.
+type AuditQuery struct {
+	SandboxID string
+	Types     []string
+	Since     time.Time
+	Until     time.Time
+	AfterID   int64 // cursor
+	Limit     int   // 0 = 100
+}
