@@ -1,0 +1,713 @@
+// Package gvisor is the sandboxrt driver that runs each sandbox under
+// gVisor's runsc.
+//
+// Recipe (measured, see ARCHITECTURE §2): runsc is started inside the
+// sandbox's own network namespace with --network=host, so the sandbox sees
+// only that netns's interfaces; the OCI spec lists no network namespace.
+// The root is the read-only template directory under runsc's in-memory
+// overlay, so everything a sandbox writes vanishes when it is destroyed.
+// Every runsc control command (state, kill, pause, delete, events) also
+// runs inside that netns, because runsc reaches the sandbox over abstract
+// unix sockets, which are scoped to a network namespace.
+//
+// The driver keeps all it owns under Config.StateDir:
+//
+//	runsc/          runsc --root: runsc's own container state
+//	bundles/<id>/   config.json (OCI spec), record.json (netns, cgroup), console.log
+//
+// record.json is written before runsc starts, so a later Cleanup, even by
+// a new process after a crash, can reach and destroy every container.
+//
+// runsc runs in the foreground ("runsc run", not --detach) as a child of the
+// driver: runsc then reaps the sandbox process itself the moment it dies,
+// and Destroy takes tens of milliseconds instead of waiting for the host's
+// init to reap an orphan.
+package gvisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/declaw/declaw/internal/sandboxrt"
+)
+
+// Config configures a Driver. The zero value is usable on a host with
+// Debian's runsc and cgroup v1.
+type Config struct {
+	// Runsc is the runsc binary (name looked up in PATH, or a path). Default "runsc".
+	Runsc string
+	// Platform is runsc's --platform. Default "ptrace"; newer gVisor: "systrap" or "kvm".
+	Platform string
+	// Network is runsc's --network. Default "host" (the slot netns is the sandbox's network).
+	Network string
+	// OverlayFlag makes the root an in-memory overlay over the template.
+	// Default "--overlay"; newer runsc: "--overlay2=root:memory".
+	OverlayFlag string
+	// ExtraFlags are added to every runsc invocation (global flags, e.g. "--debug-log=/tmp/runsc/").
+	ExtraFlags []string
+	// StateDir holds everything the driver owns. Default "/var/lib/declaw/gvisor".
+	StateDir string
+	// CgroupParent is the cgroup (relative to each hierarchy's root) under
+	// which every sandbox gets its own cgroup "<CgroupParent>/<id>". Default "declaw".
+	CgroupParent string
+	// Defaults fills the zero fields of Spec.Resources. Zero fields here mean unlimited.
+	Defaults sandboxrt.Resources
+	// StartTimeout bounds how long Start waits for PID 1 to run. Default 60s.
+	StartTimeout time.Duration
+	// Logf logs driver events. Default: discard.
+	Logf func(format string, args ...any)
+}
+
+// Driver runs sandboxes with runsc. It is safe for concurrent use on different ids.
+type Driver struct {
+	cfg       Config
+	runscPath string
+	root      string // runsc --root
+	bundles   string
+
+	mu    sync.Mutex
+	procs map[string]*runProc // foreground "runsc run" children, by id
+}
+
+// runProc is one foreground "runsc run" process.
+type runProc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd.Wait returned
+	err  error         // cmd.Wait's result, valid after done
+}
+
+// record is what the driver persists per sandbox to reach it later.
+type record struct {
+	ID          string    `json:"id"`
+	NetNSPath   string    `json:"netns_path"`
+	CgroupsPath string    `json:"cgroups_path"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+const cgroupMount = "/sys/fs/cgroup"
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// New returns a Driver for cfg, creating its state directories.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Runsc == "" {
+		cfg.Runsc = "runsc"
+	}
+	if cfg.Platform == "" {
+		cfg.Platform = "ptrace"
+	}
+	if cfg.Network == "" {
+		cfg.Network = "host"
+	}
+	if cfg.OverlayFlag == "" {
+		cfg.OverlayFlag = "--overlay"
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/declaw/gvisor"
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "declaw"
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	p, err := exec.LookPath(cfg.Runsc)
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: find runsc: %w", err)
+	}
+	stateDir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: state dir: %w", err)
+	}
+	d := &Driver{
+		cfg:       cfg,
+		runscPath: p,
+		root:      filepath.Join(stateDir, "runsc"),
+		bundles:   filepath.Join(stateDir, "bundles"),
+		procs:     make(map[string]*runProc),
+	}
+	for _, dir := range []string{d.root, d.bundles} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("gvisor: create state dir: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// Name implements sandboxrt.Runtime.
+func (d *Driver) Name() string { return "gvisor" }
+
+func (d *Driver) globalFlags() []string {
+	flags := []string{
+		"--root=" + d.root,
+		"--platform=" + d.cfg.Platform,
+		"--network=" + d.cfg.Network,
+		d.cfg.OverlayFlag,
+	}
+	return append(flags, d.cfg.ExtraFlags...)
+}
+
+func (d *Driver) bundleDir(id string) string { return filepath.Join(d.bundles, id) }
+
+func (d *Driver) cgroupsPath(id string) string {
+	return "/" + strings.Trim(d.cfg.CgroupParent, "/") + "/" + id
+}
+
+// Start implements sandboxrt.Runtime. It returns once runsc reports PID 1
+// running. On error, everything it created has been removed.
+func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
+	t0 := time.Now()
+	if !idRE.MatchString(spec.ID) {
+		return fmt.Errorf("gvisor: start: invalid sandbox id %q", spec.ID)
+	}
+	if spec.NetNSPath == "" {
+		// With --network=host an empty path would mean the host's network.
+		return fmt.Errorf("gvisor: start %s: no network namespace", spec.ID)
+	}
+	if fi, err := os.Stat(spec.RootFS); err != nil || !fi.IsDir() {
+		return fmt.Errorf("gvisor: start %s: root filesystem %q is not a directory", spec.ID, spec.RootFS)
+	}
+	if _, err := os.Stat(spec.NetNSPath); err != nil {
+		return fmt.Errorf("gvisor: start %s: netns: %w", spec.ID, err)
+	}
+	rec := record{
+		ID:          spec.ID,
+		NetNSPath:   spec.NetNSPath,
+		CgroupsPath: d.cgroupsPath(spec.ID),
+		CreatedAt:   time.Now().UTC(),
+	}
+	oci, err := buildSpec(spec, mergeResources(spec.Resources, d.cfg.Defaults), rec.CgroupsPath)
+	if err != nil {
+		return fmt.Errorf("gvisor: start: %w", err)
+	}
+	bundle := d.bundleDir(spec.ID)
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("gvisor: start %s: sandbox already exists", spec.ID)
+		}
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
+	defer func() {
+		if err != nil {
+			if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up failed start: %w", derr))
+			}
+		}
+	}()
+	if err := writeJSON(filepath.Join(bundle, "record.json"), rec); err != nil {
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
+	if err := writeJSON(filepath.Join(bundle, "config.json"), oci); err != nil {
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
+	console, err := os.OpenFile(filepath.Join(bundle, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
+	args := append(d.globalFlags(), "run", "--bundle="+bundle, spec.ID)
+	cmd := exec.Command(d.runscPath, args...)
+	cmd.Stdout = console
+	cmd.Stderr = console
+	// Own process group: a terminal's ^C must not reach runsc, which would
+	// forward it to the sandbox.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Dir = bundle
+	if err := startInNetNS(spec.NetNSPath, cmd); err != nil {
+		console.Close()
+		return fmt.Errorf("gvisor: start %s: runsc run: %w", spec.ID, err)
+	}
+	console.Close() // the child has its own copy
+	p := &runProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	d.mu.Lock()
+	d.procs[spec.ID] = p
+	d.mu.Unlock()
+
+	if err := d.waitRunning(ctx, spec.ID, p); err != nil {
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
+	d.cfg.Logf("gvisor: started %s in %v", spec.ID, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// waitRunning polls runsc's state file (a plain read, no exec) until the
+// container is running, runsc exits, or time runs out.
+func (d *Driver) waitRunning(ctx context.Context, id string, p *runProc) error {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
+	defer cancel()
+	tick := time.NewTicker(3 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if st, err := d.readStateFile(id); err == nil && st.Status == "running" {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("runsc run exited (%v): %s", p.err, d.consoleTail(id))
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for init to run: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// consoleTail returns the end of the sandbox's console log, for errors.
+func (d *Driver) consoleTail(id string) string {
+	b, _ := os.ReadFile(filepath.Join(d.bundleDir(id), "console.log"))
+	const max = 2000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Destroy implements sandboxrt.Runtime. It is idempotent.
+func (d *Driver) Destroy(ctx context.Context, id string) error {
+	if !idRE.MatchString(id) {
+		return nil // cannot be ours
+	}
+	rec, recErr := d.loadRecord(id)
+	st, stErr := d.readStateFile(id)
+	d.mu.Lock()
+	p := d.procs[id]
+	d.mu.Unlock()
+	if recErr != nil && stErr != nil && p == nil {
+		if _, err := os.Stat(d.bundleDir(id)); err == nil {
+			return d.removeBundle(id) // a half-made bundle of a failed start
+		}
+		return nil
+	}
+	var errs []error
+	ns := d.controlNetNS(rec, st)
+	if stErr == nil {
+		// Kill everything, then let runsc tear down sandbox, gofer and cgroups.
+		_, _ = d.runsc(ctx, ns, "kill", "--all", id, "KILL")
+		if _, err := d.runsc(ctx, ns, "delete", "--force", id); err != nil && !isNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	if p != nil {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		d.mu.Lock()
+		delete(d.procs, id)
+		d.mu.Unlock()
+	}
+	// Last resort, e.g. when runsc could not delete it: kill by pid and drop the state.
+	if st, err := d.readStateFile(id); err == nil {
+		d.killPids(st)
+		if err := d.removeStateFiles(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	cg := d.cgroupsPath(id)
+	if rec != nil && rec.CgroupsPath != "" {
+		cg = rec.CgroupsPath
+	}
+	if err := removeCgroup(cg); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.removeBundle(id); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("gvisor: destroy %s: %w", id, err)
+	}
+	return nil
+}
+
+func (d *Driver) removeBundle(id string) error {
+	if err := os.RemoveAll(d.bundleDir(id)); err != nil {
+		return fmt.Errorf("remove bundle: %w", err)
+	}
+	return nil
+}
+
+// controlNetNS picks the namespace in which runsc can reach the sandbox:
+// the live sandbox process's own netns when it runs (exact even if the
+// slot's netns path was removed or reused), else the recorded path.
+func (d *Driver) controlNetNS(rec *record, st *runscState) string {
+	if st != nil && st.Sandbox != nil && d.isOurRunsc(st.Sandbox.Pid) {
+		p := "/proc/" + strconv.Itoa(st.Sandbox.Pid) + "/ns/net"
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if rec != nil && rec.NetNSPath != "" {
+		if _, err := os.Stat(rec.NetNSPath); err == nil {
+			return rec.NetNSPath
+		}
+	}
+	return "" // not reachable: runsc can still kill by pid and delete
+}
+
+// isOurRunsc reports whether pid is a runsc process using our --root.
+func (d *Driver) isOurRunsc(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	for _, arg := range bytes.Split(b, []byte{0}) {
+		if string(arg) == "--root="+d.root {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Driver) killPids(st *runscState) {
+	pids := []int{st.GoferPid}
+	if st.Sandbox != nil {
+		pids = append(pids, st.Sandbox.Pid)
+	}
+	for _, pid := range pids {
+		if d.isOurRunsc(pid) {
+			d.cfg.Logf("gvisor: killing leftover runsc pid %d of %s", pid, st.ID)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// State implements sandboxrt.Runtime. A sandbox the driver knows but runsc
+// no longer runs (PID 1 exited) is StateStopped; runsc's "created" (PID 1
+// not started yet, only seen after a crash mid-Start) is also StateStopped.
+func (d *Driver) State(ctx context.Context, id string) (sandboxrt.State, error) {
+	rec, recErr := d.loadRecord(id)
+	st, stErr := d.readStateFile(id)
+	if recErr != nil && stErr != nil {
+		return "", fmt.Errorf("gvisor: state %s: %w", id, sandboxrt.ErrNotFound)
+	}
+	if stErr != nil {
+		return sandboxrt.StateStopped, nil
+	}
+	out, err := d.runsc(ctx, d.controlNetNS(rec, st), "state", id)
+	if err != nil {
+		if isNotExist(err) {
+			return sandboxrt.StateStopped, nil
+		}
+		return "", fmt.Errorf("gvisor: state %s: %w", id, err)
+	}
+	var s struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(out, &s); err != nil {
+		return "", fmt.Errorf("gvisor: state %s: parse runsc state: %w", id, err)
+	}
+	switch s.Status {
+	case "running":
+		return sandboxrt.StateRunning, nil
+	case "paused":
+		return sandboxrt.StatePaused, nil
+	case "created", "stopped", "creating":
+		return sandboxrt.StateStopped, nil
+	}
+	return "", fmt.Errorf("gvisor: state %s: unknown runsc status %q", id, s.Status)
+}
+
+// Stats implements sandboxrt.Runtime. It reads the sandbox's cgroup v1
+// counters (host view: sentry, gofer and all guest work) and falls back to
+// "runsc events --stats" when they are not there (e.g. cgroup v2 hosts).
+func (d *Driver) Stats(ctx context.Context, id string) (sandboxrt.Stats, error) {
+	rec, recErr := d.loadRecord(id)
+	st, stErr := d.readStateFile(id)
+	if recErr != nil && stErr != nil {
+		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: %w", id, sandboxrt.ErrNotFound)
+	}
+	cg := d.cgroupsPath(id)
+	if rec != nil && rec.CgroupsPath != "" {
+		cg = rec.CgroupsPath
+	}
+	now := time.Now()
+	mem, memErr := readUint(filepath.Join(cgroupMount, "memory", cg, "memory.usage_in_bytes"))
+	cpu, cpuErr := readUint(filepath.Join(cgroupMount, "cpuacct", cg, "cpuacct.usage"))
+	if memErr == nil && cpuErr == nil {
+		return sandboxrt.Stats{Time: now, CPUUsageNanos: cpu, MemoryBytes: mem}, nil
+	}
+	if stErr != nil {
+		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: not running", id)
+	}
+	out, err := d.runsc(ctx, d.controlNetNS(rec, st), "events", "--stats", id)
+	if err != nil {
+		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: %w", id, err)
+	}
+	var ev struct {
+		Data struct {
+			CPU struct {
+				Usage struct {
+					Total uint64 `json:"total"`
+				} `json:"usage"`
+			} `json:"cpu"`
+			Memory struct {
+				Usage struct {
+					Usage uint64 `json:"usage"`
+				} `json:"usage"`
+			} `json:"memory"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(out, &ev); err != nil {
+		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: parse runsc events: %w", id, err)
+	}
+	return sandboxrt.Stats{Time: now, CPUUsageNanos: ev.Data.CPU.Usage.Total, MemoryBytes: ev.Data.Memory.Usage.Usage}, nil
+}
+
+// Pause implements sandboxrt.Pauser: runsc pause stops every task of the sandbox.
+func (d *Driver) Pause(ctx context.Context, id string) error {
+	return d.control(ctx, id, "pause")
+}
+
+// Resume implements sandboxrt.Pauser.
+func (d *Driver) Resume(ctx context.Context, id string) error {
+	return d.control(ctx, id, "resume")
+}
+
+func (d *Driver) control(ctx context.Context, id, verb string) error {
+	rec, _ := d.loadRecord(id)
+	st, err := d.readStateFile(id)
+	if err != nil {
+		return fmt.Errorf("gvisor: %s %s: %w", verb, id, sandboxrt.ErrNotFound)
+	}
+	if _, err := d.runsc(ctx, d.controlNetNS(rec, st), verb, id); err != nil {
+		if isNotExist(err) {
+			return fmt.Errorf("gvisor: %s %s: %w", verb, id, sandboxrt.ErrNotFound)
+		}
+		return fmt.Errorf("gvisor: %s %s: %w", verb, id, err)
+	}
+	return nil
+}
+
+// Cleanup implements sandboxrt.Runtime: it destroys every container under
+// the driver's state dir, whether this Driver value started it or not.
+func (d *Driver) Cleanup(ctx context.Context) error {
+	ids := map[string]bool{}
+	if ents, err := os.ReadDir(d.bundles); err == nil {
+		for _, e := range ents {
+			ids[e.Name()] = true
+		}
+	}
+	if ents, err := os.ReadDir(d.root); err == nil {
+		for _, e := range ents {
+			if id, ok := stateFileID(e.Name()); ok {
+				ids[id] = true
+			}
+		}
+	}
+	d.mu.Lock()
+	for id := range d.procs {
+		ids[id] = true
+	}
+	d.mu.Unlock()
+	var errs []error
+	for id := range ids {
+		d.cfg.Logf("gvisor: cleanup: destroying %s", id)
+		if err := d.Destroy(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Leftover runsc files of ids that do not match our pattern.
+	if ents, err := os.ReadDir(d.root); err == nil {
+		for _, e := range ents {
+			if err := os.RemoveAll(filepath.Join(d.root, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// The parent cgroup goes if no one else uses it; failure is expected otherwise.
+	for _, dir := range cgroupDirs("/" + strings.Trim(d.cfg.CgroupParent, "/")) {
+		_ = os.Remove(dir)
+	}
+	return errors.Join(errs...)
+}
+
+// runsc runs one runsc control command inside nsPath ("" = current netns)
+// and returns its stdout.
+func (d *Driver) runsc(ctx context.Context, nsPath string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, d.runscPath, append(d.globalFlags(), args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	var err error
+	if nsPath != "" {
+		err = startInNetNS(nsPath, cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+			msg = msg[i+1:]
+		}
+		return stdout.Bytes(), &runscError{verb: args[0], err: err, msg: msg}
+	}
+	return stdout.Bytes(), nil
+}
+
+// runscError is a failed runsc command with the last line of its stderr.
+type runscError struct {
+	verb string
+	err  error
+	msg  string
+}
+
+func (e *runscError) Error() string { return "runsc " + e.verb + ": " + e.err.Error() + ": " + e.msg }
+func (e *runscError) Unwrap() error { return e.err }
+
+func isNotExist(err error) bool {
+	var re *runscError
+	if !errors.As(err, &re) {
+		return false
+	}
+	return strings.Contains(re.msg, "does not exist") || strings.Contains(re.msg, "not found") ||
+		strings.Contains(re.msg, "no such file")
+}
+
+// runscState is the part of runsc's on-disk container state the driver reads.
+type runscState struct {
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	GoferPid int    `json:"goferPid"`
+	Sandbox  *struct {
+		Pid int `json:"pid"`
+	} `json:"sandbox"`
+}
+
+// stateFileName is runsc's state file name for a root container
+// ("<cid>_sandbox:<sid>.state"; runsc 2022 and later).
+func (d *Driver) stateFileName(id string) string {
+	return filepath.Join(d.root, id+"_sandbox:"+id+".state")
+}
+
+func stateFileID(name string) (string, bool) {
+	base, ok := strings.CutSuffix(name, ".state")
+	if !ok {
+		base, ok = strings.CutSuffix(name, ".lock")
+	}
+	if !ok {
+		return "", false
+	}
+	cid, sid, ok := strings.Cut(base, "_sandbox:")
+	if !ok || cid != sid || !idRE.MatchString(cid) {
+		return "", false
+	}
+	return cid, true
+}
+
+func (d *Driver) readStateFile(id string) (*runscState, error) {
+	b, err := os.ReadFile(d.stateFileName(id))
+	if err != nil {
+		return nil, err
+	}
+	var st runscState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parse runsc state of %s: %w", id, err)
+	}
+	return &st, nil
+}
+
+func (d *Driver) removeStateFiles(id string) error {
+	var errs []error
+	for _, suffix := range []string{".state", ".lock"} {
+		if err := os.Remove(filepath.Join(d.root, id+"_sandbox:"+id+suffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Driver) loadRecord(id string) (*record, error) {
+	b, err := os.ReadFile(filepath.Join(d.bundleDir(id), "record.json"))
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("parse record of %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+}
+
+// cgroupDirs lists the directories of cgroup path cg in every v1 hierarchy mounted under cgroupMount.
+func cgroupDirs(cg string) []string {
+	ents, err := os.ReadDir(cgroupMount)
+	if err != nil {
+		return nil
+	}
+	var dirs []string
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		dirs = append(dirs, filepath.Join(cgroupMount, e.Name(), cg))
+	}
+	return dirs
+}
+
+// removeCgroup removes the sandbox's cgroup from every hierarchy. runsc
+// normally did it already; this covers containers it could not delete.
+func removeCgroup(cg string) error {
+	var errs []error
+	for _, dir := range cgroupDirs(cg) {
+		var err error
+		for range 50 {
+			err = os.Remove(dir)
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				err = nil
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // tasks still exiting
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove cgroup: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	_ sandboxrt.Runtime = (*Driver)(nil)
+	_ sandboxrt.Pauser  = (*Driver)(nil)
+)
