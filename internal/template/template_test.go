@@ -1,0 +1,267 @@
+package template
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestMmdebstrapArgs(t *testing.T) {
+	spec := Spec{
+		Name:        "custom",
+		Base:        "base",
+		AptPackages: []string{"python3", "jq"},
+		RunCmds:     []string{"echo 'hi' > /greeting"},
+		Envs:        map[string]string{"FOO": "b a'r"},
+	}.resolved()
+	got := mmdebstrapArgs(spec, "bookworm", "/t/rootfs", "http://mirror.example/debian")
+
+	if n := len(got); got[n-3] != "bookworm" || got[n-2] != "/t/rootfs" || got[n-1] != "http://mirror.example/debian" {
+		t.Errorf("mmdebstrapArgs tail = %q, want suite, target, mirror", got[n-3:])
+	}
+	for _, want := range []string{"--variant=minbase", "--mode=root", "--customize-hook=" + userHook} {
+		if !slices.Contains(got, want) {
+			t.Errorf("mmdebstrapArgs missing %q in %q", want, got)
+		}
+	}
+	var include string
+	for _, a := range got {
+		if s, ok := strings.CutPrefix(a, "--include="); ok {
+			include = s
+		}
+	}
+	pkgs := strings.Split(include, ",")
+	if !slices.Contains(pkgs, "bash") || !slices.Contains(pkgs, "python3") {
+		t.Errorf("--include=%s: want base packages and python3", include)
+	}
+	if c := strings.Count(include, "jq"); c != 1 {
+		t.Errorf("--include=%s: jq %d times, want once (dedup)", include, c)
+	}
+	// The run command is the last hook, quoted so sh sees it as one word.
+	var hooks []string
+	for _, a := range got {
+		if s, ok := strings.CutPrefix(a, "--customize-hook="); ok {
+			hooks = append(hooks, s)
+		}
+	}
+	if len(hooks) != 2 {
+		t.Fatalf("hooks = %q, want user hook + 1 run command", hooks)
+	}
+	wantHook := `chroot "$1" /usr/bin/env -i 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'HOME=/root' 'DEBIAN_FRONTEND=noninteractive' 'FOO=b a'\''r' /bin/sh -c 'echo '\''hi'\'' > /greeting'`
+	if hooks[1] != wantHook {
+		t.Errorf("run hook =\n%s\nwant\n%s", hooks[1], wantHook)
+	}
+	// The shell must parse the hook back into the original words.
+	if _, err := exec.LookPath("sh"); err == nil {
+		out, err := exec.Command("sh", "-c", `for a in "$@"; do printf '%s\n' "$a"; done`+" x "+shellQuote("echo 'hi' > /greeting"), "sh").Output()
+		if err != nil || string(out) != "x\necho 'hi' > /greeting\n" {
+			t.Errorf("shellQuote round trip = %q, %v", out, err)
+		}
+	}
+
+	noMirror := mmdebstrapArgs(Spec{Name: "x"}, "bookworm", "/t", "")
+	if noMirror[len(noMirror)-1] != "/t" {
+		t.Errorf("without mirror, last arg = %q, want target", noMirror[len(noMirror)-1])
+	}
+	if slices.ContainsFunc(noMirror, func(a string) bool { return strings.HasPrefix(a, "--include=") }) {
+		t.Errorf("no packages: unexpected --include in %q", noMirror)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		spec Spec
+		ok   bool
+	}{
+		{"builtin", builtins["python"], true},
+		{"bad name", Spec{Name: "../etc"}, false},
+		{"upper name", Spec{Name: "Base"}, false},
+		{"unknown base", Spec{Name: "x", Base: "nope"}, false},
+		{"package with comma", Spec{Name: "x", AptPackages: []string{"a,b"}}, false},
+		{"package option", Spec{Name: "x", AptPackages: []string{"--foo"}}, false},
+		{"package version", Spec{Name: "x", AptPackages: []string{"curl=7.88.1-10+deb12u5"}}, true},
+		{"bad env", Spec{Name: "x", Envs: map[string]string{"A B": "1"}}, false},
+		{"ok custom", Spec{Name: "my-tmpl", Base: "base", RunCmds: []string{"true"}, Envs: map[string]string{"A": "1"}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.spec.Validate()
+			if (err == nil) != tt.ok {
+				t.Errorf("Validate(%+v) = %v, want ok=%v", tt.spec, err, tt.ok)
+			}
+		})
+	}
+	if err := (Spec{Name: "x", Base: "nope"}).Validate(); !errors.Is(err, ErrUnknownTemplate) {
+		t.Errorf("unknown base: err = %v, want ErrUnknownTemplate", err)
+	}
+}
+
+func TestParseDpkgStatus(t *testing.T) {
+	in := `Package: bash
+Status: install ok installed
+Version: 5.2.15-2+b2
+Description: shell
+ continued
+
+Package: removed
+Status: deinstall ok config-files
+Version: 1.0
+
+Package: coreutils
+Status: install ok installed
+Version: 9.1-1
+`
+	got, err := parseDpkgStatus(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"bash=5.2.15-2+b2", "coreutils=9.1-1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("parseDpkgStatus = %q, want %q", got, want)
+	}
+}
+
+func TestGetSentinelsAndList(t *testing.T) {
+	m, err := New(Config{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get("base"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(base) unbuilt = %v, want ErrNotFound", err)
+	}
+	if _, err := m.Get("nope"); !errors.Is(err, ErrUnknownTemplate) {
+		t.Errorf("Get(nope) = %v, want ErrUnknownTemplate", err)
+	}
+	if _, err := m.Get("../x"); !errors.Is(err, ErrUnknownTemplate) {
+		t.Errorf("Get(../x) = %v, want ErrUnknownTemplate", err)
+	}
+
+	// A hand-made template directory is listed and read back.
+	dir := filepath.Join(m.dir, "mine")
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeJSON(filepath.Join(dir, "template.json"), Template{Name: "mine", Packages: []string{"a=1"}, Spec: Spec{Name: "mine"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Incomplete build directories are not templates.
+	if err := os.MkdirAll(filepath.Join(m.dir, ".build-x-1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	list, err := m.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Name != "mine" || list[0].RootFS != filepath.Join(dir, "rootfs") {
+		t.Errorf("List = %+v, want one template 'mine' with its rootfs", list)
+	}
+	if err := m.Delete("mine"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := m.Get("mine"); !errors.Is(err, ErrUnknownTemplate) {
+		t.Errorf("Get after Delete = %v, want ErrUnknownTemplate", err)
+	}
+	if err := m.Delete("mine"); err != nil {
+		t.Errorf("second Delete = %v, want nil", err)
+	}
+	if ents, _ := os.ReadDir(m.dir); len(ents) != 1 { // only .build-x-1
+		t.Errorf("state dir after Delete has %d entries, want 1", len(ents))
+	}
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("DECLAW_E2E") == "1" {
+			t.Fatal("DECLAW_E2E=1 but not running as root")
+		}
+		t.Skip("needs root (mmdebstrap --mode=root); run as root or set DECLAW_E2E=1 in CI")
+	}
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		if os.Getenv("DECLAW_E2E") == "1" {
+			t.Fatal("mmdebstrap not installed")
+		}
+		t.Skip("mmdebstrap not installed")
+	}
+}
+
+// TestBuildCustom builds a real template with mmdebstrap (about 30-60 s):
+// a base-derived custom template with a run command and env.
+func TestBuildCustom(t *testing.T) {
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("slow: builds a Debian root filesystem")
+	}
+	state := t.TempDir()
+	envd := filepath.Join(t.TempDir(), "envd")
+	if err := os.WriteFile(envd, []byte("#!/bin/sh\necho fake-envd-for-test\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs []string
+	m, err := New(Config{StateDir: state, EnvdPath: envd, Logf: func(f string, a ...any) { logs = append(logs, f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{
+		Name:     "custom-test",
+		Base:     "base",
+		RunCmds:  []string{`echo "$GREETING" > /etc/greeting`, `chown user:user /etc/greeting`},
+		Envs:     map[string]string{"GREETING": "hello 'quoted' world"},
+		StartCmd: "sleep infinity",
+	}
+	var buildLog strings.Builder
+	if err := m.BuildSpec(t.Context(), spec, &buildLog); err != nil {
+		t.Fatalf("BuildSpec: %v", err)
+	}
+	tm, err := m.Get("custom-test")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	root := tm.RootFS
+	for _, p := range []string{"home/user", "usr/bin/bash", "usr/bin/curl", "usr/bin/git", "usr/bin/jq", "usr/local/bin/envd", "etc/declaw/template.json"} {
+		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+			t.Errorf("template lacks /%s: %v", p, err)
+		}
+	}
+	passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	if !strings.Contains(string(passwd), "user:x:1000:1000::/home/user:/bin/bash") {
+		t.Errorf("/etc/passwd lacks the user account:\n%s", passwd)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "home/user")); err != nil || fi.Sys() == nil {
+		t.Errorf("stat /home/user: %v", err)
+	}
+	greeting, _ := os.ReadFile(filepath.Join(root, "etc/greeting"))
+	if string(greeting) != "hello 'quoted' world\n" {
+		t.Errorf("run command output /etc/greeting = %q", greeting)
+	}
+	if rc, err := os.ReadFile(filepath.Join(root, "etc/resolv.conf")); err != nil || len(rc) != 0 {
+		t.Errorf("/etc/resolv.conf = %q, %v; want empty placeholder", rc, err)
+	}
+	envdSum, _ := fileSHA256(envd)
+	if tm.EnvdSHA256 != envdSum || tm.SizeBytes < 50<<20 || tm.BuiltAt.IsZero() || tm.Spec.StartCmd != "sleep infinity" {
+		t.Errorf("metadata = envd %s size %d built %v start %q", tm.EnvdSHA256, tm.SizeBytes, tm.BuiltAt, tm.Spec.StartCmd)
+	}
+	if !slices.ContainsFunc(tm.Packages, func(p string) bool { return strings.HasPrefix(p, "curl=") }) {
+		t.Errorf("metadata packages lack curl: %q", tm.Packages)
+	}
+	if buildLog.Len() == 0 {
+		t.Errorf("build log writer got nothing")
+	}
+	// Rebuild from the recorded spec by name replaces it atomically.
+	if err := m.Build(t.Context(), "custom-test", nil); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	tm2, err := m.Get("custom-test")
+	if err != nil || !tm2.BuiltAt.After(tm.BuiltAt) {
+		t.Errorf("after rebuild: %v, built %v (before %v)", err, tm2.BuiltAt, tm.BuiltAt)
+	}
+	ents, _ := os.ReadDir(filepath.Join(state, "templates"))
+	if len(ents) != 1 {
+		t.Errorf("templates dir holds %d entries after rebuild, want 1", len(ents))
+	}
+}
