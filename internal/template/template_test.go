@@ -57,7 +57,7 @@ func TestMmdebstrapArgs(t *testing.T) {
 	}
 	// The shell must parse the hook back into the original words.
 	if _, err := exec.LookPath("sh"); err == nil {
-		out, err := exec.Command("sh", "-c", `for a in "$@"; do printf '%s\n' "$a"; done`+" x "+shellQuote("echo 'hi' > /greeting"), "sh").Output()
+		out, err := exec.Command("sh", "-c", "set -- x "+shellQuote("echo 'hi' > /greeting")+`; for a in "$@"; do printf '%s\n' "$a"; done`, "sh").Output()
 		if err != nil || string(out) != "x\necho 'hi' > /greeting\n" {
 			t.Errorf("shellQuote round trip = %q, %v", out, err)
 		}
