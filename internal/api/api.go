@@ -1,0 +1,193 @@
+// Package api serves the public REST+SSE API (wire-compatible with Declaw's):
+// authentication, request decoding, the one error mapping, and forwarding of
+// the per-sandbox command and file calls to envd.
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/sandbox"
+	"github.com/declaw/declaw/internal/store"
+)
+
+// MaxJSONBody is the largest JSON request body (413 above it).
+const MaxJSONBody = envdapi.MaxJSONBody
+
+// Config wires the API server.
+type Config struct {
+	Sandboxes *sandbox.Manager
+	Store     store.Store
+	// OpenAPI is the OpenAPI document served at /openapi.yaml.
+	OpenAPI []byte
+	// Health adds fields to GET /health (runtime, accel, ...).
+	Health func() map[string]any
+	Logf   func(format string, args ...any)
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg   Config
+	mux   *http.ServeMux
+	keys  sync.Map // hash -> struct{}: cache of valid key hashes
+	proxy *envdProxy
+}
+
+// New builds the API handler.
+func New(cfg Config) *Server {
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s.proxy = newEnvdProxy(s)
+	s.routes()
+	return s
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.cfg.Logf != nil {
+		s.cfg.Logf(format, args...)
+	}
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /health", s.health)
+	m.HandleFunc("GET /openapi.yaml", s.openapi)
+
+	m.HandleFunc("POST /sandboxes", s.auth(s.createSandbox))
+	m.HandleFunc("GET /sandboxes", s.auth(s.listSandboxes))
+	m.HandleFunc("POST /sandboxes/kill-many", s.auth(s.killMany))
+	m.HandleFunc("GET /sandboxes/{id}", s.auth(s.getSandbox))
+	m.HandleFunc("DELETE /sandboxes/{id}", s.auth(s.killSandbox))
+	m.HandleFunc("GET /sandboxes/{id}/status", s.auth(s.sandboxStatus))
+	m.HandleFunc("PATCH /sandboxes/{id}/timeout", s.auth(s.setTimeout))
+	m.HandleFunc("POST /sandboxes/{id}/timeout", s.auth(s.setTimeout))
+	m.HandleFunc("GET /sandboxes/{id}/audit", s.auth(s.listAudit))
+
+	// Everything envd serves is forwarded as is.
+	for _, p := range []string{"commands", "files", "pty", "stdio"} {
+		m.HandleFunc("/sandboxes/{id}/"+p, s.auth(s.proxy.ServeHTTP))
+		m.HandleFunc("/sandboxes/{id}/"+p+"/{rest...}", s.auth(s.proxy.ServeHTTP))
+	}
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.logf("api: panic serving %s %s: %v", r.Method, r.URL.Path, v)
+			s.writeError(w, r, fmt.Errorf("panic: %v", v))
+		}
+	}()
+	s.mux.ServeHTTP(w, r)
+}
+
+// HashKey returns the stored form of an API key.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// auth accepts "X-API-Key: K" or "Authorization: Bearer K".
+func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-API-Key")
+		if key == "" {
+			if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+				key = strings.TrimSpace(h[7:])
+			}
+		}
+		if key == "" {
+			s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing API key (X-API-Key or Authorization: Bearer)"})
+			return
+		}
+		hash := HashKey(key)
+		if _, ok := s.keys.Load(hash); !ok {
+			ok, err := s.cfg.Store.HasAPIKey(r.Context(), hash)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			if !ok {
+				s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid API key"})
+				return
+			}
+			s.keys.Store(hash, struct{}{})
+		}
+		next(w, r)
+	}
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	out := map[string]any{"status": "ok"}
+	if s.cfg.Health != nil {
+		for k, v := range s.cfg.Health() {
+			out[k] = v
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	if len(s.cfg.OpenAPI) == 0 {
+		s.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no OpenAPI document"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(s.cfg.OpenAPI)
+}
+
+// decodeJSON reads a JSON body of at most MaxJSONBody bytes into v. An
+// empty body leaves v untouched when allowEmpty.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJSONBody))
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return badRequest("invalid_json", "request body is empty, a JSON object is expected")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return badRequest("invalid_json", "request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func queryBool(r *http.Request, name string) bool {
+	v, _ := strconv.ParseBool(r.URL.Query().Get(name))
+	return v
+}
+
+// withoutCancel is for work that must finish even if the client goes away (async kill).
+func withoutCancel(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+var errNoSandbox = errors.New("no sandbox id")
+
+func contextWith(r *http.Request, t proxyTarget) context.Context {
+	return context.WithValue(r.Context(), targetKey{}, t)
+}

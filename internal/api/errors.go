@@ -1,0 +1,77 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/declaw/declaw/internal/policy"
+	"github.com/declaw/declaw/internal/sandbox"
+)
+
+// Error is an API error with its HTTP status; its Message is safe to show users.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func badRequest(code, msg string) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: code, Message: msg}
+}
+
+// toAPIError is the one place that maps internal errors to statuses and codes.
+func toAPIError(err error) *Error {
+	var (
+		apiErr   *Error
+		invalid  *sandbox.InvalidError
+		polErr   *policy.Error
+		stateErr *sandbox.StateError
+		maxBytes *http.MaxBytesError
+		syntax   *json.SyntaxError
+		typeErr  *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr
+	case errors.As(err, &maxBytes):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "request body is larger than the limit"}
+	case errors.As(err, &syntax), errors.As(err, &typeErr):
+		return badRequest("invalid_json", "malformed JSON body: "+err.Error())
+	case errors.As(err, &invalid):
+		return badRequest("invalid_argument", invalid.Error())
+	case errors.As(err, &polErr):
+		return badRequest("invalid_policy", polErr.Error())
+	case errors.As(err, &stateErr):
+		return &Error{Status: http.StatusConflict, Code: "invalid_state", Message: stateErr.Error()}
+	case errors.Is(err, sandbox.ErrTemplateUnknown):
+		return &Error{Status: http.StatusNotFound, Code: "template_not_found", Message: err.Error()}
+	case errors.Is(err, sandbox.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "sandbox_not_found", Message: err.Error()}
+	case errors.Is(err, sandbox.ErrKilled):
+		return &Error{Status: http.StatusGone, Code: "sandbox_killed", Message: err.Error()}
+	case errors.Is(err, sandbox.ErrPaused):
+		return &Error{Status: http.StatusConflict, Code: "sandbox_paused", Message: err.Error()}
+	case errors.Is(err, sandbox.ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+}
+
+// writeError writes err as {"message","code"}; unexpected errors are logged, not shown.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := toAPIError(err)
+	if e.Status >= 500 {
+		s.logf("api: %s %s: %v", r.Method, r.URL.Path, err)
+	}
+	writeJSON(w, e.Status, map[string]string{"message": e.Message, "code": e.Code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}

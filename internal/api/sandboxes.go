@@ -1,0 +1,396 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/policy"
+	"github.com/declaw/declaw/internal/sandbox"
+	"github.com/declaw/declaw/internal/store"
+)
+
+// createBody is POST /sandboxes.
+type createBody struct {
+	Template            string            `json:"template"`
+	TemplateID          string            `json:"template_id"`
+	Timeout             *float64          `json:"timeout"`
+	Metadata            map[string]string `json:"metadata"`
+	Envs                map[string]string `json:"envs"`
+	Secure              *bool             `json:"secure"`
+	AllowInternetAccess *bool             `json:"allow_internet_access"`
+	Network             *policy.Network   `json:"network"`
+	Security            json.RawMessage   `json:"security"`
+	Lifecycle           json.RawMessage   `json:"lifecycle"`
+}
+
+// createResponse is the answer of POST /sandboxes.
+type createResponse struct {
+	*sandbox.Info
+	EnvdAccessToken string `json:"envd_access_token"`
+	SandboxDomain   string `json:"sandbox_domain"`
+}
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
+	raw, err := readBody(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" {
+		if len(key) > 200 {
+			s.writeError(w, r, badRequest("invalid_argument", "Idempotency-Key is longer than 200 characters"))
+			return
+		}
+		sum := sha256.Sum256(raw)
+		rec, err := s.cfg.Store.BeginIdempotent(r.Context(), store.Idempotency{Key: key, BodyHash: hex.EncodeToString(sum[:])})
+		if errors.Is(err, store.ErrExists) {
+			switch {
+			case rec.BodyHash != hex.EncodeToString(sum[:]):
+				s.writeError(w, r, &Error{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused", Message: "Idempotency-Key was used with a different request body"})
+			case rec.Response == nil:
+				w.Header().Set("Retry-After", "1")
+				s.writeError(w, r, &Error{Status: http.StatusConflict, Code: "idempotency_in_progress", Message: "a create with this Idempotency-Key is in progress"})
+			default:
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Idempotent-Replayed", "true")
+				w.WriteHeader(http.StatusCreated)
+				w.Write(rec.Response)
+			}
+			return
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	resp, err := s.doCreate(r, raw)
+	if err != nil {
+		if key != "" {
+			s.cfg.Store.FinishIdempotent(r.Context(), key, "", nil)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	b, _ := json.Marshal(resp)
+	if key != "" {
+		if err := s.cfg.Store.FinishIdempotent(r.Context(), key, resp.SandboxID, b); err != nil {
+			s.logf("api: record idempotent create %s: %v", resp.SandboxID, err)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	w.Write(append(b, '\n'))
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	var raw json.RawMessage
+	if err := decodeJSON(w, r, &raw, true); err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 {
+		raw = json.RawMessage("{}")
+	}
+	return raw, nil
+}
+
+func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) {
+	var body createBody
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, err
+	}
+	req := sandbox.CreateRequest{Template: body.Template, Metadata: body.Metadata, Envs: body.Envs, Lifecycle: body.Lifecycle}
+	if req.Template == "" {
+		req.Template = body.TemplateID
+	}
+	if body.Timeout != nil {
+		if *body.Timeout != float64(int(*body.Timeout)) && *body.Timeout > 0 {
+			*body.Timeout = float64(int(*body.Timeout) + 1)
+		}
+		t := int(*body.Timeout)
+		if *body.Timeout < 0 {
+			t = -1
+		}
+		req.Timeout = &t
+	}
+	sec, err := policy.Parse(body.Security)
+	if err != nil {
+		return nil, err
+	}
+	req.Security = sec
+	netp := body.Network
+	if netp == nil && sec.Network != nil {
+		netp = sec.Network
+	}
+	switch {
+	case netp != nil:
+		req.Network = network.Policy{AllowOut: netp.AllowOut, DenyOut: netp.DenyOut}
+	case body.AllowInternetAccess != nil && !*body.AllowInternetAccess:
+		req.Network = network.Policy{DenyOut: []string{"0.0.0.0/0"}}
+	}
+	if len(lifecycleJSON(body.Lifecycle)) > 0 {
+		var lc struct {
+			OnTimeout  string `json:"on_timeout"`
+			AutoResume bool   `json:"auto_resume"`
+		}
+		if err := json.Unmarshal(body.Lifecycle, &lc); err != nil {
+			return nil, badRequest("invalid_argument", "lifecycle: "+err.Error())
+		}
+		if lc.OnTimeout != "" && lc.OnTimeout != "kill" && lc.OnTimeout != "pause" {
+			return nil, badRequest("invalid_argument", fmt.Sprintf("lifecycle.on_timeout: %q is not one of kill, pause", lc.OnTimeout))
+		}
+	}
+	info, token, err := s.cfg.Sandboxes.Create(r.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	return &createResponse{Info: info, EnvdAccessToken: token, SandboxDomain: r.Host}, nil
+}
+
+func lifecycleJSON(raw json.RawMessage) json.RawMessage {
+	if string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
+
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
+	info, err := s.cfg.Sandboxes.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// listSandboxes serves GET /sandboxes?state=running&metadata=k%3Dv&limit=&next_token=.
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := sandbox.ListFilter{Next: q.Get("next_token")}
+	for _, v := range q["state"] {
+		for _, st := range strings.Split(v, ",") {
+			st = strings.TrimSpace(st)
+			switch st {
+			case "":
+			case "live":
+				f.States = append(f.States, sandbox.StateRunning)
+			case sandbox.StateRunning, sandbox.StatePaused, sandbox.StateKilled:
+				f.States = append(f.States, st)
+			default:
+				s.writeError(w, r, badRequest("invalid_argument", fmt.Sprintf("state %q is not one of running, paused, killed", st)))
+				return
+			}
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.writeError(w, r, badRequest("invalid_argument", "limit must be an integer in [1, 1000]"))
+			return
+		}
+		f.Limit = n
+	}
+	f.Metadata = map[string]string{}
+	for _, v := range q["metadata"] {
+		// E2B style: metadata=url-encoded "k1=v1&k2=v2"; also "k=v".
+		mv, err := url.ParseQuery(v)
+		if err != nil {
+			s.writeError(w, r, badRequest("invalid_argument", "metadata filter must look like key=value&key2=value2"))
+			return
+		}
+		for k := range mv {
+			f.Metadata[k] = mv.Get(k)
+		}
+	}
+	for k, v := range q {
+		if strings.HasPrefix(k, "metadata.") && len(v) > 0 {
+			f.Metadata[strings.TrimPrefix(k, "metadata.")] = v[0]
+		}
+	}
+	infos, next, err := s.cfg.Sandboxes.List(r.Context(), f)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := map[string]any{"sandboxes": infos, "next_token": nil}
+	if next != "" {
+		out["next_token"] = next
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if queryBool(r, "async") {
+		if _, err := s.cfg.Sandboxes.Get(r.Context(), id); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		go func() {
+			ctx, cancel := withoutCancel(r.Context(), 2*time.Minute)
+			defer cancel()
+			if _, err := s.cfg.Sandboxes.Kill(ctx, id); err != nil {
+				s.logf("api: async kill %s: %v", id, err)
+			}
+		}()
+		writeJSON(w, http.StatusAccepted, map[string]bool{"queued": true})
+		return
+	}
+	killed, err := s.cfg.Sandboxes.Kill(r.Context(), id)
+	if err != nil && !killed {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"killed": killed})
+}
+
+func (s *Server) killMany(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		SandboxIDs []string `json:"sandbox_ids"`
+	}
+	if err := decodeJSON(w, r, &body, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if len(body.SandboxIDs) > 1000 {
+		s.writeError(w, r, badRequest("invalid_argument", "at most 1000 sandbox_ids per call"))
+		return
+	}
+	async := queryBool(r, "async")
+	results := map[string]map[string]any{}
+	for _, id := range body.SandboxIDs {
+		if async {
+			if _, err := s.cfg.Sandboxes.Get(r.Context(), id); err != nil {
+				results[id] = map[string]any{"error": toAPIError(err).Message}
+				continue
+			}
+			go func() {
+				ctx, cancel := withoutCancel(r.Context(), 2*time.Minute)
+				defer cancel()
+				s.cfg.Sandboxes.Kill(ctx, id)
+			}()
+			results[id] = map[string]any{"queued": true}
+			continue
+		}
+		killed, err := s.cfg.Sandboxes.Kill(r.Context(), id)
+		if err != nil && !killed {
+			results[id] = map[string]any{"error": toAPIError(err).Message}
+			continue
+		}
+		results[id] = map[string]any{"killed": killed}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": results})
+}
+
+func (s *Server) sandboxStatus(w http.ResponseWriter, r *http.Request) {
+	info, err := s.cfg.Sandboxes.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"is_running": info.State == sandbox.StateRunning, "state": info.State})
+}
+
+func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Timeout *float64 `json:"timeout"`
+	}
+	if err := decodeJSON(w, r, &body, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if body.Timeout == nil {
+		s.writeError(w, r, badRequest("invalid_argument", "timeout (seconds) is required"))
+		return
+	}
+	t := int(*body.Timeout)
+	if *body.Timeout < 0 {
+		t = -1
+	}
+	id := r.PathValue("id")
+	if err := s.cfg.Sandboxes.SetTimeout(r.Context(), id, t); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	info, err := s.cfg.Sandboxes.Get(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// listAudit serves GET /sandboxes/{id}/audit?type=&since=&until=&limit=&cursor=.
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.cfg.Sandboxes.Get(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	aq := store.AuditQuery{SandboxID: id}
+	for _, v := range q["type"] {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				aq.Types = append(aq.Types, t)
+			}
+		}
+	}
+	var err error
+	if aq.Since, err = parseTime(q.Get("since")); err != nil {
+		s.writeError(w, r, badRequest("invalid_argument", "since: "+err.Error()))
+		return
+	}
+	if aq.Until, err = parseTime(q.Get("until")); err != nil {
+		s.writeError(w, r, badRequest("invalid_argument", "until: "+err.Error()))
+		return
+	}
+	if v := q.Get("limit"); v != "" {
+		if aq.Limit, err = strconv.Atoi(v); err != nil || aq.Limit < 1 || aq.Limit > 1000 {
+			s.writeError(w, r, badRequest("invalid_argument", "limit must be an integer in [1, 1000]"))
+			return
+		}
+	}
+	if v := q.Get("cursor"); v != "" {
+		if aq.AfterID, err = strconv.ParseInt(v, 10, 64); err != nil {
+			s.writeError(w, r, badRequest("invalid_argument", "cursor is not valid"))
+			return
+		}
+	}
+	evs, err := s.cfg.Store.ListAudit(r.Context(), aq)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if evs == nil {
+		evs = []store.AuditEvent{}
+	}
+	out := map[string]any{"events": evs, "next_cursor": nil}
+	if aq.Limit > 0 && len(evs) == aq.Limit || aq.Limit == 0 && len(evs) == 100 {
+		out["next_cursor"] = strconv.FormatInt(evs[len(evs)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func parseTime(v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor unix seconds", v)
+	}
+	return time.Unix(0, int64(secs*1e9)), nil
+}

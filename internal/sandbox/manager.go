@@ -1,0 +1,623 @@
+// Package sandbox is the orchestrator: it owns the lifecycle of every
+// sandbox on this node (create, timeout, kill), wiring a template, a network
+// slot, a runtime container and envd together, and records the result in
+// the store.
+//
+// Lifecycle states: running -> (paused <-> running) -> killed. A create
+// either ends in running or leaves nothing behind (its cleanup stack runs).
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/policy"
+	"github.com/declaw/declaw/internal/sandboxrt"
+	"github.com/declaw/declaw/internal/store"
+)
+
+// States as shown by the API.
+const (
+	StateRunning = "running"
+	StatePaused  = "paused"
+	StateKilled  = "killed"
+)
+
+// DefaultTimeout is the sandbox timeout when a create names none.
+const DefaultTimeout = 300 * time.Second
+
+// MaxTimeout bounds user-set timeouts.
+const MaxTimeout = 7 * 24 * time.Hour
+
+// Templates resolves a template name to a root filesystem, building
+// built-in templates on first use.
+type Templates interface {
+	// RootFS returns the template's root filesystem directory, building it
+	// first if it is a known built-in that is not built yet. It returns an
+	// error wrapping ErrTemplateUnknown for unknown names.
+	RootFS(ctx context.Context, name string) (string, error)
+}
+
+// Network hands out network slots and enforces their policy.
+type Network interface {
+	Acquire(ctx context.Context) (*network.Slot, error)
+	Apply(ctx context.Context, slot *network.Slot, p network.Policy) error
+	Release(ctx context.Context, slot *network.Slot) error
+}
+
+// Config wires the manager. Store, Runtime, Network and Templates are required.
+type Config struct {
+	Store     store.Store
+	Runtime   sandboxrt.Runtime
+	Network   Network
+	Templates Templates
+	// ValidateNetwork checks a network policy before anything is created
+	// (network.ParsePolicy in production).
+	ValidateNetwork func(network.Policy) error
+	EnvdPath        string // host path of the envd binary, bind-mounted into every sandbox
+	RunDir          string // per-sandbox generated files live under RunDir/<id>
+	Resources       sandboxrt.Resources
+	EnvdReady       time.Duration // how long to wait for envd to answer (default 30 s)
+	Logf            func(format string, args ...any)
+}
+
+// Manager runs sandboxes. It is safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	client *http.Client // to envd: keep-alive, shared with the API proxy
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	closed    bool
+}
+
+// instance is the in-memory state of one live sandbox.
+type instance struct {
+	id       string
+	template string
+	slot     *network.Slot
+	token    string
+	base     *url.URL
+	undo     cleanup
+
+	mu      sync.Mutex // guards the fields below and serialises lifecycle ops
+	state   string
+	timer   *time.Timer
+	timeout time.Duration
+	endAt   time.Time
+}
+
+// CreateRequest is a validated-enough create call; Create checks the rest.
+type CreateRequest struct {
+	Template  string
+	Timeout   *int // seconds; nil = default, 0 = never
+	Metadata  map[string]string
+	Envs      map[string]string
+	Network   network.Policy
+	Security  *policy.Security // nil = default policy
+	Lifecycle json.RawMessage
+}
+
+// Info is what the API shows about a sandbox.
+type Info struct {
+	SandboxID  string            `json:"sandbox_id"`
+	TemplateID string            `json:"template_id"`
+	Alias      string            `json:"alias,omitempty"`
+	State      string            `json:"state"`
+	Metadata   map[string]string `json:"metadata"`
+	Envs       map[string]string `json:"envs,omitempty"`
+	Timeout    int               `json:"timeout"`
+	StartedAt  time.Time         `json:"started_at"`
+	EndAt      *time.Time        `json:"end_at"`
+	KilledAt   *time.Time        `json:"killed_at,omitempty"`
+	GuestIP    string            `json:"guest_ip,omitempty"`
+	EnvdPort   int               `json:"envd_port,omitempty"`
+	Runtime    string            `json:"runtime,omitempty"`
+	Network    json.RawMessage   `json:"network,omitempty"`
+	Security   json.RawMessage   `json:"security,omitempty"`
+}
+
+// New returns a manager. Call Recover once before serving.
+func New(cfg Config) *Manager {
+	if cfg.EnvdReady == 0 {
+		cfg.EnvdReady = 30 * time.Second
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	tr := &http.Transport{
+		Proxy:               nil,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	return &Manager{
+		cfg:       cfg,
+		client:    &http.Client{Transport: tr},
+		instances: map[string]*instance{},
+	}
+}
+
+// Transport is the HTTP transport used to reach envd; the API's proxy shares it.
+func (m *Manager) Transport() http.RoundTripper { return m.client.Transport }
+
+// Recover marks sandboxes that a previous server process left as live as
+// killed: their containers and slots were cleaned when the runtime and
+// network were set up.
+func (m *Manager) Recover(ctx context.Context) error {
+	for {
+		sbs, _, err := m.cfg.Store.ListSandboxes(ctx, store.SandboxFilter{States: []string{StateRunning, StatePaused}, Limit: 500})
+		if err != nil {
+			return fmt.Errorf("recover sandboxes: %w", err)
+		}
+		if len(sbs) == 0 {
+			return nil
+		}
+		for _, sb := range sbs {
+			m.cfg.Logf("sandbox %s: left over from a previous run, marking killed", sb.ID)
+			now := time.Now().UTC()
+			if _, err := m.cfg.Store.UpdateSandbox(ctx, sb.ID, func(s *store.Sandbox) error {
+				s.State, s.KilledAt = StateKilled, now
+				return nil
+			}); err != nil {
+				return fmt.Errorf("recover sandbox %s: %w", sb.ID, err)
+			}
+			m.audit(ctx, sb.ID, "sandbox.killed", map[string]any{"reason": "server restart"})
+		}
+	}
+}
+
+func newID(prefix string, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return prefix + hex.EncodeToString(b)
+}
+
+// Create starts a sandbox and returns once envd in it answers.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ string, err error) {
+	if req.Template == "" {
+		req.Template = "base"
+	}
+	timeout := DefaultTimeout
+	if req.Timeout != nil {
+		if *req.Timeout < 0 {
+			return nil, "", invalid("timeout", "must be >= 0 seconds, got %d", *req.Timeout)
+		}
+		timeout = time.Duration(*req.Timeout) * time.Second
+		if timeout > MaxTimeout {
+			return nil, "", invalid("timeout", "must be at most %d seconds", int(MaxTimeout/time.Second))
+		}
+	}
+	for k := range req.Envs {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, "", invalid("envs", "bad variable name %q", k)
+		}
+	}
+	for k, v := range req.Envs {
+		if strings.ContainsRune(v, 0) {
+			return nil, "", invalid("envs", "value of %q contains a NUL byte", k)
+		}
+	}
+	if m.cfg.ValidateNetwork != nil {
+		if err := m.cfg.ValidateNetwork(req.Network); err != nil {
+			return nil, "", &InvalidError{Field: "network", Msg: err.Error()}
+		}
+	}
+	sec := req.Security
+	if sec == nil {
+		sec = policy.Default()
+	}
+	rootfs, err := m.cfg.Templates.RootFS(ctx, req.Template)
+	if err != nil {
+		return nil, "", err
+	}
+
+	inst := &instance{id: newID("sbx-", 6), template: req.Template, token: newID("", 24), state: StateRunning, timeout: timeout}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, "", fmt.Errorf("create sandbox: %w", ErrUnavailable)
+	}
+	m.mu.Unlock()
+	defer func() {
+		if err != nil {
+			if cerr := inst.undo.run(ctx); cerr != nil {
+				m.cfg.Logf("sandbox %s: cleanup after failed create: %v", inst.id, cerr)
+			}
+		}
+	}()
+	start := time.Now()
+
+	slot, err := m.cfg.Network.Acquire(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: acquire network slot: %w", inst.id, err)
+	}
+	inst.slot = slot
+	inst.undo.add("network slot", func(ctx context.Context) error { return m.cfg.Network.Release(ctx, slot) })
+	if err := m.cfg.Network.Apply(ctx, slot, req.Network); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
+	}
+
+	runDir := filepath.Join(m.cfg.RunDir, inst.id)
+	if err := writeRunFiles(runDir, inst.id, slot); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+	}
+	inst.undo.add("run dir", func(context.Context) error { return os.RemoveAll(runDir) })
+
+	spec := sandboxrt.Spec{
+		ID:        inst.id,
+		RootFS:    rootfs,
+		NetNSPath: slot.NetNSPath,
+		Hostname:  inst.id,
+		Init:      []string{"/usr/local/bin/envd"},
+		Env:       []string{envdapi.AccessTokenEnv + "=" + inst.token, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Mounts: []sandboxrt.Mount{
+			{Source: m.cfg.EnvdPath, Target: "/usr/local/bin/envd", ReadOnly: true},
+			{Source: filepath.Join(runDir, "resolv.conf"), Target: "/etc/resolv.conf", ReadOnly: true},
+			{Source: filepath.Join(runDir, "hosts"), Target: "/etc/hosts", ReadOnly: true},
+			{Source: filepath.Join(runDir, "hostname"), Target: "/etc/hostname", ReadOnly: true},
+		},
+		Resources: m.cfg.Resources,
+	}
+	if err := m.cfg.Runtime.Start(ctx, spec); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, m.cfg.Runtime.Name(), err)
+	}
+	inst.undo.add("runtime", func(ctx context.Context) error { return m.cfg.Runtime.Destroy(ctx, inst.id) })
+
+	inst.base = &url.URL{Scheme: "http", Host: fmt.Sprintf("%s:%d", slot.GuestIP, envdapi.Port)}
+	if err := m.waitEnvd(ctx, inst); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+	}
+	if err := m.envdJSON(ctx, inst, http.MethodPost, "/init", envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}, nil); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
+	}
+
+	now := time.Now().UTC()
+	rec := &store.Sandbox{
+		ID: inst.id, TemplateID: req.Template, State: StateRunning,
+		Metadata: req.Metadata, Envs: maskEnvs(sec, req.Envs), Timeout: int(timeout / time.Second),
+		StartedAt: now, GuestIP: slot.GuestIP.String(), Runtime: m.cfg.Runtime.Name(), Lifecycle: req.Lifecycle,
+	}
+	if timeout > 0 {
+		inst.endAt = now.Add(timeout)
+		rec.EndAt = inst.endAt
+	}
+	if rec.Security, err = json.Marshal(sec); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: encode policy: %w", inst.id, err)
+	}
+	if rec.Network, err = json.Marshal(req.Network); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: encode network policy: %w", inst.id, err)
+	}
+	if err := m.cfg.Store.CreateSandbox(ctx, rec); err != nil {
+		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+	}
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		m.markKilled(ctx, inst.id, "server shutting down")
+		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, ErrUnavailable)
+	}
+	m.instances[inst.id] = inst
+	m.mu.Unlock()
+	inst.mu.Lock()
+	m.armTimer(inst)
+	inst.mu.Unlock()
+
+	m.cfg.Logf("sandbox %s: created from template %s in %v (slot %s, %s)", inst.id, req.Template, time.Since(start).Round(time.Millisecond), slot.NetNS, slot.GuestIP)
+	m.audit(ctx, inst.id, "sandbox.created", map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": time.Since(start).Milliseconds()})
+	return infoFrom(rec), inst.token, nil
+}
+
+// writeRunFiles writes the files bind-mounted into the sandbox.
+func writeRunFiles(dir, id string, slot *network.Slot) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create run dir: %w", err)
+	}
+	files := map[string]string{
+		"resolv.conf": fmt.Sprintf("nameserver %s\noptions timeout:2 attempts:2\n", slot.HostIP),
+		"hosts":       fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n", slot.GuestIP, id),
+		"hostname":    id + "\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// maskEnvs returns envs with the values of masked names replaced.
+func maskEnvs(sec *policy.Security, envs map[string]string) map[string]string {
+	if len(envs) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(envs))
+	for k, v := range envs {
+		if sec.MaskEnv(k) {
+			v = "***"
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// armTimer (re)schedules the timeout kill. Caller holds inst.mu.
+func (m *Manager) armTimer(inst *instance) {
+	if inst.timer != nil {
+		inst.timer.Stop()
+		inst.timer = nil
+	}
+	if inst.endAt.IsZero() || inst.state == StatePaused {
+		return
+	}
+	id := inst.id
+	inst.timer = time.AfterFunc(time.Until(inst.endAt), func() {
+		m.cfg.Logf("sandbox %s: timeout reached, killing", id)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := m.kill(ctx, id, "timeout"); err != nil && !errors.Is(err, ErrNotFound) {
+			m.cfg.Logf("sandbox %s: kill at timeout: %v", id, err)
+		}
+	})
+}
+
+func (m *Manager) lookup(id string) *instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.instances[id]
+}
+
+// Get returns the sandbox's info, also for killed sandboxes.
+func (m *Manager) Get(ctx context.Context, id string) (*Info, error) {
+	rec, err := m.cfg.Store.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return infoFrom(rec), nil
+}
+
+// ListFilter selects sandboxes.
+type ListFilter struct {
+	States   []string
+	Metadata map[string]string
+	Limit    int
+	Next     string
+}
+
+// List returns sandboxes; without a state filter, killed ones are left out.
+func (m *Manager) List(ctx context.Context, f ListFilter) ([]*Info, string, error) {
+	states := f.States
+	if len(states) == 0 {
+		states = []string{StateRunning, StatePaused}
+	}
+	recs, next, err := m.cfg.Store.ListSandboxes(ctx, store.SandboxFilter{States: states, Metadata: f.Metadata, Limit: f.Limit, After: f.Next})
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]*Info, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, infoFrom(r))
+	}
+	return out, next, nil
+}
+
+// Kill kills a sandbox. It reports false if it was already killed.
+func (m *Manager) Kill(ctx context.Context, id string) (bool, error) {
+	return m.kill(ctx, id, "api")
+}
+
+func (m *Manager) kill(ctx context.Context, id, reason string) (bool, error) {
+	inst := m.lookup(id)
+	if inst == nil {
+		if _, err := m.cfg.Store.GetSandbox(ctx, id); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return false, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+			}
+			return false, err
+		}
+		return false, nil
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.state == StateKilled {
+		return false, nil
+	}
+	inst.state = StateKilled
+	if inst.timer != nil {
+		inst.timer.Stop()
+	}
+	err := inst.undo.run(ctx)
+	m.mu.Lock()
+	delete(m.instances, id)
+	m.mu.Unlock()
+	m.markKilled(ctx, id, reason)
+	if err != nil {
+		m.cfg.Logf("sandbox %s: freeing resources: %v", id, err)
+		return true, fmt.Errorf("kill sandbox %s: %w", id, err)
+	}
+	m.cfg.Logf("sandbox %s: killed (%s)", id, reason)
+	return true, nil
+}
+
+func (m *Manager) markKilled(ctx context.Context, id, reason string) {
+	ctx = context.WithoutCancel(ctx)
+	now := time.Now().UTC()
+	if _, err := m.cfg.Store.UpdateSandbox(ctx, id, func(s *store.Sandbox) error {
+		s.State, s.KilledAt = StateKilled, now
+		return nil
+	}); err != nil && !errors.Is(err, store.ErrNotFound) {
+		m.cfg.Logf("sandbox %s: record kill: %v", id, err)
+	}
+	m.audit(ctx, id, "sandbox.killed", map[string]any{"reason": reason})
+}
+
+// SetTimeout makes the sandbox expire timeout after now (0 = never).
+func (m *Manager) SetTimeout(ctx context.Context, id string, timeout int) error {
+	if timeout < 0 {
+		return invalid("timeout", "must be >= 0 seconds, got %d", timeout)
+	}
+	if time.Duration(timeout)*time.Second > MaxTimeout {
+		return invalid("timeout", "must be at most %d seconds", int(MaxTimeout/time.Second))
+	}
+	inst, err := m.live(ctx, id, "set the timeout of")
+	if err != nil {
+		return err
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.state == StateKilled {
+		return fmt.Errorf("sandbox %s: %w", id, ErrKilled)
+	}
+	inst.timeout = time.Duration(timeout) * time.Second
+	inst.endAt = time.Time{}
+	if timeout > 0 {
+		inst.endAt = time.Now().UTC().Add(inst.timeout)
+	}
+	m.armTimer(inst)
+	endAt := inst.endAt
+	_, err = m.cfg.Store.UpdateSandbox(ctx, id, func(s *store.Sandbox) error {
+		s.Timeout, s.EndAt = timeout, endAt
+		return nil
+	})
+	return err
+}
+
+// live returns the instance of a running or paused sandbox, or the right error.
+func (m *Manager) live(ctx context.Context, id, op string) (*instance, error) {
+	if inst := m.lookup(id); inst != nil {
+		return inst, nil
+	}
+	rec, err := m.cfg.Store.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec.State == StateKilled {
+		return nil, fmt.Errorf("cannot %s sandbox %s: %w", op, id, ErrKilled)
+	}
+	return nil, fmt.Errorf("sandbox %s: %w", id, ErrUnavailable)
+}
+
+// Target is where requests for a sandbox's envd go.
+type Target struct {
+	BaseURL *url.URL
+	Token   string
+}
+
+// Envd returns the envd endpoint of a running sandbox: ErrPaused while
+// paused, ErrKilled once killed, ErrNotFound for unknown ids.
+func (m *Manager) Envd(ctx context.Context, id string) (Target, error) {
+	inst, err := m.live(ctx, id, "reach")
+	if err != nil {
+		return Target{}, err
+	}
+	inst.mu.Lock()
+	state := inst.state
+	inst.mu.Unlock()
+	switch state {
+	case StatePaused:
+		return Target{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
+	case StateKilled:
+		return Target{}, fmt.Errorf("sandbox %s: %w", id, ErrKilled)
+	}
+	return Target{BaseURL: inst.base, Token: inst.token}, nil
+}
+
+// IsRunning reports whether the sandbox is running.
+func (m *Manager) IsRunning(ctx context.Context, id string) (bool, error) {
+	info, err := m.Get(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	return info.State == StateRunning, nil
+}
+
+// Shutdown kills every sandbox; new creates fail afterwards.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	ids := make([]string, 0, len(m.instances))
+	for id := range m.instances {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	sem := make(chan struct{}, 8)
+	for _, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := m.kill(ctx, id, "server shutdown"); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Audit appends an event to a sandbox's audit trail (best effort: failures are logged).
+func (m *Manager) Audit(ctx context.Context, id, typ string, data any) { m.audit(ctx, id, typ, data) }
+
+func (m *Manager) audit(ctx context.Context, id, typ string, data any) {
+	var raw json.RawMessage
+	if data != nil {
+		b, err := json.Marshal(data)
+		if err == nil {
+			raw = b
+		}
+	}
+	if err := m.cfg.Store.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{SandboxID: id, Time: time.Now().UTC(), Type: typ, Data: raw}); err != nil {
+		m.cfg.Logf("sandbox %s: audit %s: %v", id, typ, err)
+	}
+}
+
+func infoFrom(r *store.Sandbox) *Info {
+	info := &Info{
+		SandboxID: r.ID, TemplateID: r.TemplateID, Alias: r.TemplateID, State: r.State, Metadata: r.Metadata,
+		Envs: r.Envs, Timeout: r.Timeout, StartedAt: r.StartedAt, GuestIP: r.GuestIP, EnvdPort: envdapi.Port,
+		Runtime: r.Runtime, Network: r.Network,
+	}
+	if info.Metadata == nil {
+		info.Metadata = map[string]string{}
+	}
+	if !r.EndAt.IsZero() {
+		t := r.EndAt
+		info.EndAt = &t
+	}
+	if !r.KilledAt.IsZero() {
+		t := r.KilledAt
+		info.KilledAt = &t
+	}
+	return info
+}
