@@ -1,0 +1,229 @@
+package process
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// stdinWriteTimeout bounds one write to a process's stdin, so a process
+// that never reads cannot hold a request forever.
+const stdinWriteTimeout = 10 * time.Second
+
+// readChunk is the largest single read from a process's output.
+const readChunk = 32 << 10
+
+// Info describes a process for listing.
+type Info struct {
+	Pid   int
+	Cmd   string
+	Tag   string
+	Cwd   string
+	User  string
+	Envs  map[string]string // the request's own envs, not the full environment
+	IsPty bool
+}
+
+// Result is the outcome of a process, or its state so far while it runs.
+type Result struct {
+	Pid      int
+	Stdout   []byte // retained output, see Config.OutputLimit
+	Stderr   []byte
+	Running  bool
+	ExitCode int    // exit status, 128+signal if killed by a signal, -1 while running
+	Error    string // why it ended abnormally: timeout, kill, signal
+	TimedOut bool
+	Killed   bool // by Handler.Kill
+}
+
+// Handler owns one process: its pid, stdio, retained output and exit
+// status. Output is recorded in a Log that any number of readers follow
+// without slowing the process (see Log). Handlers are created by
+// Manager.Start and are safe for concurrent use.
+type Handler struct {
+	m       *Manager
+	pid     int  // immutable after start (written under the reaper's mu)
+	info    Info // immutable after start, except Pid
+	log     *Log
+	timeout time.Duration
+
+	stdin       *os.File // nil without a stdin pipe; immutable
+	stdinClosed atomic.Bool
+
+	readersDone chan struct{} // closed when all output pipes hit EOF
+	done        chan struct{} // closed when the result is final
+
+	mu       sync.Mutex
+	status   syscall.WaitStatus // +checklocks:mu, valid once exited
+	exited   bool               // +checklocks:mu
+	timedOut bool               // +checklocks:mu
+	killed   bool               // +checklocks:mu
+	timer    *time.Timer        // +checklocks:mu, the command timeout
+	expire   *time.Timer        // +checklocks:mu, removes the finished handler
+}
+
+// Pid returns the process id.
+func (h *Handler) Pid() int { return h.pid }
+
+// Info returns the process description.
+func (h *Handler) Info() Info {
+	info := h.info
+	info.Pid = h.pid
+	info.Envs = maps.Clone(h.info.Envs)
+	return info
+}
+
+// Output returns the process's output log.
+func (h *Handler) Output() *Log { return h.log }
+
+// Done is closed when the process has exited and its output is final.
+func (h *Handler) Done() <-chan struct{} { return h.done }
+
+// Running reports whether the process has not exited yet.
+func (h *Handler) Running() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.exited
+}
+
+// readLoop copies one output pipe into the log until EOF. After the result
+// is final the log drops further data, but the pipe is still drained so
+// a lingering grandchild that inherited it never blocks on a full pipe.
+func (h *Handler) readLoop(f *os.File, s Stream, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer f.Close()
+	buf := make([]byte, readChunk)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			h.log.Append(s, append([]byte(nil), buf[:n]...))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// onExit is called by the reaper with the process's exit status. The
+// result becomes final once all output was read, or after the manager's
+// WaitDelay if a descendant still holds the output pipes open.
+func (h *Handler) onExit(ws syscall.WaitStatus) {
+	h.mu.Lock()
+	h.status = ws
+	h.exited = true
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	h.mu.Unlock()
+	go func() {
+		t := time.NewTimer(h.m.cfg.waitDelay())
+		defer t.Stop()
+		select {
+		case <-h.readersDone:
+		case <-t.C:
+		}
+		h.CloseStdin()
+		h.log.Close()
+		h.mu.Lock()
+		h.expire = time.AfterFunc(h.m.cfg.retention(), func() { h.m.remove(h) })
+		h.mu.Unlock()
+		close(h.done)
+	}()
+}
+
+// Kill kills the process and its whole tree (see killTree). It reports
+// whether the process was still running.
+func (h *Handler) Kill() bool {
+	return theReaper.whileAlive(h.pid, func() {
+		h.mu.Lock()
+		h.killed = true
+		h.mu.Unlock()
+		killTree(h.pid)
+	})
+}
+
+// onTimeout kills the tree when the command timeout expires.
+func (h *Handler) onTimeout() {
+	theReaper.whileAlive(h.pid, func() {
+		h.mu.Lock()
+		h.timedOut = true
+		h.mu.Unlock()
+		killTree(h.pid)
+	})
+}
+
+// WriteStdin writes data to the process's stdin pipe.
+func (h *Handler) WriteStdin(data []byte) error {
+	if h.stdin == nil {
+		return fmt.Errorf("write stdin of pid %d: %w", h.pid, ErrNoStdin)
+	}
+	if h.stdinClosed.Load() {
+		return fmt.Errorf("write stdin of pid %d: %w", h.pid, ErrStdinClosed)
+	}
+	if err := h.stdin.SetWriteDeadline(time.Now().Add(stdinWriteTimeout)); err != nil {
+		return fmt.Errorf("write stdin of pid %d: %w", h.pid, ErrStdinClosed)
+	}
+	if _, err := h.stdin.Write(data); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("write stdin of pid %d: process is not reading: %w", h.pid, ErrStdinBlocked)
+		}
+		return fmt.Errorf("write stdin of pid %d: %w", h.pid, ErrStdinClosed)
+	}
+	return nil
+}
+
+// CloseStdin closes the stdin pipe (the process reads EOF). It is a no-op
+// without a pipe or if it was closed already.
+func (h *Handler) CloseStdin() {
+	if h.stdin != nil && h.stdinClosed.CompareAndSwap(false, true) {
+		h.stdin.Close()
+	}
+}
+
+// Result returns the process's result, or its state so far if it runs.
+func (h *Handler) Result() Result {
+	r := Result{
+		Pid:    h.pid,
+		Stdout: h.log.Bytes(Stdout),
+		Stderr: h.log.Bytes(Stderr),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r.TimedOut, r.Killed = h.timedOut, h.killed
+	if !h.exited {
+		r.Running = true
+		r.ExitCode = -1
+		return r
+	}
+	switch {
+	case h.status.Exited():
+		r.ExitCode = h.status.ExitStatus()
+	case h.status.Signaled():
+		r.ExitCode = 128 + int(h.status.Signal())
+		r.Error = "terminated by signal: " + h.status.Signal().String()
+	default:
+		r.ExitCode = -1
+	}
+	switch {
+	case h.timedOut:
+		r.Error = fmt.Sprintf("command timed out after %v", h.timeout)
+	case h.killed:
+		r.Error = "killed"
+	}
+	return r
+}
+
+// MarkWaited records that a client received the final result, which
+// shortens how long the finished handler is kept.
+func (h *Handler) MarkWaited() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.expire != nil {
+		h.expire.Reset(h.m.cfg.waitedRetention())
+	}
+}

@@ -1,0 +1,293 @@
+// Package process runs and tracks the processes envd starts.
+//
+// A Manager starts processes and keeps one Handler per process (see
+// Handler); a single process-wide reaper (see reaper.go) does all waiting
+// for children, including orphans reparented to envd, which is PID 1.
+// Invariant: nothing else in envd may wait for children (no os/exec).
+package process
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/declaw/declaw/internal/envd/sysuser"
+)
+
+// Sentinel errors; callers branch on them with errors.Is.
+var (
+	ErrNotFound     = errors.New("process not found")
+	ErrBadRequest   = errors.New("invalid process request")
+	ErrNoStdin      = errors.New("process has no stdin pipe")
+	ErrStdinClosed  = errors.New("process stdin is closed")
+	ErrStdinBlocked = errors.New("process stdin is full")
+)
+
+// Config tunes a Manager. The zero value is valid.
+type Config struct {
+	// OutputLimit is how many bytes of output are retained per stream of
+	// each process; older output is dropped. Default 16 MiB.
+	OutputLimit int
+	// WaitDelay is how long to keep reading output after the process
+	// exited, when a descendant still holds its pipes. Default 200ms.
+	WaitDelay time.Duration
+	// Retention is how long a finished process is kept for a later wait
+	// when nobody waited for it. Default 10 minutes.
+	Retention time.Duration
+	// WaitedRetention is how long it is kept once its result was delivered.
+	// Default 1 minute.
+	WaitedRetention time.Duration
+}
+
+func (c Config) outputLimit() int {
+	if c.OutputLimit > 0 {
+		return c.OutputLimit
+	}
+	return 16 << 20
+}
+
+func (c Config) waitDelay() time.Duration {
+	if c.WaitDelay > 0 {
+		return c.WaitDelay
+	}
+	return 200 * time.Millisecond
+}
+
+func (c Config) retention() time.Duration {
+	if c.Retention > 0 {
+		return c.Retention
+	}
+	return 10 * time.Minute
+}
+
+func (c Config) waitedRetention() time.Duration {
+	if c.WaitedRetention > 0 {
+		return c.WaitedRetention
+	}
+	return time.Minute
+}
+
+// Spec describes a process to start.
+type Spec struct {
+	Cmd     string            // shell command, run with bash -c (sh -c without bash)
+	User    *sysuser.User     // required
+	Dir     string            // working directory, must exist
+	Env     []string          // the full environment, see BuildEnv
+	Envs    map[string]string // the request's envs, for listing only
+	Stdin   bool              // keep a stdin pipe; otherwise stdin is /dev/null
+	Timeout time.Duration     // kill the tree after this long; 0 = never
+	Tag     string
+}
+
+// Manager starts processes and tracks their handlers. Safe for concurrent use.
+type Manager struct {
+	cfg   Config
+	mu    sync.Mutex
+	procs map[int]*Handler // +checklocks:mu, running and recently finished
+}
+
+// NewManager returns a Manager and makes sure the reaper runs.
+func NewManager(cfg Config) *Manager {
+	theReaper.ensureRunning()
+	return &Manager{cfg: cfg, procs: make(map[int]*Handler)}
+}
+
+// SetSubreaper makes the calling OS process the reaper of orphaned
+// descendants (as PID 1 already is), so envd reaps them too.
+func SetSubreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// Shell returns the shell commands run with: bash if present, else sh.
+func Shell() string {
+	if st, err := os.Stat("/bin/bash"); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return "/bin/bash"
+	}
+	return "/bin/sh"
+}
+
+// Start starts a process. Its output is recorded from the start.
+func (m *Manager) Start(spec Spec) (*Handler, error) {
+	if spec.User == nil {
+		return nil, fmt.Errorf("%w: no user", ErrBadRequest)
+	}
+	if strings.IndexByte(spec.Cmd, 0) >= 0 {
+		return nil, fmt.Errorf("%w: command contains NUL", ErrBadRequest)
+	}
+	st, err := os.Stat(spec.Dir)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: cwd %q does not exist or is not accessible", ErrBadRequest, spec.Dir)
+	case !st.IsDir():
+		return nil, fmt.Errorf("%w: cwd %q is not a directory", ErrBadRequest, spec.Dir)
+	}
+
+	var closeAfter []*os.File
+	defer func() {
+		for _, f := range closeAfter {
+			f.Close()
+		}
+	}()
+	h := &Handler{
+		m:           m,
+		info:        Info{Cmd: spec.Cmd, Tag: spec.Tag, Cwd: spec.Dir, User: spec.User.Name, Envs: spec.Envs},
+		log:         NewLog(m.cfg.outputLimit()),
+		timeout:     spec.Timeout,
+		readersDone: make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	var stdin *os.File
+	if spec.Stdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("start %q: stdin pipe: %w", spec.Cmd, err)
+		}
+		closeAfter = append(closeAfter, r)
+		stdin, h.stdin = r, w
+	} else {
+		stdin, err = os.Open(os.DevNull)
+		if err != nil {
+			return nil, fmt.Errorf("start %q: %w", spec.Cmd, err)
+		}
+		closeAfter = append(closeAfter, stdin)
+	}
+	var outR [numStreams]*os.File
+	var outW [numStreams]*os.File
+	for s := range outR {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range outR[:s] {
+				f.Close()
+			}
+			if h.stdin != nil {
+				h.stdin.Close()
+			}
+			return nil, fmt.Errorf("start %q: output pipe: %w", spec.Cmd, err)
+		}
+		outR[s], outW[s] = r, w
+		closeAfter = append(closeAfter, w)
+	}
+	failed := func() {
+		for _, f := range outR {
+			f.Close()
+		}
+		if h.stdin != nil {
+			h.stdin.Close()
+		}
+	}
+
+	sys := &syscall.SysProcAttr{Setsid: true}
+	if cred := credential(spec.User); cred != nil {
+		sys.Credential = cred
+	}
+	shell := Shell()
+	attr := &syscall.ProcAttr{
+		Dir: spec.Dir,
+		Env: spec.Env,
+		// Fd puts the child's ends in blocking mode, which the child expects.
+		Files: []uintptr{stdin.Fd(), outW[Stdout].Fd(), outW[Stderr].Fd()},
+		Sys:   sys,
+	}
+	_, err = theReaper.start(shell, []string{shell, "-c", spec.Cmd}, attr, func(pid int) func(syscall.WaitStatus) {
+		h.pid = pid
+		return h.onExit
+	})
+	if err != nil {
+		failed()
+		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, fmt.Errorf("%w: start %q as %s in %q: %v", ErrBadRequest, spec.Cmd, spec.User.Name, spec.Dir, err)
+		}
+		return nil, fmt.Errorf("start %q as %s: %w", spec.Cmd, spec.User.Name, err)
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(int(numStreams))
+	for s := range outR {
+		go h.readLoop(outR[s], Stream(s), &wg)
+	}
+	go func() {
+		wg.Wait()
+		close(h.readersDone)
+	}()
+	if spec.Timeout > 0 {
+		h.mu.Lock()
+		if !h.exited {
+			h.timer = time.AfterFunc(spec.Timeout, h.onTimeout)
+		}
+		h.mu.Unlock()
+	}
+	m.mu.Lock()
+	m.procs[h.pid] = h // replaces a finished handler whose pid was reused
+	m.mu.Unlock()
+	return h, nil
+}
+
+// credential returns the credential to run as u, or nil to keep envd's.
+func credential(u *sysuser.User) *syscall.Credential {
+	if os.Geteuid() != 0 && u.Uid == os.Geteuid() && u.Gid == os.Getegid() {
+		return nil // not root: can only run as ourselves
+	}
+	groups := make([]uint32, 0, len(u.Groups))
+	for _, g := range u.Groups {
+		groups = append(groups, uint32(g))
+	}
+	return &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid), Groups: groups}
+}
+
+// Get returns the handler of pid, running or recently finished.
+func (m *Manager) Get(pid int) (*Handler, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, ok := m.procs[pid]
+	if !ok {
+		return nil, fmt.Errorf("pid %d: %w", pid, ErrNotFound)
+	}
+	return h, nil
+}
+
+// List returns the running processes, sorted by pid.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	hs := make([]*Handler, 0, len(m.procs))
+	for _, h := range m.procs {
+		hs = append(hs, h)
+	}
+	m.mu.Unlock()
+	var out []Info
+	for _, h := range hs {
+		if h.Running() {
+			out = append(out, h.Info())
+		}
+	}
+	slices.SortFunc(out, func(a, b Info) int { return a.Pid - b.Pid })
+	return out
+}
+
+// KillAll kills every running process tree.
+func (m *Manager) KillAll() {
+	m.mu.Lock()
+	hs := make([]*Handler, 0, len(m.procs))
+	for _, h := range m.procs {
+		hs = append(hs, h)
+	}
+	m.mu.Unlock()
+	for _, h := range hs {
+		h.Kill()
+	}
+}
+
+// remove drops h if it is still the handler of its pid.
+func (m *Manager) remove(h *Handler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.procs[h.pid] == h {
+		delete(m.procs, h.pid)
+	}
+}

@@ -1,0 +1,248 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/declaw/declaw/internal/envd/sysuser"
+)
+
+func self(t *testing.T) *sysuser.User {
+	t.Helper()
+	return &sysuser.User{Name: "self", Uid: os.Geteuid(), Gid: os.Getegid(), Groups: []int{os.Getegid()}, Home: t.TempDir(), Shell: "/bin/sh"}
+}
+
+func start(t *testing.T, m *Manager, cmd string, mod func(*Spec)) *Handler {
+	t.Helper()
+	u := self(t)
+	env, err := BuildEnv(u, u.Home, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Cmd: cmd, User: u, Dir: u.Home, Env: env}
+	if mod != nil {
+		mod(&spec)
+	}
+	h, err := m.Start(spec)
+	if err != nil {
+		t.Fatalf("Start(%q) error = %v", cmd, err)
+	}
+	t.Cleanup(func() { h.Kill() })
+	return h
+}
+
+func wait(t *testing.T, h *Handler) Result {
+	t.Helper()
+	select {
+	case <-h.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("pid %d did not finish", h.Pid())
+	}
+	return h.Result()
+}
+
+func TestRun(t *testing.T) {
+	m := NewManager(Config{})
+	tests := []struct {
+		cmd        string
+		stdout     string
+		stderr     string
+		exitCode   int
+		errContain string
+	}{
+		{"echo hello", "hello\n", "", 0, ""},
+		{"echo oops >&2; exit 3", "", "oops\n", 3, ""},
+		{"printf 'a\\0b'", "a\x00b", "", 0, ""},
+		{"kill -TERM $$", "", "", 128 + 15, "terminated"},
+		{"cat", "", "", 0, ""}, // stdin is /dev/null
+	}
+	for _, tt := range tests {
+		t.Run(tt.cmd, func(t *testing.T) {
+			r := wait(t, start(t, m, tt.cmd, nil))
+			if string(r.Stdout) != tt.stdout || string(r.Stderr) != tt.stderr || r.ExitCode != tt.exitCode {
+				t.Errorf("run %q = stdout %q stderr %q exit %d, want %q %q %d",
+					tt.cmd, r.Stdout, r.Stderr, r.ExitCode, tt.stdout, tt.stderr, tt.exitCode)
+			}
+			if !strings.Contains(r.Error, tt.errContain) || (tt.errContain == "") != (r.Error == "") {
+				t.Errorf("run %q: Error = %q, want containing %q", tt.cmd, r.Error, tt.errContain)
+			}
+		})
+	}
+}
+
+func TestBadSpec(t *testing.T) {
+	m := NewManager(Config{})
+	u := self(t)
+	file := u.Home + "/f"
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []Spec{
+		{Cmd: "true", User: u, Dir: u.Home + "/missing"},
+		{Cmd: "true", User: u, Dir: file},
+		{Cmd: "true\x00", User: u, Dir: u.Home},
+		{Cmd: "true", Dir: u.Home},
+	} {
+		if _, err := m.Start(spec); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("Start(%+v) error = %v, want ErrBadRequest", spec, err)
+		}
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	st, ok := parseStat(b)
+	return ok && st.State != 'Z' && st.State != 'X'
+}
+
+func waitDead(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTimeoutKillsTree(t *testing.T) {
+	m := NewManager(Config{})
+	// The background sleep runs in its own process group and leaves the
+	// pipes, so only the tree walk finds it.
+	h := start(t, m, "set -m; sleep 300 >/dev/null 2>&1 & echo $!; sleep 300", func(s *Spec) {
+		s.Timeout = 500 * time.Millisecond
+	})
+	r := wait(t, h)
+	if !r.TimedOut || !strings.Contains(r.Error, "timed out") {
+		t.Errorf("result = %+v, want TimedOut", r)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(r.Stdout)))
+	if err != nil {
+		t.Fatalf("stdout %q: want the child pid", r.Stdout)
+	}
+	waitDead(t, child)
+}
+
+func TestKillAndStdin(t *testing.T) {
+	m := NewManager(Config{})
+	h := start(t, m, "while read l; do echo got:$l; done", func(s *Spec) { s.Stdin = true })
+	if err := h.WriteStdin([]byte("one\ntwo\n")); err != nil {
+		t.Fatalf("WriteStdin() error = %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for string(h.Output().Bytes(Stdout)) != "got:one\ngot:two\n" {
+		if time.Now().After(deadline) {
+			t.Fatalf("stdout = %q, want echoed lines", h.Output().Bytes(Stdout))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := m.List(); len(got) != 1 || got[0].Pid != h.Pid() {
+		t.Errorf("List() = %+v, want pid %d", got, h.Pid())
+	}
+	if !h.Kill() {
+		t.Error("Kill() = false for a running process")
+	}
+	r := wait(t, h)
+	if !r.Killed || r.ExitCode != 137 {
+		t.Errorf("after Kill: %+v, want Killed, exit 137", r)
+	}
+	if h.Kill() {
+		t.Error("second Kill() = true, want false")
+	}
+	if err := h.WriteStdin([]byte("x")); !errors.Is(err, ErrStdinClosed) {
+		t.Errorf("WriteStdin after exit error = %v, want ErrStdinClosed", err)
+	}
+	if got := m.List(); len(got) != 0 {
+		t.Errorf("List() after kill = %+v, want empty", got)
+	}
+	if _, err := m.Get(h.Pid()); err != nil {
+		t.Errorf("Get(finished) error = %v, want kept for wait", err)
+	}
+
+	h2 := start(t, m, "true", nil)
+	if err := h2.WriteStdin([]byte("x")); !errors.Is(err, ErrNoStdin) {
+		t.Errorf("WriteStdin without pipe error = %v, want ErrNoStdin", err)
+	}
+	if _, err := m.Get(-5); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(-5) error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	m := NewManager(Config{Retention: 100 * time.Millisecond, WaitedRetention: 50 * time.Millisecond})
+	h := start(t, m, "true", nil)
+	wait(t, h)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := m.Get(h.Pid()); errors.Is(err, ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("finished handler never dropped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLargeOutputBounded(t *testing.T) {
+	const limit = 1 << 20
+	m := NewManager(Config{OutputLimit: limit})
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	// 50 MiB on stdout and 10 MiB on stderr that nobody reads.
+	h := start(t, m, "head -c 52428800 /dev/zero; head -c 10485760 /dev/zero >&2", nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	select {
+	case <-h.Done():
+	case <-ctx.Done():
+		t.Fatal("process producing 60 MiB blocked")
+	}
+	for s, want := range map[Stream]int64{Stdout: 50 << 20, Stderr: 10 << 20} {
+		ret, total := h.Output().Stats(s)
+		if total != want || ret > limit {
+			t.Errorf("Stats(%v) = %d retained, %d total, want <= %d, %d", s, ret, total, limit, want)
+		}
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grow := int64(after.HeapInuse) - int64(before.HeapInuse); grow > 16<<20 {
+		t.Errorf("heap grew by %d bytes for 60 MiB of output with a %d byte limit", grow, limit)
+	}
+}
+
+func TestOrphansReaped(t *testing.T) {
+	if err := SetSubreaper(); err != nil {
+		t.Skipf("cannot become subreaper: %v", err)
+	}
+	m := NewManager(Config{})
+	// The subshell exits at once; its sleep is reparented to us and exits later.
+	r := wait(t, start(t, m, "(sleep 0.2 >/dev/null 2>&1 & echo $!)", nil))
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(r.Stdout)))
+	if err != nil {
+		t.Fatalf("stdout %q: want a pid", r.Stdout)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(orphan)); os.IsNotExist(err) {
+			break // exited and reaped, not left a zombie
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphan %d never reaped", orphan)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,168 @@
+package process
+
+import (
+	"sort"
+	"sync"
+)
+
+// Stream names one output stream of a process.
+type Stream uint8
+
+const (
+	Stdout Stream = iota
+	Stderr
+	numStreams
+)
+
+func (s Stream) String() string {
+	switch s {
+	case Stdout:
+		return "stdout"
+	case Stderr:
+		return "stderr"
+	}
+	return "unknown"
+}
+
+// Entry is one chunk of output as read from the process. Data is never
+// modified after the entry is appended, so readers may keep it.
+type Entry struct {
+	ID     uint64 // 1, 2, 3, ... in output order across all streams of a Log
+	Stream Stream
+	Data   []byte
+}
+
+// Log is the retained output of one process: a sequence of entries with
+// increasing ids, capped per stream by dropping the oldest entries.
+//
+// The producer (the pipe readers) never blocks on consumers: Append only
+// takes a short lock and wakes waiting readers by closing a channel.
+// Readers follow with a cursor (the last id they saw) through Since; a reader
+// too slow to keep up simply finds that older entries were dropped.
+// Safe for concurrent use.
+type Log struct {
+	mu      sync.Mutex
+	limit   int // bytes retained per stream; >= 1
+	lastID  uint64
+	streams [numStreams]streamLog
+	changed chan struct{} // closed (and replaced) on every append and on Close
+	closed  bool
+}
+
+type streamLog struct {
+	entries []Entry // entries[head:] are retained
+	head    int
+	size    int   // bytes retained
+	total   int64 // bytes ever appended
+}
+
+// NewLog returns a Log keeping at most limit bytes per stream (minimum 1).
+func NewLog(limit int) *Log {
+	return &Log{limit: max(limit, 1), changed: make(chan struct{})}
+}
+
+// Append records data read from stream s. It copies nothing: the caller
+// must not reuse data. Appends after Close are dropped.
+func (l *Log) Append(s Stream, data []byte) {
+	if len(data) == 0 || s >= numStreams {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.lastID++
+	sl := &l.streams[s]
+	sl.entries = append(sl.entries, Entry{ID: l.lastID, Stream: s, Data: data})
+	sl.size += len(data)
+	sl.total += int64(len(data))
+	sl.trim(l.limit)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// trim drops the oldest bytes until at most limit remain.
+func (sl *streamLog) trim(limit int) {
+	for sl.size > limit {
+		e := &sl.entries[sl.head]
+		excess := sl.size - limit
+		if len(e.Data) <= excess {
+			sl.size -= len(e.Data)
+			sl.entries[sl.head] = Entry{}
+			sl.head++
+			continue
+		}
+		// Keep the tail of the oldest entry; a new slice header, so
+		// readers holding the old Entry are unaffected.
+		e.Data = e.Data[excess:]
+		sl.size -= excess
+	}
+	if sl.head > 64 && sl.head > len(sl.entries)/2 {
+		n := copy(sl.entries, sl.entries[sl.head:])
+		clear(sl.entries[n:])
+		sl.entries = sl.entries[:n]
+		sl.head = 0
+	}
+}
+
+// Close marks the end of the output and wakes all readers.
+func (l *Log) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.changed)
+	}
+}
+
+// Since returns the retained entries with an id greater than after, in id
+// order, at most maxEntries of them (0 = all). If none are available it
+// returns the channel that is closed on the next change; closed reports
+// whether the log is closed (no entry will ever follow the returned ones
+// once a call returns no entries and closed is true).
+func (l *Log) Since(after uint64, maxEntries int) (entries []Entry, changed <-chan struct{}, closed bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var tails [numStreams][]Entry
+	for s := range tails {
+		sl := &l.streams[s]
+		live := sl.entries[sl.head:]
+		i := sort.Search(len(live), func(i int) bool { return live[i].ID > after })
+		tails[s] = live[i:]
+	}
+	// Merge the per-stream tails by id.
+	for {
+		best := -1
+		for s := range tails {
+			if len(tails[s]) > 0 && (best < 0 || tails[s][0].ID < tails[best][0].ID) {
+				best = s
+			}
+		}
+		if best < 0 || (maxEntries > 0 && len(entries) == maxEntries) {
+			break
+		}
+		entries = append(entries, tails[best][0])
+		tails[best] = tails[best][1:]
+	}
+	return entries, l.changed, l.closed
+}
+
+// Bytes returns a copy of the retained output of stream s.
+func (l *Log) Bytes(s Stream) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sl := &l.streams[s]
+	out := make([]byte, 0, sl.size)
+	for _, e := range sl.entries[sl.head:] {
+		out = append(out, e.Data...)
+	}
+	return out
+}
+
+// Stats reports how many bytes of stream s are retained and were ever appended.
+func (l *Log) Stats(s Stream) (retained int, total int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.streams[s].size, l.streams[s].total
+}

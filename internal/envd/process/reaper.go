@@ -1,0 +1,132 @@
+package process
+
+import (
+	"encoding/binary"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// The reaper is the only code in envd that waits for children.
+//
+// There can be only one per OS process: wait4(-1) reaps any child, so a
+// second waiter (os/exec's Cmd.Wait, os.Process.Wait) would either steal
+// statuses from the reaper or have its own stolen. Invariant: envd never
+// uses os/exec or os.Process; every child is started through reaper.start
+// and its exit status is delivered to the callback registered there.
+// Children nobody registered (orphans reparented to envd as PID 1 or as a
+// child subreaper) are reaped and dropped.
+//
+// Statuses are never lost to a start/exit race: start holds mu across fork
+// and registration, and the reaper only consumes a status under mu.
+// And a pid is never reused while a caller holds mu and sees it registered,
+// because the reaper peeks with WNOWAIT and consumes under mu: see signal.
+type reaper struct {
+	once    sync.Once
+	mu      sync.Mutex
+	waiters map[int]func(syscall.WaitStatus) // +checklocks:mu
+}
+
+var theReaper = &reaper{waiters: make(map[int]func(syscall.WaitStatus))}
+
+// reapInterval is how often the reaper polls in case a SIGCHLD was missed.
+const reapInterval = time.Second
+
+func (r *reaper) run() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGCHLD)
+	t := time.NewTicker(reapInterval)
+	defer t.Stop()
+	for {
+		r.reapAll()
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+	}
+}
+
+// reapAll consumes every exited child.
+func (r *reaper) reapAll() {
+	for {
+		pid, err := peekExited()
+		if err != nil || pid <= 0 {
+			return
+		}
+		r.mu.Lock()
+		var ws syscall.WaitStatus
+		got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		var fn func(syscall.WaitStatus)
+		if err == nil && got == pid {
+			fn = r.waiters[pid]
+			delete(r.waiters, pid)
+		}
+		r.mu.Unlock()
+		if fn != nil {
+			fn(ws)
+		}
+		if err != nil && err != syscall.EINTR {
+			return
+		}
+	}
+}
+
+const (
+	pAll     = 0
+	wNoWait  = 0x01000000
+	wExited  = 0x4
+	siPidOff = 16 // offset of si_pid in siginfo_t on 64-bit Linux
+)
+
+// peekExited returns the pid of an exited child without reaping it, 0 if
+// none has exited.
+func peekExited() (int, error) {
+	var info [128]byte
+	for {
+		_, _, e := syscall.Syscall6(syscall.SYS_WAITID, pAll, 0, uintptr(unsafe.Pointer(&info[0])),
+			wExited|syscall.WNOHANG|wNoWait, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(int32(binary.NativeEndian.Uint32(info[siPidOff:]))), nil
+	}
+}
+
+// ensureRunning starts the reaper goroutine once per OS process.
+func (r *reaper) ensureRunning() {
+	r.once.Do(func() { go r.run() })
+}
+
+// start forks and execs argv0. With the child's pid it calls register
+// (under mu, before the reaper can see the child's exit), which returns the
+// callback that receives the exit status.
+func (r *reaper) start(argv0 string, argv []string, attr *syscall.ProcAttr, register func(pid int) func(syscall.WaitStatus)) (int, error) {
+	r.ensureRunning()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pid, err := syscall.ForkExec(argv0, argv, attr)
+	if err != nil {
+		return 0, err
+	}
+	r.waiters[pid] = register(pid)
+	return pid, nil
+}
+
+// whileAlive runs fn with mu held if pid is a registered child that was not
+// reaped yet (so the pid cannot be reused while fn runs), and reports
+// whether fn ran.
+func (r *reaper) whileAlive(pid int, fn func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.waiters[pid]; !ok {
+		return false
+	}
+	fn()
+	return true
+}
