@@ -1,0 +1,723 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for a zero Config.
+const (
+	DefaultCIDR     = "10.200.0.0/16"
+	DefaultPrefix   = "declaw"
+	DefaultPoolSize = 4
+)
+
+// slotBits is the size of each slot's link subnet: a /30 holds the network
+// address, the host end, the guest end and the broadcast address.
+const slotBits = 30
+
+// Config configures a Manager. The zero value is valid.
+type Config struct {
+	// CIDR is the IPv4 range slots are carved from (--sandbox-cidr).
+	// Zero means DefaultCIDR.
+	CIDR netip.Prefix
+	// Prefix names everything the Manager owns: netns "<Prefix>-s<i>",
+	// host veth "<Prefix>h<i>", nftables table "<Prefix>". Lower-case
+	// letters and digits, starting with a letter. Zero means DefaultPrefix.
+	// Two Managers must never share a prefix: New deletes its leftovers.
+	Prefix string
+	// PoolSize is the number of ready slots kept. Zero means
+	// DefaultPoolSize; negative keeps none.
+	PoolSize int
+	// DNSPort and ProxyPort are the ports a slot may reach on its gateway
+	// address (UDP+TCP for DNS, TCP for the proxy). Zero allows neither.
+	DNSPort   uint16
+	ProxyPort uint16
+	// HostNetNS is the path of the namespace the host ends live in and
+	// the table is installed in. Empty means the namespace of the thread
+	// calling New (the root namespace for a normal server process).
+	HostNetNS string
+	// Logf logs background events; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Manager owns the slots, the host forwarding setup and the nftables table.
+// Its methods are safe for concurrent use; Apply and Release of the same
+// slot must not race each other.
+type Manager struct {
+	cfg      Config
+	fw       *firewall
+	maxSlots int
+	hostNS   netns.NsHandle
+	host     *netlink.Handle
+	stop     context.CancelFunc
+	refill   chan struct{}
+	workers  sync.WaitGroup // refill loop and in-flight slot creations
+
+	mu sync.Mutex
+	// +checklocks:mu
+	closed bool
+	// +checklocks:mu
+	ready []*Slot
+	// +checklocks:mu
+	inUse map[int]*Slot
+	// +checklocks:mu
+	taken map[int]bool // ready, in use, being created or deleted
+	// +checklocks:mu
+	creating int // refill creations in flight
+}
+
+// New sets up host forwarding and the table in the host namespace, after
+// removing what a previous Manager with the same prefix left behind, then
+// fills the pool and keeps it filled in the background.
+func New(ctx context.Context, cfg Config) (m *Manager, err error) {
+	cfg, err = resolveConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hostNS, err := openHostNS(cfg.HostNetNS)
+	if err != nil {
+		return nil, err
+	}
+	host, err := netlink.NewHandleAt(hostNS)
+	if err != nil {
+		hostNS.Close()
+		return nil, fmt.Errorf("netlink handle in host netns: %w", err)
+	}
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	m = &Manager{
+		cfg:      cfg,
+		fw:       newFirewall(cfg.Prefix, cfg.CIDR, cfg.DNSPort, cfg.ProxyPort),
+		maxSlots: 1 << (slotBits - cfg.CIDR.Bits()),
+		hostNS:   hostNS,
+		host:     host,
+		stop:     stop,
+		refill:   make(chan struct{}, 1),
+		inUse:    map[int]*Slot{},
+		taken:    map[int]bool{},
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, m.Close(context.WithoutCancel(ctx)))
+			m = nil
+		}
+	}()
+	if err := m.removeLeftovers(); err != nil {
+		return m, fmt.Errorf("remove leftovers: %w", err)
+	}
+	if err := writeSysctl(hostNS, "net.ipv4.ip_forward", "1"); err != nil {
+		return m, err
+	}
+	if err := m.batch(func(c *nftables.Conn) error { return addRuleset(c, m.fw.base(), true) }); err != nil {
+		return m, fmt.Errorf("create table %s: %w", cfg.Prefix, err)
+	}
+	for range max(cfg.PoolSize, 0) {
+		idx, ok := m.allocIndex()
+		if !ok {
+			break
+		}
+		s, err := m.createSlot(ctx, idx)
+		if err != nil {
+			m.freeIndex(idx)
+			return m, err
+		}
+		m.mu.Lock()
+		m.ready = append(m.ready, s)
+		m.mu.Unlock()
+	}
+	m.workers.Add(1)
+	go m.refillLoop(bg)
+	return m, nil
+}
+
+func resolveConfig(cfg Config) (Config, error) {
+	if !cfg.CIDR.IsValid() {
+		cfg.CIDR = netip.MustParsePrefix(DefaultCIDR)
+	}
+	if !cfg.CIDR.Addr().Is4() || cfg.CIDR.Bits() > slotBits {
+		return cfg, fmt.Errorf("sandbox CIDR %s: want IPv4, /%d or larger", cfg.CIDR, slotBits)
+	}
+	cfg.CIDR = cfg.CIDR.Masked()
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	for i, c := range cfg.Prefix {
+		if !(c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+			return cfg, fmt.Errorf("network prefix %q: want lower-case letters and digits, starting with a letter", cfg.Prefix)
+		}
+	}
+	maxIf := fmt.Sprintf("%sh%d", cfg.Prefix, 1<<(slotBits-cfg.CIDR.Bits())-1)
+	if len(maxIf) >= unix.IFNAMSIZ {
+		return cfg, fmt.Errorf("network prefix %q with CIDR %s: interface name %q longer than %d", cfg.Prefix, cfg.CIDR, maxIf, unix.IFNAMSIZ-1)
+	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = DefaultPoolSize
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	return cfg, nil
+}
+
+func openHostNS(path string) (netns.NsHandle, error) {
+	if path == "" {
+		ns, err := netns.Get()
+		if err != nil {
+			return ns, fmt.Errorf("get current netns: %w", err)
+		}
+		return ns, nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return ns, fmt.Errorf("open host netns %s: %w", path, err)
+	}
+	return ns, nil
+}
+
+// slotAt computes slot idx's names and addresses.
+func (m *Manager) slotAt(idx int) *Slot {
+	base := m.cfg.CIDR.Addr().As4()
+	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	n += uint32(idx) << (32 - slotBits)
+	addr := func(off uint32) netip.Addr {
+		v := n + off
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	name := fmt.Sprintf("%s-s%d", m.cfg.Prefix, idx)
+	return &Slot{
+		Index:     idx,
+		NetNS:     name,
+		NetNSPath: filepath.Join(netnsDir, name),
+		HostIf:    fmt.Sprintf("%sh%d", m.cfg.Prefix, idx),
+		GuestIf:   "eth0",
+		HostIP:    addr(1),
+		GuestIP:   addr(2),
+		Prefix:    netip.PrefixFrom(addr(0), slotBits),
+	}
+}
+
+// Acquire returns a ready slot, creating one when the pool is empty. The
+// slot denies all egress until Apply gives it a policy.
+func (m *Manager) Acquire(ctx context.Context) (*Slot, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if len(m.ready) > 0 {
+		s := m.ready[0]
+		m.ready = m.ready[1:]
+		m.inUse[s.Index] = s
+		m.mu.Unlock()
+		m.kickRefill()
+		return s, nil
+	}
+	idx, ok := m.allocIndexLocked()
+	if !ok {
+		m.mu.Unlock()
+		return nil, ErrNoSlots
+	}
+	m.workers.Add(1)
+	m.mu.Unlock()
+	defer m.workers.Done()
+
+	s, err := m.createSlot(ctx, idx)
+	if err != nil {
+		m.freeIndex(idx)
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, errors.Join(ErrClosed, m.deleteSlot(s, false))
+	}
+	m.inUse[s.Index] = s
+	m.mu.Unlock()
+	m.kickRefill()
+	return s, nil
+}
+
+// Release scrubs a slot returned by Acquire: its conntrack entries, policy
+// chains and sets, veth and netns are deleted (a slot is never reused; the
+// pool is refilled with fresh ones). The runtime using it must be gone.
+func (m *Manager) Release(ctx context.Context, s *Slot) error {
+	m.mu.Lock()
+	if got, ok := m.inUse[s.Index]; !ok || got != s {
+		m.mu.Unlock()
+		return fmt.Errorf("release slot %d: %w", s.Index, ErrUnknownSlot)
+	}
+	delete(m.inUse, s.Index)
+	m.mu.Unlock()
+	err := m.deleteSlot(s, true)
+	if err != nil {
+		// Keep the index reserved: its leftovers would collide.
+		m.cfg.Logf("network: release slot %d: %v", s.Index, err)
+		return fmt.Errorf("release slot %d: %w", s.Index, err)
+	}
+	m.freeIndex(s.Index)
+	m.kickRefill()
+	return nil
+}
+
+// Apply makes p the slot's policy: the slot's policy chain, nat chain and
+// prefix sets are replaced in one atomic batch, then the slot's tracked
+// connections to destinations p denies are deleted, so established flows
+// are cut too. Apply is desired state: calling it again replaces everything.
+func (m *Manager) Apply(ctx context.Context, s *Slot, p Policy) error {
+	parsed, err := ParsePolicy(p)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	got, ok := m.inUse[s.Index]
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if !ok || got != s {
+		return fmt.Errorf("apply policy to slot %d: %w", s.Index, ErrUnknownSlot)
+	}
+	rs := m.fw.policy(s, parsed)
+	err = m.batch(func(c *nftables.Conn) error {
+		for _, cd := range rs.chains {
+			c.FlushChain(cd.chain)
+		}
+		for _, sd := range rs.sets {
+			c.FlushSet(sd.set)
+		}
+		return addContent(c, rs)
+	})
+	if err != nil {
+		return fmt.Errorf("apply policy to slot %d: %w", s.Index, err)
+	}
+	if _, err := m.host.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &cutFilter{slot: s, policy: parsed, blocked: m.blocked()}); err != nil {
+		return fmt.Errorf("cut denied connections of slot %d: %w", s.Index, err)
+	}
+	return nil
+}
+
+// Close deletes every slot (ready or in use) and the table. It does not
+// switch ip_forward back off: other software may rely on it.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.stop()
+	m.workers.Wait()
+
+	m.mu.Lock()
+	slots := m.ready
+	for _, s := range m.inUse {
+		slots = append(slots, s)
+	}
+	m.ready, m.inUse = nil, map[int]*Slot{}
+	m.mu.Unlock()
+
+	var errs []error
+	for _, s := range slots {
+		errs = append(errs, m.deleteSlot(s, false))
+	}
+	errs = append(errs, m.deleteTable())
+	m.host.Close()
+	m.hostNS.Close()
+	return errors.Join(errs...)
+}
+
+func (m *Manager) kickRefill() {
+	select {
+	case m.refill <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) refillLoop(ctx context.Context) {
+	defer m.workers.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.refill:
+		}
+		for ctx.Err() == nil {
+			m.mu.Lock()
+			if m.closed || len(m.ready)+m.creating >= m.cfg.PoolSize {
+				m.mu.Unlock()
+				break
+			}
+			idx, ok := m.allocIndexLocked()
+			if !ok {
+				m.mu.Unlock()
+				break
+			}
+			m.creating++
+			m.mu.Unlock()
+
+			s, err := m.createSlot(ctx, idx)
+			m.mu.Lock()
+			m.creating--
+			if err != nil {
+				delete(m.taken, idx)
+				m.mu.Unlock()
+				m.cfg.Logf("network: refill pool: %v", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+					m.kickRefill()
+				}
+				break
+			}
+			if m.closed {
+				m.mu.Unlock()
+				if err := m.deleteSlot(s, false); err != nil {
+					m.cfg.Logf("network: %v", err)
+				}
+				return
+			}
+			m.ready = append(m.ready, s)
+			m.mu.Unlock()
+		}
+	}
+}
+
+func (m *Manager) allocIndex() (int, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.allocIndexLocked()
+}
+
+// +checklocks:m.mu
+func (m *Manager) allocIndexLocked() (int, bool) {
+	for i := range m.maxSlots {
+		if !m.taken[i] {
+			m.taken[i] = true
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (m *Manager) freeIndex(idx int) {
+	m.mu.Lock()
+	delete(m.taken, idx)
+	m.mu.Unlock()
+}
+
+// createSlot builds slot idx: netns, IPv6 off, nftables objects, veth,
+// addresses, routes. A failure undoes what was done, in reverse.
+func (m *Manager) createSlot(ctx context.Context, idx int) (_ *Slot, err error) {
+	s := m.slotAt(idx)
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			err = errors.Join(err, undo[i]())
+		}
+		err = fmt.Errorf("create slot %d: %w", idx, err)
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	if err := createNamedNS(s.NetNS); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() error { return deleteNamedNS(s.NetNS) })
+	guestNS, err := netns.GetFromPath(s.NetNSPath)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", s.NetNS, err)
+	}
+	defer guestNS.Close()
+	guest, err := netlink.NewHandleAt(guestNS)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in %s: %w", s.NetNS, err)
+	}
+	defer guest.Close()
+	// IPv6 off before any interface exists, so none gets an address.
+	for _, key := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+		if err := writeSysctl(guestNS, key, "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+
+	if err := m.batch(func(c *nftables.Conn) error { return addRuleset(c, m.fw.slot(s), false) }); err != nil {
+		return nil, fmt.Errorf("add nftables chains: %w", err)
+	}
+	undo = append(undo, func() error { return m.deleteSlotRules(s) })
+
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: s.HostIf},
+		PeerName:      s.GuestIf,
+		PeerNamespace: netlink.NsFd(guestNS),
+	}
+	if err := m.host.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("add veth %s: %w", s.HostIf, err)
+	}
+	undo = append(undo, func() error { return m.deleteLink(s.HostIf) })
+
+	hostLink, err := m.host.LinkByName(s.HostIf)
+	if err != nil {
+		return nil, fmt.Errorf("find %s: %w", s.HostIf, err)
+	}
+	if err := m.host.AddrAdd(hostLink, &netlink.Addr{IPNet: ipNet(s.HostIP, slotBits)}); err != nil {
+		return nil, fmt.Errorf("address %s: %w", s.HostIf, err)
+	}
+	if err := m.host.LinkSetUp(hostLink); err != nil {
+		return nil, fmt.Errorf("up %s: %w", s.HostIf, err)
+	}
+
+	lo, err := guest.LinkByName("lo")
+	if err != nil {
+		return nil, fmt.Errorf("find lo in %s: %w", s.NetNS, err)
+	}
+	if err := guest.LinkSetUp(lo); err != nil {
+		return nil, fmt.Errorf("up lo in %s: %w", s.NetNS, err)
+	}
+	eth, err := guest.LinkByName(s.GuestIf)
+	if err != nil {
+		return nil, fmt.Errorf("find %s in %s: %w", s.GuestIf, s.NetNS, err)
+	}
+	if err := guest.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(s.GuestIP, slotBits)}); err != nil {
+		return nil, fmt.Errorf("address %s in %s: %w", s.GuestIf, s.NetNS, err)
+	}
+	if err := guest.LinkSetUp(eth); err != nil {
+		return nil, fmt.Errorf("up %s in %s: %w", s.GuestIf, s.NetNS, err)
+	}
+	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IP(s.HostIP.AsSlice())}
+	if err := guest.RouteAdd(route); err != nil {
+		return nil, fmt.Errorf("default route in %s: %w", s.NetNS, err)
+	}
+	return s, nil
+}
+
+// deleteSlot removes a slot. withRules also deletes its nftables objects
+// (Close skips that: the table goes as a whole).
+func (m *Manager) deleteSlot(s *Slot, withRules bool) error {
+	var errs []error
+	if withRules {
+		errs = append(errs, m.deleteSlotRules(s))
+	}
+	errs = append(errs, m.flushConntrack(s), m.deleteLink(s.HostIf), deleteNamedNS(s.NetNS))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delete slot %d: %w", s.Index, err)
+	}
+	return nil
+}
+
+// deleteSlotRules removes the slot's dispatch jumps (found by their
+// UserData tag), chains and sets in one batch.
+func (m *Manager) deleteSlotRules(s *Slot) error {
+	rs := m.fw.slot(s)
+	return m.batch(func(c *nftables.Conn) error {
+		tag := slotChain(s.Index)
+		for _, name := range []string{chainFwdSlots, chainInSlots, chainNatSlots} {
+			rules, err := c.GetRules(m.fw.table, m.fw.chain(name))
+			if err != nil {
+				return fmt.Errorf("list %s: %w", name, err)
+			}
+			for _, r := range rules {
+				if string(r.UserData) == tag {
+					if err := c.DelRule(r); err != nil {
+						return fmt.Errorf("delete jump to %s: %w", tag, err)
+					}
+				}
+			}
+		}
+		for _, cd := range rs.chains {
+			c.FlushChain(cd.chain)
+			c.DelChain(cd.chain)
+		}
+		for _, sd := range rs.sets {
+			c.DelSet(sd.set)
+		}
+		return nil
+	})
+}
+
+func (m *Manager) deleteLink(name string) error {
+	l, err := m.host.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	if err := m.host.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// flushConntrack forgets every tracked flow from or to the slot's guest.
+func (m *Manager) flushConntrack(s *Slot) error {
+	from, to := &netlink.ConntrackFilter{}, &netlink.ConntrackFilter{}
+	ip := net.IP(s.GuestIP.AsSlice())
+	if err := from.AddIP(netlink.ConntrackOrigSrcIP, ip); err != nil {
+		return err
+	}
+	if err := to.AddIP(netlink.ConntrackOrigDstIP, ip); err != nil {
+		return err
+	}
+	if _, err := m.host.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, from, to); err != nil {
+		return fmt.Errorf("flush conntrack of %s: %w", s.GuestIP, err)
+	}
+	return nil
+}
+
+func (m *Manager) deleteTable() error {
+	return m.batch(func(c *nftables.Conn) error {
+		t, err := c.ListTableOfFamily(m.fw.table.Name, m.fw.table.Family)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return fmt.Errorf("list table %s: %w", m.fw.table.Name, err)
+		}
+		c.DelTable(t)
+		return nil
+	})
+}
+
+// removeLeftovers deletes what a crashed Manager with this prefix left:
+// the table, host veths "<prefix>h<N>", namespaces "<prefix>-s<N>".
+func (m *Manager) removeLeftovers() error {
+	var errs []error
+	errs = append(errs, m.deleteTable())
+	links, err := m.host.LinkList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list links: %w", err))
+	}
+	for _, l := range links {
+		if name := l.Attrs().Name; hasIndexSuffix(name, m.cfg.Prefix+"h") {
+			m.cfg.Logf("network: removing leftover link %s", name)
+			errs = append(errs, m.deleteLink(name))
+		}
+	}
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("list %s: %w", netnsDir, err))
+	}
+	for _, e := range entries {
+		if hasIndexSuffix(e.Name(), m.cfg.Prefix+"-s") {
+			m.cfg.Logf("network: removing leftover netns %s", e.Name())
+			errs = append(errs, deleteNamedNS(e.Name()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hasIndexSuffix(name, prefix string) bool {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok || rest == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(rest, 10, 32)
+	return err == nil
+}
+
+// batch runs fill on a fresh nftables connection in the host namespace and
+// sends what it queued as one transaction.
+func (m *Manager) batch(fill func(*nftables.Conn) error) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(m.hostNS)))
+	if err != nil {
+		return fmt.Errorf("nftables connection: %w", err)
+	}
+	if err := fill(c); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// addRuleset queues rs: the table (withTable), its sets with their
+// elements, its chains with their rules, then the rules into other chains.
+func addRuleset(c *nftables.Conn, rs ruleset, withTable bool) error {
+	if withTable && len(rs.chains) > 0 {
+		c.AddTable(rs.chains[0].chain.Table)
+	}
+	for _, sd := range rs.sets {
+		if err := c.AddSet(sd.set, nil); err != nil {
+			return fmt.Errorf("add set %s: %w", sd.set.Name, err)
+		}
+	}
+	for _, cd := range rs.chains {
+		c.AddChain(cd.chain)
+	}
+	return addContent(c, rs)
+}
+
+// addContent queues the set elements and rules of rs into existing sets
+// and chains.
+func addContent(c *nftables.Conn, rs ruleset) error {
+	for _, sd := range rs.sets {
+		if len(sd.elems) == 0 {
+			continue
+		}
+		if err := c.SetAddElements(sd.set, sd.elems); err != nil {
+			return fmt.Errorf("add elements to %s: %w", sd.set.Name, err)
+		}
+	}
+	for _, cd := range rs.chains {
+		for _, r := range cd.rules {
+			c.AddRule(r)
+		}
+	}
+	for _, r := range rs.rules {
+		c.AddRule(r)
+	}
+	return nil
+}
+
+// blocked returns the always-blocked IPv4 prefixes of this Manager.
+func (m *Manager) blocked() []netip.Prefix {
+	return append(append([]netip.Prefix(nil), alwaysBlocked4...), m.cfg.CIDR)
+}
+
+// cutFilter matches the tracked flows Apply deletes: started by the slot's
+// guest, not ending at the host (DNS, proxy), to a destination the new
+// policy no longer allows.
+type cutFilter struct {
+	slot    *Slot
+	policy  Parsed
+	blocked []netip.Prefix
+}
+
+func (f *cutFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	src, ok1 := netip.AddrFromSlice(flow.Forward.SrcIP)
+	dst, ok2 := netip.AddrFromSlice(flow.Forward.DstIP)
+	replySrc, ok3 := netip.AddrFromSlice(flow.Reverse.SrcIP)
+	if !ok1 || !ok2 || !ok3 || src.Unmap() != f.slot.GuestIP {
+		return false
+	}
+	if replySrc.Unmap() == f.slot.HostIP {
+		return false
+	}
+	dst = dst.Unmap()
+	return containsAddr(f.blocked, dst) || !f.policy.AllowsAddr(dst)
+}
+
+func ipNet(a netip.Addr, bits int) *net.IPNet {
+	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(bits, a.BitLen())}
+}
+
+var _ netlink.CustomConntrackFilter = (*cutFilter)(nil)
