@@ -1,0 +1,586 @@
+"""The ``Sandbox`` class: create, connect to, inspect and kill sandboxes."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from urllib.parse import urlencode
+
+from ._http import DEFAULT as DEFAULT_TIMEOUT
+from ._http import HTTPClient, Response, encode_query, new_idempotency_key, path_segment
+from .commands import Commands
+from .connection_config import ConnectionConfig
+from .exceptions import InvalidArgumentException, NotFoundException, SandboxException
+from .filesystem import Filesystem
+from .models import AuditEntry, SandboxInfo, SandboxListResult, SandboxMetrics
+from .pty import Pty
+from .security import ALL_TRAFFIC, NetworkPolicy, SecureEnvVar, SecurityPolicy
+from .stdio import Stdio
+
+__all__ = ["Sandbox", "SandboxQuery", "DEFAULT_TEMPLATE", "DEFAULT_SANDBOX_TIMEOUT", "MCP_PORT"]
+
+DEFAULT_TEMPLATE = "base"
+DEFAULT_SANDBOX_TIMEOUT = 300
+MCP_PORT = 50005
+_STATES = ("live", "running", "paused", "creating", "killed")
+
+
+@dataclass
+class SandboxQuery:
+    """Filter for ``Sandbox.list``: sandboxes whose metadata contains every
+    given key/value, in any of the given states."""
+
+    metadata: Optional[Dict[str, str]] = None
+    state: Optional[List[str]] = None
+
+
+class _dual:
+    """A method usable on the class (``Sandbox.kill("sbx-1")``) and on an
+    instance (``sbx.kill()``), each with its own implementation."""
+
+    def __init__(self, on_class: Callable[..., Any], on_instance: Callable[..., Any]) -> None:
+        self._on_class = on_class
+        self._on_instance = on_instance
+        functools.update_wrapper(self, on_instance)  # type: ignore[arg-type]
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Callable[..., Any]:
+        if obj is None:
+            return functools.partial(self._on_class, objtype)
+        return functools.partial(self._on_instance, obj)
+
+
+def _config(api_key: Optional[str], domain: Optional[str], request_timeout: Optional[float]) -> ConnectionConfig:
+    return ConnectionConfig(api_key=api_key, domain=domain, request_timeout=request_timeout)
+
+
+def _sandbox_path(sandbox_id: str) -> str:
+    if not isinstance(sandbox_id, str) or not sandbox_id:
+        raise InvalidArgumentException("sandbox_id must be a non-empty string")
+    return f"/sandboxes/{path_segment(sandbox_id)}"
+
+
+def _str_map(name: str, value: Any) -> Dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentException(f"{name} must be a dict of strings")
+    out: Dict[str, str] = {}
+    for k, v in value.items():
+        if isinstance(v, SecureEnvVar):
+            v = v.value
+        if not isinstance(k, str) or not k or not isinstance(v, str):
+            raise InvalidArgumentException(f"{name} must map non-empty strings to strings; bad entry {k!r}")
+        out[k] = v
+    return out
+
+
+def _envs_dict(envs: Any) -> Dict[str, str]:
+    if isinstance(envs, (list, tuple)):
+        out = {}
+        for e in envs:
+            if not isinstance(e, SecureEnvVar):
+                raise InvalidArgumentException("envs given as a list must hold SecureEnvVar items")
+            out[e.key] = e.value
+        return out
+    return _str_map("envs", envs)
+
+
+def _time_param(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _kill_result(resp: Response) -> bool:
+    data = resp.json()
+    if isinstance(data, dict):
+        if "killed" in data:
+            return bool(data["killed"])
+        if "queued" in data:
+            return bool(data["queued"])
+    return True
+
+
+class Sandbox:
+    """A Declaw sandbox. Make one with ``Sandbox.create()`` or attach to a
+    running one with ``Sandbox.connect(sandbox_id)``.
+
+    Used as a context manager, the sandbox is killed on exit.
+    """
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        connection_config: Optional[ConnectionConfig] = None,
+        *,
+        envd_access_token: Optional[str] = None,
+        traffic_access_token: Optional[str] = None,
+        sandbox_domain: Optional[str] = None,
+        template_id: Optional[str] = None,
+        info: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self._sandbox_id = sandbox_id
+        self._path = _sandbox_path(sandbox_id)
+        self._config = connection_config or ConnectionConfig()
+        self._http = HTTPClient(self._config)
+        self._envd_access_token = envd_access_token
+        self._traffic_access_token = traffic_access_token
+        self._sandbox_domain = sandbox_domain
+        self._template_id = template_id
+        self._create_info: Dict[str, Any] = dict(info or {})
+        self._commands = Commands(self)
+        self._files = Filesystem(self)
+        self._pty = Pty(self)
+        self._stdio = Stdio(self)
+
+    # ------------------------------------------------------------ plumbing
+    def _request(self, method: str, path: str, **kw: Any) -> Response:
+        return self._http.request(method, self._path + path, **kw)
+
+    # ---------------------------------------------------------- properties
+    @property
+    def sandbox_id(self) -> str:
+        return self._sandbox_id
+
+    @property
+    def template_id(self) -> Optional[str]:
+        return self._template_id
+
+    @property
+    def envd_access_token(self) -> Optional[str]:
+        return self._envd_access_token
+
+    @property
+    def traffic_access_token(self) -> Optional[str]:
+        return self._traffic_access_token
+
+    @property
+    def sandbox_domain(self) -> Optional[str]:
+        return self._sandbox_domain
+
+    @property
+    def connection_config(self) -> ConnectionConfig:
+        return self._config
+
+    @property
+    def commands(self) -> Commands:
+        return self._commands
+
+    @property
+    def files(self) -> Filesystem:
+        return self._files
+
+    @property
+    def pty(self) -> Pty:
+        return self._pty
+
+    @property
+    def stdio(self) -> Stdio:
+        return self._stdio
+
+    @property
+    def envd_api_url(self) -> str:
+        """Base URL of the sandbox's per-sandbox API."""
+        return self._config.api_url + self._path
+
+    def get_host(self, port: int) -> str:
+        """URL that proxies to ``port`` inside the sandbox (API key required)."""
+        return f"{self.envd_api_url}/ports/{int(port)}"
+
+    def get_mcp_url(self) -> str:
+        return self.get_host(MCP_PORT) + "/mcp"
+
+    def download_url(self, path: str, user: Optional[str] = None) -> str:
+        """URL for ``GET`` of a file's raw bytes (send the API key header)."""
+        return self._http.absolute_url(self._path + "/files/raw", {"path": path, "username": user})
+
+    def upload_url(self, path: str, user: Optional[str] = None) -> str:
+        """URL for ``PUT`` of a file's raw bytes (send the API key header)."""
+        return self.download_url(path, user)
+
+    # ------------------------------------------------------------- create
+    @classmethod
+    def create(
+        cls,
+        template: str = DEFAULT_TEMPLATE,
+        timeout: int = DEFAULT_SANDBOX_TIMEOUT,
+        metadata: Optional[Dict[str, str]] = None,
+        envs: Optional[Union[Dict[str, str], Sequence[SecureEnvVar]]] = None,
+        secure: bool = True,
+        allow_internet_access: bool = True,
+        network: Optional[Union[NetworkPolicy, Dict[str, Any]]] = None,
+        security: Optional[Union[SecurityPolicy, Dict[str, Any]]] = None,
+        lifecycle: Optional[Dict[str, Any]] = None,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> "Sandbox":
+        """Create a sandbox (``POST /sandboxes``) and return it once it runs.
+
+        Args:
+            template: template name or id (default ``"base"``).
+            timeout: seconds until the sandbox is killed (0 = never).
+            metadata: your own key/value labels (filterable in ``list``).
+            envs: environment variables of every process in the sandbox.
+            secure: keep the sandbox's API behind authentication.
+            allow_internet_access: False blocks all egress
+                (``network={"deny_out": ["0.0.0.0/0"]}``, which overrides
+                ``network``).
+            network: egress rules (``NetworkPolicy`` or its dict form).
+            security: ``SecurityPolicy`` (sent as ``{"policy_json": ...}``);
+                its ``network`` is used when ``network`` is not given.
+            lifecycle: ``{"on_timeout": "kill"|"pause", "auto_resume": bool}``.
+        """
+        cfg = _config(api_key, domain, request_timeout)
+        body = cls._create_body(
+            template, timeout, metadata, envs, secure, allow_internet_access, network, security, lifecycle
+        )
+        http = HTTPClient(cfg)
+        resp = http.request("POST", "/sandboxes", json=body, idempotency_key=new_idempotency_key())
+        data = resp.json() or {}
+        sandbox_id = data.get("sandbox_id")
+        if not sandbox_id:
+            raise SandboxException(f"create answered without a sandbox_id: {data!r}", status=resp.status)
+        return cls(
+            sandbox_id,
+            cfg,
+            envd_access_token=data.get("envd_access_token"),
+            traffic_access_token=data.get("traffic_access_token"),
+            sandbox_domain=data.get("sandbox_domain"),
+            template_id=data.get("template_id") or template,
+            info=data,
+        )
+
+    @staticmethod
+    def _create_body(
+        template: str,
+        timeout: int,
+        metadata: Any,
+        envs: Any,
+        secure: bool,
+        allow_internet_access: bool,
+        network: Any,
+        security: Any,
+        lifecycle: Any,
+    ) -> Dict[str, Any]:
+        if not isinstance(template, str) or not template:
+            raise InvalidArgumentException("template must be a non-empty string")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+            raise InvalidArgumentException(f"timeout must be an integer number of seconds >= 0, got {timeout!r}")
+        body: Dict[str, Any] = {"template": template, "timeout": timeout, "secure": bool(secure)}
+        if metadata:
+            body["metadata"] = _str_map("metadata", metadata)
+        if envs:
+            body["envs"] = _envs_dict(envs)
+
+        policy: Optional[SecurityPolicy] = None
+        if security is not None:
+            if isinstance(security, Mapping):
+                try:
+                    policy = SecurityPolicy.from_dict(security)
+                except ValueError as e:
+                    raise InvalidArgumentException(str(e)) from e
+            elif isinstance(security, SecurityPolicy):
+                policy = security
+            else:
+                raise InvalidArgumentException("security must be a SecurityPolicy or a dict")
+            body["security"] = {"policy_json": policy.to_json()}
+
+        net: Optional[Dict[str, Any]] = None
+        if network is not None:
+            if isinstance(network, NetworkPolicy):
+                net = network.to_dict()
+            elif isinstance(network, Mapping):
+                try:
+                    NetworkPolicy.from_dict(network)  # validate only; send as given
+                except ValueError as e:
+                    raise InvalidArgumentException(str(e)) from e
+                net = dict(network)
+            else:
+                raise InvalidArgumentException("network must be a NetworkPolicy or a dict")
+        elif policy is not None and policy.network is not None:
+            net = policy.network.to_dict()
+        if not allow_internet_access:
+            net = {"deny_out": [ALL_TRAFFIC]}
+        if net is not None:
+            body["network"] = net
+
+        if lifecycle is not None:
+            if not isinstance(lifecycle, Mapping):
+                raise InvalidArgumentException("lifecycle must be a dict")
+            unknown = set(lifecycle) - {"on_timeout", "auto_resume"}
+            if unknown:
+                raise InvalidArgumentException(f"lifecycle: unknown field(s) {', '.join(sorted(unknown))}")
+            if lifecycle.get("on_timeout", "kill") not in ("kill", "pause"):
+                raise InvalidArgumentException("lifecycle.on_timeout must be 'kill' or 'pause'")
+            if not isinstance(lifecycle.get("auto_resume", False), bool):
+                raise InvalidArgumentException("lifecycle.auto_resume must be a bool")
+            body["lifecycle"] = dict(lifecycle)
+        return body
+
+    # ------------------------------------------------------------ connect
+    @classmethod
+    def connect(
+        cls,
+        sandbox_id: str,
+        timeout: Optional[int] = None,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> "Sandbox":
+        """Attach to a running sandbox (``GET /sandboxes/{id}``); with
+        ``timeout`` also reset its time to live."""
+        cfg = _config(api_key, domain, request_timeout)
+        data = HTTPClient(cfg).request("GET", _sandbox_path(sandbox_id)).json() or {}
+        sbx = cls(sandbox_id, cfg, template_id=data.get("template_id"), info=data)
+        if timeout is not None:
+            sbx.set_timeout(timeout)
+        return sbx
+
+    # --------------------------------------------------------------- list
+    @classmethod
+    def list(
+        cls,
+        query: Optional[Union[SandboxQuery, Dict[str, Any]]] = None,
+        limit: Optional[int] = None,
+        next_token: Optional[str] = None,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> SandboxListResult:
+        """One page of your sandboxes (``GET /sandboxes``).
+
+        ``query`` filters by ``metadata`` (every pair must match) and
+        ``state`` (any of). Follow ``result.next_token`` (or use
+        ``result.iter_all()``) for more pages.
+        """
+        cfg = _config(api_key, domain, request_timeout)
+        metadata: Optional[Dict[str, str]] = None
+        states: Optional[List[str]] = None
+        if query is not None:
+            if isinstance(query, Mapping):
+                unknown = set(query) - {"metadata", "state"}
+                if unknown:
+                    raise InvalidArgumentException(f"query: unknown field(s) {', '.join(sorted(unknown))}")
+                query = SandboxQuery(metadata=query.get("metadata"), state=query.get("state"))
+            if query.metadata:
+                metadata = _str_map("query.metadata", query.metadata)
+            if query.state:
+                states = [query.state] if isinstance(query.state, str) else list(query.state)
+                bad = [s for s in states if s not in _STATES]
+                if bad:
+                    raise InvalidArgumentException(f"query.state: unknown state(s) {bad}; valid: {', '.join(_STATES)}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidArgumentException("limit must be a positive integer")
+        params: Dict[str, Any] = {
+            "metadata": urlencode(sorted(metadata.items())) if metadata else None,
+            "state": states,
+            "limit": limit,
+            "next_token": next_token,
+        }
+        data = HTTPClient(cfg).request("GET", "/sandboxes", query=params).json()
+        if isinstance(data, list):
+            items, token = data, None
+        else:
+            data = data or {}
+            items, token = data.get("sandboxes") or [], data.get("next_token")
+
+        def fetch(tok: str) -> SandboxListResult:
+            return cls.list(query, limit, tok, api_key=api_key, domain=domain, request_timeout=request_timeout)
+
+        return SandboxListResult([SandboxInfo.from_dict(s) for s in items], token, fetch)
+
+    # --------------------------------------------------------------- kill
+    def _kill_instance(self, wait: bool = False, request_timeout: Optional[float] = None) -> bool:
+        """Kill this sandbox. By default the kill is queued
+        (``DELETE ?async=true``); ``wait=True`` waits until it is gone.
+        Returns False if the sandbox did not exist."""
+        return type(self)._kill_by_path(self._http, self._path, wait, request_timeout)
+
+    def _kill_class(
+        cls,
+        sandbox_id: str,
+        wait: bool = False,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> bool:
+        """Kill the sandbox ``sandbox_id``; False if it did not exist."""
+        http = HTTPClient(_config(api_key, domain, request_timeout))
+        return cls._kill_by_path(http, _sandbox_path(sandbox_id), wait, None)
+
+    @staticmethod
+    def _kill_by_path(http: HTTPClient, path: str, wait: bool, request_timeout: Optional[float]) -> bool:
+        try:
+            resp = http.request(
+                "DELETE",
+                path,
+                query=None if wait else {"async": "true"},
+                timeout=request_timeout if request_timeout is not None else DEFAULT_TIMEOUT,
+            )
+        except NotFoundException:
+            return False
+        return _kill_result(resp)
+
+    kill = _dual(_kill_class, _kill_instance)
+
+    @classmethod
+    def kill_by_id(cls, sandbox_id: str, **kw: Any) -> bool:
+        return cls._kill_class(sandbox_id, **kw)  # type: ignore[call-arg]
+
+    @classmethod
+    def kill_many(
+        cls,
+        sandbox_ids: Iterable[str],
+        wait: bool = False,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Dict[str, Dict[str, Any]]:
+        """Kill several sandboxes (``POST /sandboxes/kill-many``); returns
+        ``{sandbox_id: {"killed"|"queued": bool} or {"error": str}}``."""
+        ids = [str(i) for i in sandbox_ids]
+        if not ids:
+            return {}
+        http = HTTPClient(_config(api_key, domain, request_timeout))
+        resp = http.request(
+            "POST",
+            "/sandboxes/kill-many",
+            query=None if wait else {"async": "true"},
+            json={"sandbox_ids": ids},
+            retry=True,  # killing is idempotent
+        )
+        data = resp.json() or {}
+        return dict(data.get("results") or {}) if isinstance(data, dict) else {}
+
+    # ---------------------------------------------------------- timeouts
+    def _set_timeout_instance(self, timeout: int, request_timeout: Optional[float] = None) -> None:
+        """Reset the time to live to ``timeout`` seconds from now (0 = none)."""
+        type(self)._set_timeout_path(self._http, self._path, timeout, request_timeout)
+
+    def _set_timeout_class(
+        cls,
+        sandbox_id: str,
+        timeout: int,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> None:
+        cls._set_timeout_path(HTTPClient(_config(api_key, domain, request_timeout)), _sandbox_path(sandbox_id), timeout, None)
+
+    @staticmethod
+    def _set_timeout_path(http: HTTPClient, path: str, timeout: int, request_timeout: Optional[float]) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+            raise InvalidArgumentException(f"timeout must be an integer number of seconds >= 0, got {timeout!r}")
+        http.request(
+            "PATCH",
+            path + "/timeout",
+            json={"timeout": timeout},
+            retry=True,  # setting the same deadline again is harmless
+            timeout=request_timeout if request_timeout is not None else DEFAULT_TIMEOUT,
+        )
+
+    set_timeout = _dual(_set_timeout_class, _set_timeout_instance)
+
+    # -------------------------------------------------------------- info
+    def _get_info_instance(self) -> SandboxInfo:
+        """State, template, metadata and times of this sandbox."""
+        return SandboxInfo.from_dict(self._request("GET", "").json() or {})
+
+    def _get_info_class(
+        cls,
+        sandbox_id: str,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> SandboxInfo:
+        http = HTTPClient(_config(api_key, domain, request_timeout))
+        return SandboxInfo.from_dict(http.request("GET", _sandbox_path(sandbox_id)).json() or {})
+
+    get_info = _dual(_get_info_class, _get_info_instance)
+
+    def is_running(self, request_timeout: Optional[float] = None) -> bool:
+        """True while the sandbox runs (``GET .../status``); False once it is
+        gone or paused."""
+        try:
+            data = self._request(
+                "GET", "/status", timeout=request_timeout if request_timeout is not None else DEFAULT_TIMEOUT
+            ).json()
+        except NotFoundException:
+            return False
+        return bool((data or {}).get("is_running"))
+
+    # ----------------------------------------------------------- metrics
+    def _get_metrics_instance(self, start: Any = None, end: Any = None) -> List[SandboxMetrics]:
+        """Resource samples (``GET .../metrics``), oldest first."""
+        return type(self)._metrics_path(self._http, self._path, start, end)
+
+    def _get_metrics_class(
+        cls,
+        sandbox_id: str,
+        start: Any = None,
+        end: Any = None,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> List[SandboxMetrics]:
+        return cls._metrics_path(HTTPClient(_config(api_key, domain, request_timeout)), _sandbox_path(sandbox_id), start, end)
+
+    @staticmethod
+    def _metrics_path(http: HTTPClient, path: str, start: Any, end: Any) -> List[SandboxMetrics]:
+        data = http.request("GET", path + "/metrics", query={"start": _time_param(start), "end": _time_param(end)}).json()
+        if isinstance(data, dict):
+            data = data.get("metrics", [data]) if "metrics" in data else [data]
+        return [SandboxMetrics.from_dict(m) for m in data or [] if isinstance(m, dict)]
+
+    get_metrics = _dual(_get_metrics_class, _get_metrics_instance)
+
+    # ------------------------------------------------------ pause/resume
+    def pause(self) -> None:
+        """Pause the sandbox (``POST .../pause``); ConflictException if it
+        cannot be paused."""
+        self._request("POST", "/pause", json={})
+
+    def resume(self, timeout: Optional[int] = None) -> None:
+        """Resume a paused sandbox (``POST .../resume``), optionally with a
+        new time to live."""
+        body: Dict[str, Any] = {}
+        if timeout is not None:
+            body["timeout"] = timeout
+        self._request("POST", "/resume", json=body)
+
+    # -------------------------------------------------------------- audit
+    def audit_events(
+        self,
+        limit: Optional[int] = None,
+        type: Optional[str] = None,
+        since: Any = None,
+        until: Any = None,
+    ) -> List[AuditEntry]:
+        """This sandbox's audit events (``GET /sandboxes/{id}/audit``), oldest first."""
+        query = {"limit": limit, "type": type, "since": _time_param(since), "until": _time_param(until)}
+        data = self._request("GET", "/audit", query=query).json()
+        if isinstance(data, dict):
+            data = data.get("events") or data.get("entries") or []
+        return [AuditEntry.from_dict(e) for e in data or [] if isinstance(e, dict)]
+
+    get_audit_log = audit_events
+
+    # ------------------------------------------------------------ context
+    def close(self) -> None:
+        """No-op (connections are pooled process-wide)."""
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.kill()
+        except SandboxException:
+            if exc_type is None:
+                raise
+
+    def __repr__(self) -> str:
+        return f"Sandbox(sandbox_id={self._sandbox_id!r}, api_url={self._config.api_url!r})"
