@@ -1,0 +1,146 @@
+// Package testenv holds the helpers that Declaw's end-to-end tests share: the
+// root gate, a private two-namespace "internet" to run the server in, and
+// the product binaries built once per test process.
+//
+// # Root gating
+//
+// RequireRoot skips a test when it is not running as root, except when the
+// environment sets DECLAW_E2E=1 (CI does): then it fails, so CI never skips
+// an end-to-end test silently. E2E reports that setting.
+//
+// # The network: test-host and uplink
+//
+// NewNet builds two network namespaces with unique names (derived from
+// t.Name() plus a random suffix) and removes them in t.Cleanup, also when the
+// test fails:
+//
+//	 test-host netns (Net.Host)                 uplink netns (Net.Uplink), "the internet"
+//	┌──────────────────────────────┐          ┌──────────────────────────────────────────┐
+//	│ lo up                        │   veth   │ veth 198.51.100.1/24, 2001:db8::1/64     │
+//	│ 198.51.100.2/24 2001:db8::2/64├─────────┤ lo: the service addresses (/32, /128)   │
+//	│ default via 198.51.100.1     │          │   198.51.100.10  203.0.113.10 (+.1/24)   │
+//	│ default via 2001:db8::1      │          │   2001:db8:1::10 (+::1/64)               │
+//	│ ip_forward=1 (v4 and v6)     │          │   169.254.169.254  fd00:ec2::254         │
+//	│ server under test runs here  │          │ 10.200.0.0/16 via 198.51.100.2           │
+//	└──────────────────────────────┘          │ fd00::/8      via 2001:db8::2            │
+//	                                          │ NO default route, ip_forward=0           │
+//	                                          └──────────────────────────────────────────┘
+//
+// The server under test runs in test-host; the sandboxes' namespaces hang off
+// test-host. Everything test-host sends that is not local goes to the uplink,
+// and the uplink has no route anywhere else, so nothing reaches this
+// machine's real network (NewNet checks this: the uplink has no default route
+// and a route lookup for 192.0.2.1, the real uplink's network, fails there).
+// The server masquerades sandbox traffic, so replies go back to 198.51.100.2;
+// the uplink also routes 10.200.0.0/16 and fd00::/8 back to test-host so that
+// a packet that leaks un-NATed still arrives (and is recorded) and its reply
+// is not silently lost.
+//
+// The uplink runs these recording services (see the constants and variables
+// for the addresses):
+//
+//	HTTP      tcp/80    every uplink address; JSON echo of the request
+//	                    (custom handlers: Net.HandleHTTP)
+//	metadata  tcp/80    on 169.254.169.254 and fd00:ec2::254: a cloud-metadata
+//	                    stand-in whose answers contain MetadataSecret
+//	HTTPS     tcp/443   every uplink address; same handlers; leaf certificates
+//	                    for any SNI (or the dialed IP) minted from a per-Net
+//	                    test CA (Net.CAPEM, Net.CAFile, Net.CertPool)
+//	TCP echo  tcp/9000  every uplink address; echoes and records bytes
+//	UDP echo  udp/9001  each service address; echoes and records datagrams
+//	DNS       53 udp+tcp every uplink address; authoritative for the zone in
+//	                    DefaultZone (change it with Net.SetDNS), NXDOMAIN
+//	                    otherwise; records every query
+//
+// Every TCP connection is recorded with the raw bytes the client sent (so a
+// non-HTTP payload sent to port 80 is still visible), every HTTP request is
+// also recorded parsed, and a packet capture on the uplink's veth records
+// every IP packet that arrives from test-host (Net.Records().Packets), so a
+// test can assert that nothing got out at all, whatever the port or protocol.
+//
+// # Example
+//
+//	func TestDenyAll(t *testing.T) {
+//		n := testenv.NewNet(t) // skips unless root; fails under DECLAW_E2E=1
+//		declaw, envd := testenv.BuildBinaries(t)
+//		srv := n.Command(t.Context(), declaw, "server", "--envd", envd)
+//		srv.Env = append(os.Environ(), "SSL_CERT_FILE="+n.CAFile())
+//		if err := srv.Start(); err != nil {
+//			t.Fatal(err)
+//		}
+//		// ... create a deny-all sandbox and make it curl http://198.51.100.10/ ...
+//		n.ExpectQuiet(time.Second) // no packet, connection, request or query arrived
+//	}
+//
+// To talk to the uplink from test code, dial from test-host: n.Host.DialContext,
+// n.HTTPClient (which also trusts the test CA), or n.Host.Do(fn) to run any Go
+// code inside the namespace on a locked OS thread.
+//
+// Rules for callers: namespaces are switched per OS thread, so tests that use
+// NewNet must not call t.Parallel; names are unique, so running a test twice
+// (-count=2) or two Nets in one test is fine.
+//
+// # Binaries
+//
+// BuildBinaries builds ./cmd/declaw and ./cmd/envd (static, CGO_ENABLED=0)
+// once per test process, into a directory under os.TempDir keyed by a hash
+// of the module's sources, so test binaries running in parallel or later
+// reuse one build.
+package testenv
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+)
+
+// E2E reports whether the environment demands end-to-end tests
+// (DECLAW_E2E=1, set by CI): then RequireRoot fails instead of skipping.
+func E2E() bool { return os.Getenv("DECLAW_E2E") == "1" }
+
+// RequireRoot skips t unless the process runs as root. When E2E() is true it
+// fails t instead, so CI never skips a root test silently.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	requireRoot(t, os.Geteuid(), E2E())
+}
+
+func requireRoot(t testing.TB, euid int, e2e bool) {
+	t.Helper()
+	if euid == 0 {
+		return
+	}
+	if e2e {
+		t.Fatalf("test needs root (euid %d) and DECLAW_E2E=1 forbids skipping it", euid)
+	}
+	t.Skipf("test needs root (euid %d); set DECLAW_E2E=1 to make this a failure", euid)
+}
+
+// WaitFor calls fn until it returns nil, polling with a short backoff, and
+// fails t with fn's last error if that has not happened within timeout.
+func WaitFor(t testing.TB, timeout time.Duration, fn func() error) {
+	t.Helper()
+	if err := poll(timeout, fn); err != nil {
+		t.Fatalf("WaitFor: still failing after %v: %v", timeout, err)
+	}
+}
+
+// poll is WaitFor without the testing.TB.
+func poll(timeout time.Duration, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	delay := 5 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(min(delay, time.Until(deadline)+time.Millisecond))
+		delay = min(delay*2, 100*time.Millisecond)
+	}
+}
+
+var errNotYet = errors.New("condition not met yet")
