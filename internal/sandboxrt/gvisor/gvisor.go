@@ -286,7 +286,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		return nil // cannot be ours
 	}
 	rec, recErr := d.loadRecord(id)
-	st, stErr := d.readStateFile(id)
+	_, stErr := d.readStateFile(id)
 	d.mu.Lock()
 	p := d.procs[id]
 	d.mu.Unlock()
@@ -297,11 +297,10 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	var errs []error
-	ns := d.controlNetNS(rec, st)
 	if stErr == nil {
 		// Kill everything, then let runsc tear down sandbox, gofer and cgroups.
-		_, _ = d.runsc(ctx, ns, "kill", "--all", id, "KILL")
-		if _, err := d.runsc(ctx, ns, "delete", "--force", id); err != nil && !isNotExist(err) {
+		_, _ = d.runscFor(ctx, rec, id, "kill", "--all", id, "KILL")
+		if _, err := d.runscFor(ctx, rec, id, "delete", "--force", id); err != nil && !isNotExist(err) {
 			errs = append(errs, err)
 		}
 	}
@@ -399,14 +398,14 @@ func (d *Driver) killPids(st *runscState) {
 // not started yet, only seen after a crash mid-Start) is also StateStopped.
 func (d *Driver) State(ctx context.Context, id string) (sandboxrt.State, error) {
 	rec, recErr := d.loadRecord(id)
-	st, stErr := d.readStateFile(id)
+	_, stErr := d.readStateFile(id)
 	if recErr != nil && stErr != nil {
 		return "", fmt.Errorf("gvisor: state %s: %w", id, sandboxrt.ErrNotFound)
 	}
 	if stErr != nil {
 		return sandboxrt.StateStopped, nil
 	}
-	out, err := d.runsc(ctx, d.controlNetNS(rec, st), "state", id)
+	out, err := d.runscFor(ctx, rec, id, "state", id)
 	if err != nil {
 		if isNotExist(err) {
 			return sandboxrt.StateStopped, nil
@@ -435,7 +434,7 @@ func (d *Driver) State(ctx context.Context, id string) (sandboxrt.State, error) 
 // "runsc events --stats" when they are not there (e.g. cgroup v2 hosts).
 func (d *Driver) Stats(ctx context.Context, id string) (sandboxrt.Stats, error) {
 	rec, recErr := d.loadRecord(id)
-	st, stErr := d.readStateFile(id)
+	_, stErr := d.readStateFile(id)
 	if recErr != nil && stErr != nil {
 		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: %w", id, sandboxrt.ErrNotFound)
 	}
@@ -452,7 +451,7 @@ func (d *Driver) Stats(ctx context.Context, id string) (sandboxrt.Stats, error) 
 	if stErr != nil {
 		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: not running", id)
 	}
-	out, err := d.runsc(ctx, d.controlNetNS(rec, st), "events", "--stats", id)
+	out, err := d.runscFor(ctx, rec, id, "events", "--stats", id)
 	if err != nil {
 		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: %w", id, err)
 	}
@@ -488,11 +487,10 @@ func (d *Driver) Resume(ctx context.Context, id string) error {
 
 func (d *Driver) control(ctx context.Context, id, verb string) error {
 	rec, _ := d.loadRecord(id)
-	st, err := d.readStateFile(id)
-	if err != nil {
+	if _, err := d.readStateFile(id); err != nil {
 		return fmt.Errorf("gvisor: %s %s: %w", verb, id, sandboxrt.ErrNotFound)
 	}
-	if _, err := d.runsc(ctx, d.controlNetNS(rec, st), verb, id); err != nil {
+	if _, err := d.runscFor(ctx, rec, id, verb, id); err != nil {
 		if isNotExist(err) {
 			return fmt.Errorf("gvisor: %s %s: %w", verb, id, sandboxrt.ErrNotFound)
 		}
@@ -542,6 +540,22 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 		_ = os.Remove(dir)
 	}
 	return errors.Join(errs...)
+}
+
+// runscFor runs a runsc control command for sandbox id inside the netns
+// where runsc reaches it, chosen at call time: the sandbox process may
+// die (and its /proc netns link vanish) between two commands.
+func (d *Driver) runscFor(ctx context.Context, rec *record, id string, args ...string) ([]byte, error) {
+	var out []byte
+	var err error
+	for range 2 {
+		st, _ := d.readStateFile(id)
+		out, err = d.runsc(ctx, d.controlNetNS(rec, st), args...)
+		if !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+	}
+	return out, err
 }
 
 // runsc runs one runsc control command inside nsPath ("" = current netns)

@@ -150,7 +150,10 @@ func buildSpec(s sandboxrt.Spec, res sandboxrt.Resources, cgroupsPath string) (o
 			},
 			Rlimits: []ociRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}},
 		},
-		Root:     ociRoot{Path: s.RootFS, Readonly: true},
+		// Not read-only: runsc (2022) then refuses writes even under
+		// --overlay. The overlay keeps the template untouched: the gofer
+		// serves it read-only and writes land in the sandbox's memory.
+		Root:     ociRoot{Path: s.RootFS, Readonly: false},
 		Hostname: s.Hostname,
 		Mounts: []ociMount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
