@@ -59,7 +59,8 @@ func TestBuildSpec(t *testing.T) {
 		t.Errorf("capabilities = %+v, want the default set without SYS_ADMIN", caps)
 	}
 	r := got.Linux.Resources
-	if r == nil || r.Memory.Limit != 512<<20 || r.CPU.Quota != 150000 || r.CPU.Period != 100000 || r.Pids.Limit != 100 {
+	if r == nil || r.Memory.Limit != 512<<20 || r.CPU.Quota != 150000 || r.CPU.Period != 100000 || r.Pids.Limit != hostPidsLimit(100) ||
+		!slices.Contains(got.Process.Rlimits, ociRlimit{Type: "RLIMIT_NPROC", Hard: 100, Soft: 100}) {
 		t.Errorf("resources = %+v", r)
 	}
 	if got.Linux.CgroupsPath != "/declaw/sbx-1" {
@@ -338,7 +339,7 @@ func TestResourceLimits(t *testing.T) {
 	cg := d.cgroupsPath(spec.ID)
 	for file, want := range map[string]string{
 		"memory/" + cg + "/memory.limit_in_bytes": strconv.Itoa(200 << 20),
-		"pids/" + cg + "/pids.max":                "80",
+		"pids/" + cg + "/pids.max":                strconv.FormatInt(hostPidsLimit(80), 10),
 		"cpu/" + cg + "/cpu.cfs_quota_us":         "50000",
 	} {
 		b, err := os.ReadFile(filepath.Join(cgroupMount, file))
@@ -347,16 +348,18 @@ func TestResourceLimits(t *testing.T) {
 		}
 	}
 
-	// The pids limit counts host threads and processes of the sandbox; many
-	// guest processes cannot all start.
+	// The pids limit stops a fork loop with EAGAIN, and the sandbox lives on.
 	code, body, err := h.Do(spec, "POST", "/_spawn/300", nil, 60*time.Second)
 	t.Logf("spawn 300 under pids=80: %d %s %v", code, body, err)
-	if err == nil && code == 200 {
-		var r struct{ Started int }
-		_ = json.Unmarshal(body, &r)
-		if r.Started >= 300 {
-			t.Errorf("started all 300 processes under a pids limit of 80")
-		}
+	var r struct {
+		Started int    `json:"started"`
+		Error   string `json:"error"`
+	}
+	if err != nil || code != 200 || json.Unmarshal(body, &r) != nil {
+		t.Fatalf("spawn 300 = %d %q %v; want a reply", code, body, err)
+	}
+	if r.Started >= 80 || r.Started < 10 || !strings.Contains(r.Error, "Resource temporarily unavailable") {
+		t.Errorf("spawn 300 under pids=80 started %d (%s); want fewer than 80, stopped by EAGAIN", r.Started, r.Error)
 	}
 
 	// Memory within the limit works, far above it does not.

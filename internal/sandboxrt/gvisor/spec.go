@@ -187,7 +187,12 @@ func buildSpec(s sandboxrt.Spec, res sandboxrt.Resources, cgroupsPath string) (o
 		r.CPU = &ociCPU{Quota: int64(res.CPUs * cpuPeriod), Period: cpuPeriod}
 	}
 	if res.Pids > 0 {
-		r.Pids = &ociPids{Limit: res.Pids}
+		// Inside: RLIMIT_NPROC, which gVisor enforces per user with a clean
+		// EAGAIN from fork/clone. Outside: a host pids cgroup as a backstop
+		// only, since hitting it makes the sentry fail to create a thread and
+		// die (measured with runsc ptrace: ~6 host tasks per guest process).
+		spec.Process.Rlimits = append(spec.Process.Rlimits, ociRlimit{Type: "RLIMIT_NPROC", Hard: uint64(res.Pids), Soft: uint64(res.Pids)})
+		r.Pids = &ociPids{Limit: hostPidsLimit(res.Pids)}
 	}
 	if r.Memory != nil || r.CPU != nil || r.Pids != nil {
 		spec.Linux.Resources = r
@@ -207,4 +212,11 @@ func mergeResources(r, def sandboxrt.Resources) sandboxrt.Resources {
 		r.Pids = def.Pids
 	}
 	return r
+}
+
+// hostPidsLimit is the host pids cgroup limit for a sandbox allowed guest
+// guest processes: the sentry's own threads plus, on the ptrace platform,
+// a stub process and tracer threads per guest task.
+func hostPidsLimit(guest int64) int64 {
+	return 256 + 8*guest
 }
