@@ -51,12 +51,12 @@ type InitRequest struct {
 
 // CommandRequest is POST /commands and POST /commands/stream.
 type CommandRequest struct {
-	Cmd        string            `json:"cmd"` // run with /bin/bash -l -c (sh if no bash)
+	Cmd        string            `json:"cmd"` // run with /bin/bash -c (sh if no bash); not a login shell, so /etc/profile cannot reset the envs
 	Background bool              `json:"background,omitempty"`
-	User       string            `json:"user,omitempty"`  // default root
-	Envs       map[string]string `json:"envs,omitempty"`  // merged over the sandbox envs
-	Cwd        string            `json:"cwd,omitempty"`   // default: the user's home
-	Stdin      bool              `json:"stdin,omitempty"` // keep a stdin pipe open (background)
+	User       string            `json:"user,omitempty"`    // default root
+	Envs       map[string]string `json:"envs,omitempty"`    // merged over the sandbox envs
+	Cwd        string            `json:"cwd,omitempty"`     // default: the user's home
+	Stdin      bool              `json:"stdin,omitempty"`   // keep a stdin pipe open (background)
 	Timeout    *float64          `json:"timeout,omitempty"` // seconds; nil = 60, 0 = none
 	Tag        string            `json:"tag,omitempty"`
 }
@@ -163,3 +163,25 @@ type EntryInfo struct {
 	ModifiedTime  string `json:"modified_time"` // RFC 3339
 	SymlinkTarget string `json:"symlink_target,omitempty"`
 }
+
+// Error codes envd returns that clients branch on.
+const (
+	CodeCommandTimeout = "command_timeout" // 408: a foreground command hit its timeout and was killed
+	CodeWaitTimeout    = "wait_timeout"    // 408: GET /commands/{pid}/wait?timeout= expired; the process still runs
+)
+
+// TimeoutError is the 408 body of a foreground command that timed out (code
+// CodeCommandTimeout; the process tree was killed) or of a wait whose
+// timeout expired (code CodeWaitTimeout; exit_code is -1, the process still
+// runs). It is an Error plus the output collected so far.
+type TimeoutError struct {
+	Message  string `json:"message"`
+	Code     string `json:"code"`
+	Pid      int    `json:"pid"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// MaxRawUpload is the largest body accepted by PUT /files/raw (413 above it).
+const MaxRawUpload = 500 << 20

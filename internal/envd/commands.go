@@ -1,0 +1,356 @@
+package envd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/declaw/declaw/internal/envd/filesystem"
+	"github.com/declaw/declaw/internal/envd/process"
+	"github.com/declaw/declaw/internal/envd/sysuser"
+	"github.com/declaw/declaw/internal/envdapi"
+)
+
+// maxTimeout caps timeouts given in seconds, so conversion cannot overflow.
+const maxTimeout = 10 * 365 * 24 * time.Hour
+
+// parseSeconds converts a timeout in seconds; 0 means none.
+func parseSeconds(secs float64) (time.Duration, error) {
+	if math.IsNaN(secs) || secs < 0 {
+		return 0, badInput("timeout must be a non-negative number of seconds")
+	}
+	if secs >= maxTimeout.Seconds() {
+		return maxTimeout, nil
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// lookupUser returns the named user, root if name is empty.
+func (s *Server) lookupUser(name string) (*sysuser.User, error) {
+	if name == "" {
+		name = envdapi.DefaultUser
+	}
+	return s.cfg.Users.Lookup(name)
+}
+
+// spec turns a command request into a process spec.
+func (s *Server) spec(req *envdapi.CommandRequest) (process.Spec, error) {
+	if req.Cmd == "" {
+		return process.Spec{}, badInput("cmd is required")
+	}
+	u, err := s.lookupUser(req.User)
+	if err != nil {
+		return process.Spec{}, err
+	}
+	var cwd string
+	if req.Cwd != "" {
+		if cwd, err = filesystem.Resolve(req.Cwd, u.Home); err != nil {
+			return process.Spec{}, err
+		}
+	} else {
+		// The default is the home, or / if the user has none (nobody).
+		cwd = "/"
+		if st, err := os.Stat(u.Home); err == nil && st.IsDir() {
+			cwd = u.Home
+		}
+	}
+	timeout := envdapi.DefaultCommandTimeout * time.Second
+	if req.Timeout != nil {
+		if timeout, err = parseSeconds(*req.Timeout); err != nil {
+			return process.Spec{}, err
+		}
+	}
+	env, err := process.BuildEnv(u, cwd, s.sandboxEnvs(), req.Envs)
+	if err != nil {
+		return process.Spec{}, err
+	}
+	return process.Spec{
+		Cmd:     req.Cmd,
+		User:    u,
+		Dir:     cwd,
+		Env:     env,
+		Envs:    req.Envs,
+		Stdin:   req.Stdin,
+		Timeout: timeout,
+		Tag:     req.Tag,
+	}, nil
+}
+
+func (s *Server) start(w http.ResponseWriter, r *http.Request) (*process.Handler, *envdapi.CommandRequest, error) {
+	var req envdapi.CommandRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return nil, nil, err
+	}
+	spec, err := s.spec(&req)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := s.procs.Start(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, &req, nil
+}
+
+func commandResult(r process.Result) envdapi.CommandResult {
+	return envdapi.CommandResult{
+		Pid:      r.Pid,
+		Stdout:   string(r.Stdout),
+		Stderr:   string(r.Stderr),
+		ExitCode: r.ExitCode,
+		Error:    r.Error,
+	}
+}
+
+func timeoutError(code string, r process.Result) envdapi.TimeoutError {
+	msg := r.Error
+	if code == envdapi.CodeWaitTimeout {
+		msg = fmt.Sprintf("process %d still running after the wait timeout", r.Pid)
+	}
+	return envdapi.TimeoutError{
+		Message:  msg,
+		Code:     code,
+		Pid:      r.Pid,
+		Stdout:   string(r.Stdout),
+		Stderr:   string(r.Stderr),
+		ExitCode: r.ExitCode,
+	}
+}
+
+// handleRun is POST /commands: a foreground command answers with its
+// result (408 with the output so far if it timed out; killed if the client
+// goes away), a background one with its pid.
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
+	h, req, err := s.start(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Background {
+		writeJSON(w, http.StatusOK, envdapi.BackgroundStarted{Pid: h.Pid()})
+		return
+	}
+	select {
+	case <-h.Done():
+	case <-r.Context().Done():
+		h.Kill()
+		return
+	}
+	h.MarkWaited()
+	res := h.Result()
+	if res.TimedOut {
+		writeJSON(w, http.StatusRequestTimeout, timeoutError(envdapi.CodeCommandTimeout, res))
+		return
+	}
+	writeJSON(w, http.StatusOK, commandResult(res))
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	out := []envdapi.ProcessInfo{}
+	for _, p := range s.procs.List() {
+		envs := p.Envs
+		if envs == nil {
+			envs = map[string]string{}
+		}
+		out = append(out, envdapi.ProcessInfo{Pid: p.Pid, Cmd: p.Cmd, IsPty: p.IsPty, Envs: envs, Tag: p.Tag, Cwd: p.Cwd})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handler returns the process named by the {pid} path value.
+func (s *Server) lookupProcess(r *http.Request) (*process.Handler, error) {
+	pid, err := strconv.Atoi(r.PathValue("pid"))
+	if err != nil {
+		return nil, badInput("invalid pid %q", r.PathValue("pid"))
+	}
+	return s.procs.Get(pid)
+}
+
+func (s *Server) handleKill(w http.ResponseWriter, r *http.Request) {
+	h, err := s.lookupProcess(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, envdapi.KillResult{Killed: h.Kill()})
+}
+
+func (s *Server) handleStdin(w http.ResponseWriter, r *http.Request) {
+	h, err := s.lookupProcess(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req envdapi.StdinRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := h.WriteStdin([]byte(req.Data)); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleWait is GET /commands/{pid}/wait[?timeout=seconds]. It answers the
+// result once the process finished; if the timeout expires first, 408
+// with the output so far (the process keeps running).
+func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) {
+	h, err := s.lookupProcess(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx := r.Context()
+	if q := r.URL.Query().Get("timeout"); q != "" {
+		secs, err := strconv.ParseFloat(q, 64)
+		if err != nil {
+			writeError(w, badInput("invalid timeout %q", q))
+			return
+		}
+		d, err := parseSeconds(secs)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if d > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+	}
+	select {
+	case <-h.Done():
+	case <-ctx.Done():
+		if r.Context().Err() == nil {
+			writeJSON(w, http.StatusRequestTimeout, timeoutError(envdapi.CodeWaitTimeout, h.Result()))
+		}
+		return
+	}
+	h.MarkWaited()
+	writeJSON(w, http.StatusOK, commandResult(h.Result()))
+}
+
+// handleRunStream is POST /commands/stream: the command's output as SSE
+// (start, stdout/stderr chunks, then exit or error). The process is killed
+// if the client goes away.
+func (s *Server) handleRunStream(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, errors.New("streaming unsupported by the connection"))
+		return
+	}
+	h, _, err := s.start(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	sse := newSSEWriter(w, flusher)
+	if !s.streamOutput(r.Context(), sse, h) {
+		h.Kill()
+		return
+	}
+	h.MarkWaited()
+	res := h.Result()
+	if res.TimedOut {
+		sse.event("error", envdapi.StreamEvent{Type: "error", Error: res.Error})
+		return
+	}
+	code := res.ExitCode
+	sse.event("exit", envdapi.StreamEvent{Type: "exit", ExitCode: &code, Error: res.Error})
+}
+
+// streamOutput sends the start event and the output of h until the process
+// is done. It reports false if the client went away.
+func (s *Server) streamOutput(ctx context.Context, sse *sseWriter, h *process.Handler) bool {
+	sse.header()
+	if !sse.event("start", envdapi.StreamEvent{Type: "start", Pid: h.Pid()}) {
+		return false
+	}
+	var carry [2]utf8Carry
+	var last uint64
+	for {
+		entries, changed, closed := h.Output().Since(last, 64)
+		for _, e := range entries {
+			last = e.ID
+			name := e.Stream.String()
+			text := carry[e.Stream].split(e.Data)
+			if text == "" {
+				continue
+			}
+			if !sse.event(name, envdapi.StreamEvent{Type: name, Stream: name, Data: text}) {
+				return false
+			}
+		}
+		if len(entries) > 0 {
+			continue
+		}
+		if closed {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for st, c := range carry {
+		if rest := c.flush(); rest != "" {
+			name := process.Stream(st).String()
+			if !sse.event(name, envdapi.StreamEvent{Type: name, Stream: name, Data: rest}) {
+				return false
+			}
+		}
+	}
+	select {
+	case <-h.Done():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sseWriter writes server-sent events, flushing after each.
+type sseWriter struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	failed  bool
+}
+
+func newSSEWriter(w http.ResponseWriter, f http.Flusher) *sseWriter {
+	return &sseWriter{w: w, flusher: f}
+}
+
+func (s *sseWriter) header() {
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	s.flusher.Flush()
+}
+
+// event writes one event; it reports false once a write failed.
+func (s *sseWriter) event(name string, data any) bool {
+	if s.failed {
+		return false
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		s.failed = true
+		return false
+	}
+	if _, err := fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, b); err != nil {
+		s.failed = true
+		return false
+	}
+	s.flusher.Flush()
+	return true
+}
