@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/declaw/declaw/internal/server"
+	"github.com/declaw/declaw/internal/template"
+)
+
+func runServer(e *env, args []string) int {
+	fs := flag.NewFlagSet("declaw server", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	var cfg server.Config
+	fs.StringVar(&cfg.Listen, "listen", e.envOr("DECLAW_LISTEN", "127.0.0.1:8080"), "address of the API (env DECLAW_LISTEN)")
+	fs.StringVar(&cfg.StateDir, "state-dir", e.envOr("DECLAW_STATE_DIR", "/var/lib/declaw"), "state directory: database, templates, runtime state (env DECLAW_STATE_DIR)")
+	fs.StringVar(&cfg.APIKey, "api-key", e.envOr("DECLAW_API_KEY", ""), "API key accepted by the server, stored hashed (env DECLAW_API_KEY); none: generate one into STATE/api-key")
+	fs.StringVar(&cfg.SandboxCIDR, "sandbox-cidr", e.envOr("DECLAW_SANDBOX_CIDR", "10.200.0.0/16"), "IPv4 range the sandbox links are carved from (env DECLAW_SANDBOX_CIDR)")
+	fs.StringVar(&cfg.NetPrefix, "net-prefix", e.envOr("DECLAW_NET_PREFIX", "declaw"), "name prefix of the netns, veths and nftables table the server owns")
+	fs.StringVar(&cfg.EnvdPath, "envd", e.envOr("DECLAW_ENVD", ""), "envd binary (default: envd beside the declaw binary)")
+	fs.StringVar(&cfg.Runtime, "runtime", e.envOr("DECLAW_RUNTIME", "gvisor"), "sandbox runtime: gvisor")
+	fs.StringVar(&cfg.Runsc, "runsc", e.envOr("DECLAW_RUNSC", "runsc"), "runsc binary")
+	fs.StringVar(&cfg.Platform, "runsc-platform", e.envOr("DECLAW_RUNSC_PLATFORM", "ptrace"), "runsc --platform")
+	poolSize, _ := strconv.Atoi(e.envOr("DECLAW_SLOT_POOL", "4"))
+	fs.IntVar(&cfg.PoolSize, "slot-pool", poolSize, "network slots kept ready")
+	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing (e.g. base,python)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	logger := log.New(e.stderr, "", log.LstdFlags|log.Lmicroseconds)
+	cfg.Logf = logger.Printf
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if *buildTemplates != "" {
+		tm, err := template.New(template.Config{StateDir: cfg.StateDir, EnvdPath: cfg.EnvdPath, Logf: cfg.Logf})
+		if err != nil {
+			logger.Printf("declaw server: %v", err)
+			return 1
+		}
+		for _, name := range strings.Split(*buildTemplates, ",") {
+			if name = strings.TrimSpace(name); name == "" {
+				continue
+			}
+			if _, err := tm.Ensure(ctx, name); err != nil {
+				logger.Printf("declaw server: template %s: %v", name, err)
+				return 1
+			}
+		}
+	}
+
+	srv, err := server.Start(ctx, cfg)
+	if err != nil {
+		logger.Printf("declaw server: %v", err)
+		return 1
+	}
+	<-ctx.Done()
+	logger.Printf("shutting down: killing every sandbox")
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Printf("shutdown: %v", err)
+		return 1
+	}
+	fmt.Fprintln(e.stderr, "declaw server stopped")
+	return 0
+}

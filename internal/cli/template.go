@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/declaw/declaw/internal/server"
+	"github.com/declaw/declaw/internal/template"
+)
+
+const templateUsage = `Usage:
+  declaw template build NAME...   build (or rebuild) built-in templates: base, python, node
+  declaw template list [--json]   list built templates
+  declaw template delete NAME     delete a built template
+Flags: --state-dir DIR (env DECLAW_STATE_DIR, default /var/lib/declaw)
+`
+
+func runTemplate(e *env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, templateUsage)
+		return 2
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("declaw template "+verb, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	stateDir := fs.String("state-dir", e.envOr("DECLAW_STATE_DIR", "/var/lib/declaw"), "state directory")
+	envd := fs.String("envd", e.envOr("DECLAW_ENVD", ""), "envd binary to install into templates")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *envd == "" {
+		*envd, _ = server.DefaultEnvdPath()
+	}
+	tm, err := template.New(template.Config{StateDir: *stateDir, EnvdPath: *envd, Logf: func(f string, a ...any) { fmt.Fprintf(e.stderr, f+"\n", a...) }})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "declaw template: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch verb {
+	case "build":
+		if fs.NArg() == 0 {
+			fmt.Fprint(e.stderr, templateUsage)
+			return 2
+		}
+		for _, name := range fs.Args() {
+			fmt.Fprintf(e.stderr, "building template %s...\n", name)
+			if err := tm.Build(ctx, name, e.stderr); err != nil {
+				fmt.Fprintf(e.stderr, "declaw template build %s: %v\n", name, err)
+				return 1
+			}
+			t, err := tm.Get(name)
+			if err != nil {
+				fmt.Fprintf(e.stderr, "declaw template build %s: %v\n", name, err)
+				return 1
+			}
+			if *asJSON {
+				json.NewEncoder(e.stdout).Encode(t)
+			} else {
+				fmt.Fprintf(e.stdout, "built %s (%d MB) in %s\n", t.Name, t.SizeBytes>>20, t.BuildTime)
+			}
+		}
+		return 0
+	case "list", "ls":
+		ts, err := tm.List()
+		if err != nil {
+			fmt.Fprintf(e.stderr, "declaw template list: %v\n", err)
+			return 1
+		}
+		if *asJSON {
+			if ts == nil {
+				ts = []template.Template{}
+			}
+			json.NewEncoder(e.stdout).Encode(ts)
+			return 0
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSIZE\tBUILT")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%d MB\t%s\n", t.Name, t.SizeBytes>>20, t.BuiltAt.Format("2006-01-02 15:04:05"))
+		}
+		tw.Flush()
+		return 0
+	case "delete", "rm":
+		if fs.NArg() == 0 {
+			fmt.Fprint(e.stderr, templateUsage)
+			return 2
+		}
+		for _, name := range fs.Args() {
+			if err := tm.Delete(name); err != nil {
+				fmt.Fprintf(e.stderr, "declaw template delete %s: %v\n", name, err)
+				return 1
+			}
+		}
+		return 0
+	}
+	fmt.Fprint(e.stderr, templateUsage)
+	return 2
+}

@@ -1,0 +1,248 @@
+// Package server wires the declaw server together: config -> store,
+// templates, network, runtime, orchestrator, API. It is the only package
+// that imports all of them; only the CLI imports it.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/declaw/declaw/internal/api"
+	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/sandbox"
+	"github.com/declaw/declaw/internal/sandboxrt"
+	"github.com/declaw/declaw/internal/sandboxrt/gvisor"
+	"github.com/declaw/declaw/internal/store/sqlite"
+	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/openapi"
+)
+
+// Config is the server's configuration (flags and env are read by the CLI).
+type Config struct {
+	Listen      string // default 127.0.0.1:8080
+	StateDir    string // default /var/lib/declaw
+	APIKey      string // added (hashed) to the store at start; may be empty if keys exist
+	SandboxCIDR string // default 10.200.0.0/16
+	NetPrefix   string // names of netns/veth/table; default "declaw"
+	EnvdPath    string // envd binary; default: "envd" beside the declaw binary
+	Runtime     string // "gvisor" (default)
+	Runsc       string // runsc binary
+	Platform    string // runsc platform
+	PoolSize    int    // network slots kept ready
+	CPUs        float64
+	MemoryMB    int64
+	Logf        func(format string, args ...any)
+}
+
+// Server is a running declaw server.
+type Server struct {
+	cfg       Config
+	httpSrv   *http.Server
+	ln        net.Listener
+	manager   *sandbox.Manager
+	network   *network.Manager
+	runtime   sandboxrt.Runtime
+	store     *sqlite.Store
+	templates *template.Manager
+}
+
+// Start sets everything up (cleaning leftovers of a crashed run) and starts serving.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/declaw"
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Runtime == "" {
+		cfg.Runtime = "gvisor"
+	}
+	if cfg.EnvdPath == "" {
+		cfg.EnvdPath, err = DefaultEnvdPath()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if st, err := os.Stat(cfg.EnvdPath); err != nil || st.IsDir() {
+		return nil, fmt.Errorf("envd binary %s: not found (build it with `make` or pass --envd)", cfg.EnvdPath)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	s := &Server{cfg: cfg}
+	defer func() {
+		if err != nil {
+			s.closeParts(context.WithoutCancel(ctx))
+		}
+	}()
+
+	if s.store, err = sqlite.Open(filepath.Join(cfg.StateDir, "declaw.db")); err != nil {
+		return nil, err
+	}
+	if err := s.setupKeys(ctx); err != nil {
+		return nil, err
+	}
+	if s.templates, err = template.New(template.Config{StateDir: cfg.StateDir, EnvdPath: cfg.EnvdPath, Logf: cfg.Logf}); err != nil {
+		return nil, err
+	}
+
+	switch cfg.Runtime {
+	case "gvisor":
+		d, err := gvisor.New(gvisor.Config{
+			Runsc: cfg.Runsc, Platform: cfg.Platform, StateDir: filepath.Join(cfg.StateDir, "gvisor"), Logf: cfg.Logf,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gvisor runtime: %w", err)
+		}
+		s.runtime = d
+	default:
+		return nil, fmt.Errorf("unknown runtime %q (available: gvisor)", cfg.Runtime)
+	}
+	if err := s.runtime.Cleanup(ctx); err != nil {
+		cfg.Logf("runtime: cleaning leftovers: %v", err)
+	}
+
+	ncfg := network.Config{Prefix: cfg.NetPrefix, PoolSize: cfg.PoolSize, Logf: cfg.Logf}
+	if cfg.SandboxCIDR != "" {
+		if ncfg.CIDR, err = netip.ParsePrefix(cfg.SandboxCIDR); err != nil {
+			return nil, fmt.Errorf("--sandbox-cidr %q: %w", cfg.SandboxCIDR, err)
+		}
+	}
+	if s.network, err = network.New(ctx, ncfg); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+
+	s.manager = sandbox.New(sandbox.Config{
+		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
+		ValidateNetwork: func(p network.Policy) error { _, err := network.ParsePolicy(p); return err },
+		EnvdPath:        cfg.EnvdPath,
+		RunDir:          filepath.Join(cfg.StateDir, "run"),
+		Resources:       sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
+		Logf:            cfg.Logf,
+	})
+	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
+	if err := s.manager.Recover(ctx); err != nil {
+		return nil, err
+	}
+
+	handler := api.New(api.Config{
+		Sandboxes: s.manager, Store: s.store, OpenAPI: openapi.Spec, Logf: cfg.Logf,
+		Health: func() map[string]any { return map[string]any{"runtime": s.runtime.Name()} },
+	})
+	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 15 * time.Second, IdleTimeout: 120 * time.Second}
+	go func() {
+		if err := s.httpSrv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.Logf("http: %v", err)
+		}
+	}()
+	cfg.Logf("declaw server listening on http://%s (runtime %s, state %s)", s.ln.Addr(), s.runtime.Name(), cfg.StateDir)
+	return s, nil
+}
+
+// Addr is the address the API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Shutdown stops serving, kills every sandbox and frees everything.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.httpSrv != nil {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.httpSrv.Shutdown(sctx); err != nil {
+			s.httpSrv.Close()
+		}
+		cancel()
+	}
+	if err := s.closeParts(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) closeParts(ctx context.Context) error {
+	var errs []error
+	if s.manager != nil {
+		if err := s.manager.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.runtime != nil {
+		if err := s.runtime.Cleanup(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.network != nil {
+		if err := s.network.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// setupKeys stores the configured key; with none configured and none stored
+// it generates one and writes it to <state>/api-key (0600).
+func (s *Server) setupKeys(ctx context.Context) error {
+	if s.cfg.APIKey != "" {
+		return s.store.AddAPIKey(ctx, api.HashKey(s.cfg.APIKey), "configured")
+	}
+	n, err := s.store.CountAPIKeys(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	b := make([]byte, 20)
+	rand.Read(b)
+	key := "dcl_" + hex.EncodeToString(b)
+	path := filepath.Join(s.cfg.StateDir, "api-key")
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write generated API key: %w", err)
+	}
+	s.cfg.Logf("no API key configured: generated one, stored in %s", path)
+	return s.store.AddAPIKey(ctx, api.HashKey(key), "generated")
+}
+
+// DefaultEnvdPath finds the envd binary: beside the declaw binary, then the install locations.
+func DefaultEnvdPath() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locate envd: %w", err)
+	}
+	for _, p := range []string{filepath.Join(filepath.Dir(exe), "envd"), "/usr/local/lib/declaw/envd", "/usr/local/bin/envd"} {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("envd binary not found beside the declaw binary; pass --envd PATH")
+}
+
+// templatesAdapter gives the orchestrator template root filesystems.
+type templatesAdapter struct{ m *template.Manager }
+
+func (a templatesAdapter) RootFS(ctx context.Context, name string) (string, error) {
+	t, err := a.m.Ensure(ctx, name)
+	if errors.Is(err, template.ErrUnknownTemplate) {
+		return "", fmt.Errorf("template %q: %w", name, sandbox.ErrTemplateUnknown)
+	}
+	if err != nil {
+		return "", fmt.Errorf("template %q: %w", name, err)
+	}
+	return t.RootFS, nil
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: Go unit tests, the end-to-end suites (real server, real
+# runsc, real network namespaces: they need root, and fail rather than skip
+# when DECLAW_E2E=1, which this script sets when run as root), the Python
+# SDK's unittest suite, and short fuzz runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+export PATH=$PATH:/usr/local/go/bin
+./scripts/build.sh
+if [ "$(id -u)" = 0 ]; then
+	export DECLAW_E2E=1
+	# Templates shared by the end-to-end tests (built once per machine).
+	export DECLAW_TEST_TEMPLATES=${DECLAW_TEST_TEMPLATES:-/var/lib/declaw/templates}
+	for t in base python; do
+		[ -f "$DECLAW_TEST_TEMPLATES/$t/template.json" ] ||
+			./bin/declaw template build --state-dir "$(dirname "$DECLAW_TEST_TEMPLATES")" --envd bin/envd "$t"
+	done
+fi
+go vet ./...
+go test -count=1 -timeout 40m ./...
+(cd sdk/python && python3 -m unittest discover -s tests -t . )
