@@ -2,9 +2,17 @@ package network
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -101,4 +109,272 @@ func TestSmoke(t *testing.T) {
 	s := acquire(t, m)
 	apply(t, m, s, Policy{})
 	wantReach(t, s, uplinkA)
+}
+
+// hostListener accepts TCP in the test-host namespace and records, for
+// each connection, its SO_ORIGINAL_DST.
+type hostListener struct {
+	ln    net.Listener
+	conns chan netip.AddrPort // original destination of each accepted conn
+}
+
+func listenInNS(t *testing.T, nsPath, network, addr string) *hostListener {
+	t.Helper()
+	h := &hostListener{conns: make(chan netip.AddrPort, 16)}
+	var err error
+	inNS(t, nsPath, func() { h.ln, err = net.Listen(network, addr) })
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, nsPath, err)
+	}
+	t.Cleanup(func() { h.ln.Close() })
+	go func() {
+		for {
+			c, err := h.ln.Accept()
+			if err != nil {
+				return
+			}
+			h.conns <- originalDst(c)
+			go func() { // echo, so clients can tell they got through
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return h
+}
+
+func originalDst(c net.Conn) netip.AddrPort {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	var out netip.AddrPort
+	raw.Control(func(fd uintptr) {
+		// struct sockaddr_in is 16 bytes, the size of an ipv6_mreq.
+		mreq, err := unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, unix.SO_ORIGINAL_DST)
+		if err != nil {
+			return
+		}
+		b := mreq.Multiaddr
+		out = netip.AddrPortFrom(netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]}), uint16(b[2])<<8|uint16(b[3]))
+	})
+	return out
+}
+
+func udpEchoInNS(t *testing.T, nsPath, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	var err error
+	inNS(t, nsPath, func() { pc, err = net.ListenPacket("udp4", addr) })
+	if err != nil {
+		t.Fatalf("listen udp %s: %v", addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// TestFirewall runs the policy scenarios against one test network, one
+// Manager and two slots; subtests run in order and each applies the
+// policy it needs.
+func TestFirewall(t *testing.T) {
+	n := newTestNet(t)
+	const hostSvc = 2222
+	listenInNS(t, n.hostPath, "tcp4", ":2222")
+	listenInNS(t, n.hostPath, "tcp4", ":53")
+	udpEchoInNS(t, n.hostPath, ":53")
+	proxy := listenInNS(t, n.hostPath, "tcp4", ":15001")
+
+	// Controls: from test-host itself the uplink, the metadata stand-in
+	// and both test networks answer, so a failure below is the firewall.
+	for _, dst := range []netip.Addr{uplinkA, uplinkB, metadataIP} {
+		if err := tcpEcho(t, n.hostPath, ap(dst, echoPort), 3*time.Second); err != nil {
+			t.Fatalf("control: TCP from test-host to %s: %v", dst, err)
+		}
+		if err := udpEcho(t, n.hostPath, ap(dst, echoPort), 3*time.Second); err != nil {
+			t.Fatalf("control: UDP from test-host to %s: %v", dst, err)
+		}
+	}
+	n.echo.reset()
+
+	m := newTestManager(t, n, 2)
+	a, b := acquire(t, m), acquire(t, m)
+	listenInNS(t, b.NetNSPath, "tcp4", ":7")
+	listenInNS(t, a.NetNSPath, "tcp4", ":49983") // envd stand-in
+
+	t.Run("acquired slot denies until Apply", func(t *testing.T) {
+		wantTCPDropped(t, a, ap(uplinkA, echoPort))
+	})
+	t.Run("empty policy allows all", func(t *testing.T) {
+		apply(t, m, a, Policy{})
+		wantReach(t, a, uplinkA)
+		wantReach(t, a, uplinkB)
+		if err := ping(t, a.NetNSPath, uplinkA, 3*time.Second); err != nil {
+			t.Errorf("ping %s: %v, want reply", uplinkA, err)
+		}
+	})
+	t.Run("server reaches envd in slot", func(t *testing.T) {
+		apply(t, m, a, Policy{DenyOut: []string{"0.0.0.0/0"}})
+		if err := tcpEcho(t, n.hostPath, ap(a.GuestIP, 49983), 3*time.Second); err != nil {
+			t.Errorf("TCP from host to envd at %s: %v", a.GuestIP, err)
+		}
+	})
+	t.Run("deny all drops TCP UDP ICMP", func(t *testing.T) {
+		for _, p := range []Policy{{DenyOut: []string{"0.0.0.0/0"}}, {DenyOut: []string{"*"}}} {
+			apply(t, m, a, p)
+			wantTCPDropped(t, a, ap(uplinkA, echoPort))
+		}
+		wantUDPDropped(t, a, ap(uplinkA, echoPort))
+		if err := ping(t, a.NetNSPath, uplinkA, dropWait); !isTimeout(err) {
+			t.Errorf("ping %s under deny-all: %v, want timeout", uplinkA, err)
+		}
+	})
+	t.Run("CIDR allow beats deny all", func(t *testing.T) {
+		apply(t, m, a, Policy{DenyOut: []string{"0.0.0.0/0"}, AllowOut: []string{"198.51.100.0/24"}})
+		wantReach(t, a, uplinkA)
+		wantTCPDropped(t, a, ap(uplinkB, echoPort))
+	})
+	t.Run("IP allow beats CIDR deny", func(t *testing.T) {
+		apply(t, m, a, Policy{DenyOut: []string{"198.51.100.0/24", "203.0.113.0/24"}, AllowOut: []string{"198.51.100.1"}})
+		wantReach(t, a, uplinkA)
+		wantTCPDropped(t, a, ap(uplinkB, echoPort))
+	})
+	t.Run("CIDR deny with default allow", func(t *testing.T) {
+		apply(t, m, a, Policy{DenyOut: []string{"203.0.113.0/24"}})
+		wantReach(t, a, uplinkA)
+		wantTCPDropped(t, a, ap(uplinkB, echoPort))
+	})
+	t.Run("metadata dropped even when allowed", func(t *testing.T) {
+		for _, p := range []Policy{{}, {AllowOut: []string{"0.0.0.0/0", "169.254.169.254"}}} {
+			apply(t, m, a, p)
+			wantTCPDropped(t, a, ap(metadataIP, echoPort))
+		}
+	})
+	t.Run("host addresses dropped except DNS and proxy", func(t *testing.T) {
+		apply(t, m, a, Policy{})
+		wantTCPDropped(t, a, ap(a.HostIP, hostSvc))
+		wantTCPDropped(t, a, ap(testHostIP, hostSvc))
+		wantTCPDropped(t, a, ap(b.HostIP, testDNS)) // another slot's gateway
+		if err := udpEcho(t, a.NetNSPath, ap(a.HostIP, testDNS), 3*time.Second); err != nil {
+			t.Errorf("UDP DNS to own gateway: %v", err)
+		}
+		if err := tcpEcho(t, a.NetNSPath, ap(a.HostIP, testDNS), 3*time.Second); err != nil {
+			t.Errorf("TCP DNS to own gateway: %v", err)
+		}
+		if err := tcpEcho(t, a.NetNSPath, ap(a.HostIP, testProx), 3*time.Second); err != nil {
+			t.Errorf("proxy port on own gateway: %v", err)
+		}
+		<-proxy.conns
+	})
+	t.Run("other slots unreachable", func(t *testing.T) {
+		apply(t, m, a, Policy{AllowOut: []string{"10.0.0.0/8"}})
+		wantTCPDropped(t, a, ap(b.GuestIP, echoPort))
+	})
+	t.Run("readdressing the guest opens nothing", func(t *testing.T) {
+		apply(t, m, a, Policy{DenyOut: []string{"0.0.0.0/0"}, AllowOut: []string{"198.51.100.0/24"}})
+		gh, err := netlink.NewHandleAt(mustNS(t, a.NetNSPath))
+		must(t, err)
+		defer gh.Close()
+		eth, err := gh.LinkByName("eth0")
+		must(t, err)
+		for _, addr := range []string{"203.0.113.50/24", b.GuestIP.String() + "/32"} {
+			must(t, gh.AddrAdd(eth, mustAddr(addr)))
+			defer gh.AddrDel(eth, mustAddr(addr))
+		}
+		// 203.0.113.1 is now on-link for the guest: still unreachable.
+		if c, err := dialTCP(t, a.NetNSPath, ap(uplinkB, echoPort), dropWait); err == nil {
+			c.Close()
+			t.Errorf("TCP to %s after adding 203.0.113.50/24 in slot succeeded", uplinkB)
+		}
+		// Spoofing another slot's address towards an allowed destination.
+		var c net.Conn
+		inNS(t, a.NetNSPath, func() {
+			d := net.Dialer{Timeout: dropWait, LocalAddr: &net.TCPAddr{IP: net.IP(b.GuestIP.AsSlice())}}
+			c, err = d.Dial("tcp4", ap(uplinkA, echoPort).String())
+		})
+		if err == nil {
+			c.Close()
+			t.Errorf("TCP to %s from spoofed source %s succeeded", uplinkA, b.GuestIP)
+		} else if !isTimeout(err) {
+			t.Errorf("TCP from spoofed source: %v, want timeout", err)
+		}
+		wantReach(t, a, uplinkA) // the real address still works
+	})
+	t.Run("policy change cuts established connection", func(t *testing.T) {
+		apply(t, m, a, Policy{})
+		c, err := dialTCP(t, a.NetNSPath, ap(uplinkA, echoPort), 3*time.Second)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		if err := echoOnce(c, 3*time.Second); err != nil {
+			t.Fatalf("echo before policy change: %v", err)
+		}
+		apply(t, m, a, Policy{DenyOut: []string{"198.51.100.0/24"}})
+		if flows := slotFlows(t, n, a, uplinkA); len(flows) > 0 {
+			t.Errorf("conntrack still tracks %v after Apply", flows)
+		}
+		if err := echoOnce(c, dropWait); !isTimeout(err) {
+			t.Errorf("echo on established connection after deny: %v, want timeout", err)
+		}
+	})
+	t.Run("domains redirect web traffic to the proxy", func(t *testing.T) {
+		apply(t, m, a, Policy{DenyOut: []string{"*"}, AllowOut: []string{"example.com", "198.51.100.1"}})
+		if err := tcpEcho(t, a.NetNSPath, ap(uplinkB, 443), 3*time.Second); err != nil {
+			t.Fatalf("TCP to %s:443 with a domain rule: %v, want it redirected to the proxy", uplinkB, err)
+		}
+		if got, want := <-proxy.conns, ap(uplinkB, 443); got != want {
+			t.Errorf("proxy saw original destination %s, want %s", got, want)
+		}
+		wantTCPDropped(t, a, ap(uplinkB, echoPort)) // other ports stay denied
+		wantReach(t, a, uplinkA)                     // allowed IPs bypass the proxy
+	})
+	t.Run("IPv6 off in slot", func(t *testing.T) {
+		var got []byte
+		var err error
+		inNS(t, a.NetNSPath, func() { got, err = os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6") })
+		if err != nil || strings.TrimSpace(string(got)) != "1" {
+			t.Errorf("disable_ipv6 in slot = %q, %v; want 1", got, err)
+		}
+	})
+	if n.echo.seen(metadataIP.String()) {
+		t.Errorf("the metadata stand-in saw traffic from a slot: %v", n.echo.peers)
+	}
+}
+
+func mustNS(t *testing.T, path string) netns.NsHandle {
+	t.Helper()
+	ns, err := netns.GetFromPath(path)
+	must(t, err)
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// slotFlows lists the tracked flows from the slot's guest to dst.
+func slotFlows(t *testing.T, n *testNet, s *Slot, dst netip.Addr) []string {
+	t.Helper()
+	h, err := netlink.NewHandleAt(n.host)
+	must(t, err)
+	defer h.Close()
+	flows, err := h.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	must(t, err)
+	var out []string
+	for _, f := range flows {
+		if f.Forward.SrcIP.Equal(net.IP(s.GuestIP.AsSlice())) && f.Forward.DstIP.Equal(net.IP(dst.AsSlice())) {
+			out = append(out, f.String())
+		}
+	}
+	return out
 }

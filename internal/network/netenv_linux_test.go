@@ -122,7 +122,7 @@ func newTestNet(t testing.TB) *testNet {
 	must(t, hh.LinkSetUp(eth0))
 	must(t, hh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.IP(uplinkA.AsSlice())}))
 
-	n.echo = startEcho(t, n.up, echoPort)
+	n.echo = startEcho(t, n.up, echoPort, uplinkA, uplinkB, metadataIP)
 	return n
 }
 
@@ -157,61 +157,72 @@ func inNS(t testing.TB, path string, fn func()) {
 // echoServer echoes TCP and UDP and records the peers it saw.
 type echoServer struct {
 	mu    sync.Mutex
-	peers []string // "tcp 198.51.100.2:1234 -> 198.51.100.1:7"
-	tcp   net.Listener
-	udp   net.PacketConn
+	peers []string // "tcp 198.51.100.2:1234 -> 198.51.100.1:7", "udp 198.51.100.2:1234 -> 203.0.113.1:7"
 }
 
-func startEcho(t testing.TB, ns netns.NsHandle, port int) *echoServer {
+// startEcho serves TCP on all addresses and UDP on each of udpAddrs (one
+// socket per address, so replies leave from the address asked).
+func startEcho(t testing.TB, ns netns.NsHandle, port int, udpAddrs ...netip.Addr) *echoServer {
 	t.Helper()
 	e := &echoServer{}
+	var tcp net.Listener
+	var udps []net.PacketConn
 	err := inNetNS(ns, func() error {
 		var err error
-		addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(port))
-		if e.tcp, err = net.Listen("tcp4", addr); err != nil {
+		if tcp, err = net.Listen("tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port))); err != nil {
 			return err
 		}
-		e.udp, err = net.ListenPacket("udp4", addr)
-		return err
+		for _, a := range udpAddrs {
+			pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(a, uint16(port)).String())
+			if err != nil {
+				return err
+			}
+			udps = append(udps, pc)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("start echo: %v", err)
 	}
-	t.Cleanup(func() { e.tcp.Close(); e.udp.Close() })
+	t.Cleanup(func() {
+		tcp.Close()
+		for _, pc := range udps {
+			pc.Close()
+		}
+	})
 	go func() {
 		for {
-			c, err := e.tcp.Accept()
+			c, err := tcp.Accept()
 			if err != nil {
 				return
 			}
 			e.record("tcp " + c.RemoteAddr().String() + " -> " + c.LocalAddr().String())
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
+				io.Copy(c, c)
 			}()
 		}
 	}()
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := e.udp.ReadFrom(buf)
-			if err != nil {
-				return
+	for _, pc := range udps {
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				e.record("udp " + from.String() + " -> " + pc.LocalAddr().String())
+				pc.WriteTo(buf[:n], from)
 			}
-			e.record("udp " + from.String())
-			e.udp.WriteTo(buf[:n], from)
-		}
-	}()
+		}()
+	}
 	return e
+}
+
+func (e *echoServer) reset() {
+	e.mu.Lock()
+	e.peers = nil
+	e.mu.Unlock()
 }
 
 func (e *echoServer) record(s string) {
