@@ -37,7 +37,12 @@ func BuildBinaries(t testing.TB) (declawPath, envdPath string) {
 	t.Helper()
 	built.Do(func() {
 		start := time.Now()
-		built.declaw, built.envd, built.err = buildBinaries()
+		root, err := ModuleRoot()
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.declaw, built.envd, built.err = buildBinaries(root)
 		if built.err == nil {
 			t.Logf("testenv: binaries ready in %v: %s", time.Since(start).Round(time.Millisecond), filepath.Dir(built.declaw))
 		}
@@ -67,11 +72,8 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-func buildBinaries() (declaw, envd string, err error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", "", err
-	}
+// buildBinaries builds the module at root (or reuses a cached build).
+func buildBinaries(root string) (declaw, envd string, err error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		return "", "", fmt.Errorf("find the go command: %w", err)

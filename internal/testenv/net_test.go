@@ -194,7 +194,9 @@ func TestNetServices(t *testing.T) {
 		if !hasHTTP(SvcHTTP, OtherIP, "/path?q=1") {
 			t.Errorf("no HTTP record for %v; got %v", OtherIP, r)
 		}
-		if !slices.ContainsFunc(r.HTTP, func(h HTTPRequest) bool { return h.Method == "POST" && string(h.Body) == "hello body" && h.Remote.Addr() == HostIP }) {
+		if !slices.ContainsFunc(r.HTTP, func(h HTTPRequest) bool {
+			return h.Method == "POST" && string(h.Body) == "hello body" && h.Remote.Addr() == HostIP
+		}) {
 			t.Errorf("no record of the POST body; got %v", r)
 		}
 		if !hasHTTP(SvcHTTPS, ServiceIP, "/secure") {
