@@ -721,3 +721,10 @@ func ipNet(a netip.Addr, bits int) *net.IPNet {
 }
 
 var _ netlink.CustomConntrackFilter = (*cutFilter)(nil)
+
+// readyCount is the number of slots in the pool.
+func (m *Manager) readyCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.ready)
+}

@@ -339,7 +339,7 @@ func TestFirewall(t *testing.T) {
 			t.Errorf("proxy saw original destination %s, want %s", got, want)
 		}
 		wantTCPDropped(t, a, ap(uplinkB, echoPort)) // other ports stay denied
-		wantReach(t, a, uplinkA)                     // allowed IPs bypass the proxy
+		wantReach(t, a, uplinkA)                    // allowed IPs bypass the proxy
 	})
 	t.Run("IPv6 off in slot", func(t *testing.T) {
 		var got []byte
