@@ -1,0 +1,15 @@
+// Command guard runs the guard subcommands (scan, eval, train) standalone;
+// `declaw guard ...` is the same code.
+//
+//	go run ./internal/guard/cmd/guard eval ../shared/data/pii/*.json ../shared/data/injection/*.yaml
+package main
+
+import (
+	"os"
+
+	"github.com/declaw/declaw/internal/guard/guardcmd"
+)
+
+func main() {
+	os.Exit(guardcmd.Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,100 @@
+package eval
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/declaw/declaw/internal/guard/injection"
+)
+
+// Case is one labelled prompt from a YAML {id, label, content} list.
+type Case struct {
+	ID          string `yaml:"id" json:"id"`
+	Label       string `yaml:"label" json:"label"` // "malicious" or "benign"
+	Content     string `yaml:"content" json:"content"`
+	Layer       string `yaml:"layer" json:"layer,omitempty"`
+	Description string `yaml:"description" json:"description,omitempty"`
+}
+
+// Malicious reports whether the case is labelled as an attack.
+func (c Case) Malicious() bool {
+	switch c.Label {
+	case "malicious", "attack", "injection", "1", "true":
+		return true
+	}
+	return false
+}
+
+// ParseCases decodes a YAML list of cases.
+func ParseCases(data []byte) ([]Case, error) {
+	var cs []Case
+	if err := yaml.Unmarshal(data, &cs); err != nil {
+		return nil, fmt.Errorf("parse cases yaml: %w", err)
+	}
+	return cs, nil
+}
+
+// InjectionScore is the result for one file at one sensitivity.
+type InjectionScore struct {
+	File        string  `json:"file"`
+	Sensitivity string  `json:"sensitivity"`
+	Threshold   float64 `json:"threshold"`
+	Trained     bool    `json:"trained_on"`
+	Malicious   int     `json:"malicious"`
+	Benign      int     `json:"benign"`
+	TP          int     `json:"tp"`
+	FP          int     `json:"fp"`
+	// TPR is TP/Malicious (null in JSON when there are no attacks).
+	TPR *float64 `json:"tpr"`
+	// FPR is FP/Benign (null when there are no benign cases).
+	FPR *float64 `json:"fpr"`
+}
+
+// ScoreInjection scores each case once and reports TPR and FPR at every
+// sensitivity preset (and at extra thresholds, labelled "custom").
+func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...float64) []InjectionScore {
+	scores := make([]float64, len(cases))
+	for i, c := range cases {
+		scores[i] = d.Score(c.Content, injection.Options{}).Score
+	}
+	trained := d.Model != nil && slices.Contains(d.Model.TrainedOn, filepath.Base(file))
+	type level struct {
+		name string
+		t    float64
+	}
+	levels := []level{{"low", injection.Thresholds[injection.Low]}, {"medium", injection.Thresholds[injection.Medium]}, {"high", injection.Thresholds[injection.High]}}
+	for _, t := range extra {
+		levels = append(levels, level{fmt.Sprintf("custom(%.2f)", t), t})
+	}
+	var out []InjectionScore
+	for _, l := range levels {
+		r := InjectionScore{File: filepath.Base(file), Sensitivity: l.name, Threshold: l.t, Trained: trained}
+		for i, c := range cases {
+			flagged := scores[i] >= l.t
+			if c.Malicious() {
+				r.Malicious++
+				if flagged {
+					r.TP++
+				}
+			} else {
+				r.Benign++
+				if flagged {
+					r.FP++
+				}
+			}
+		}
+		if r.Malicious > 0 {
+			v := float64(r.TP) / float64(r.Malicious)
+			r.TPR = &v
+		}
+		if r.Benign > 0 {
+			v := float64(r.FP) / float64(r.Benign)
+			r.FPR = &v
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,141 @@
+package guardcmd
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/declaw/declaw/internal/guard/eval"
+	"github.com/declaw/declaw/internal/guard/injection"
+	"github.com/declaw/declaw/internal/guard/pii"
+)
+
+// EvalOutput is what eval --json prints.
+type EvalOutput struct {
+	Model     ModelInfo                  `json:"model"`
+	PII       []PIIFileResult            `json:"pii,omitempty"`
+	Injection []eval.InjectionScore      `json:"injection,omitempty"`
+	Mismatch  map[string][]eval.Mismatch `json:"mismatches,omitempty"`
+}
+
+// ModelInfo describes the injection model used.
+type ModelInfo struct {
+	Description string             `json:"description"`
+	TrainedOn   []string           `json:"trained_on"`
+	Thresholds  map[string]float64 `json:"thresholds"`
+}
+
+// PIIFileResult holds the per-type scores for one presidio file.
+type PIIFileResult struct {
+	File  string           `json:"file"`
+	Texts int              `json:"texts"`
+	Types []eval.TypeScore `json:"types"`
+}
+
+func runEval(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	mism := fs.Bool("mismatches", false, "also list PII false positives and negatives")
+	typesFlag := fs.String("pii", "all", "PII types to score")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "eval: no files given")
+		return errUsage
+	}
+	types, err := ParseTypes(*typesFlag)
+	if err != nil {
+		return err
+	}
+	det, err := injection.New()
+	if err != nil {
+		return err
+	}
+	out := EvalOutput{Model: ModelInfo{
+		Description: det.Model.String(),
+		TrainedOn:   det.Model.TrainedOn,
+		Thresholds: map[string]float64{
+			"low": injection.Thresholds[injection.Low], "medium": injection.Thresholds[injection.Medium], "high": injection.Thresholds[injection.High],
+		},
+	}}
+	if *mism {
+		out.Mismatch = map[string][]eval.Mismatch{}
+	}
+	sc := &pii.Scanner{}
+	for _, f := range fs.Args() {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(f)) {
+		case ".json":
+			recs, err := eval.ParsePresidio(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			ts, mm := eval.ScorePII(sc, recs, types)
+			out.PII = append(out.PII, PIIFileResult{File: filepath.Base(f), Texts: len(recs), Types: ts})
+			if *mism {
+				out.Mismatch[filepath.Base(f)] = mm
+			}
+		case ".yaml", ".yml":
+			cases, err := eval.ParseCases(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			out.Injection = append(out.Injection, eval.ScoreInjection(det, f, cases)...)
+		default:
+			return fmt.Errorf("%s: unknown format (want .json presidio spans or .yaml cases)", f)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	printEval(stdout, out)
+	return nil
+}
+
+func printEval(w io.Writer, out EvalOutput) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, f := range out.PII {
+		fmt.Fprintf(w, "PII: %s (%d texts; span-level, IoU >= %.1f)\n", f.File, f.Texts, eval.MatchIoU)
+		fmt.Fprintln(tw, "type\tgold\ttp\tfp\tfn\tprecision\trecall\tf1\t")
+		for _, t := range f.Types {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t\n", t.Type, t.Gold, t.TP, t.FP, t.FN, t.Precision, t.Recall, t.F1)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+		for _, m := range out.Mismatch[f.File] {
+			fmt.Fprintf(w, "  %s %s %q %s\n", m.Kind, m.Type, m.Text, m.Gold)
+		}
+	}
+	if len(out.Injection) > 0 {
+		fmt.Fprintf(w, "Injection model: %s\n", out.Model.Description)
+		fmt.Fprintf(w, "Thresholds: low %.2f, medium %.2f, high %.2f\n", out.Model.Thresholds["low"], out.Model.Thresholds["medium"], out.Model.Thresholds["high"])
+		fmt.Fprintln(tw, "file\tsplit\tsensitivity\tthreshold\tmalicious\tbenign\tTPR\tFPR\t")
+		for _, r := range out.Injection {
+			split := "held-out"
+			if r.Trained {
+				split = "TRAIN"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%d\t%d\t%s\t%s\t\n", r.File, split, r.Sensitivity, r.Threshold, r.Malicious, r.Benign, pct(r.TPR), pct(r.FPR))
+		}
+		tw.Flush()
+	}
+}
+
+func pct(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", *p)
+}

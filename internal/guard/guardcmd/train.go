@@ -1,0 +1,125 @@
+package guardcmd
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/declaw/declaw/internal/guard/eval"
+	"github.com/declaw/declaw/internal/guard/injection"
+)
+
+// DefaultTrainFiles are the injection files the shipped model is trained
+// on; every other file in shared/data/injection is held out for
+// evaluation.
+var DefaultTrainFiles = []string{
+	"opensource_deepset_attacks.yaml",
+	"opensource_deepset_benign.yaml",
+	"opensource_gandalf_attacks.yaml",
+}
+
+func runTrain(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "../shared/data/injection", "directory holding the YAML files")
+	files := fs.String("train", strings.Join(DefaultTrainFiles, ","), "comma-separated training files (names in -data)")
+	outPath := fs.String("out", "internal/guard/injection/model.bin", "where to write the model")
+	folds := fs.Int("folds", 5, "cross-validation folds for the out-of-fold report (0 to skip)")
+	epochs := fs.Int("epochs", 0, "SGD epochs (0: default)")
+	seed := fs.Uint64("seed", 1, "shuffle seed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var names []string
+	var ex []injection.Example
+	for _, f := range strings.Split(*files, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(*data, f))
+		if err != nil {
+			return err
+		}
+		cs, err := eval.ParseCases(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		names = append(names, filepath.Base(f))
+		for _, c := range cs {
+			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
+		}
+	}
+	cfg := injection.TrainConfig{Epochs: *epochs, Seed: *seed}
+	pos := 0
+	for _, e := range ex {
+		if e.Malicious {
+			pos++
+		}
+	}
+	fmt.Fprintf(stdout, "training on %d examples (%d malicious, %d benign) from %s\n", len(ex), pos, len(ex)-pos, strings.Join(names, ", "))
+	if *folds > 1 {
+		crossValidate(stdout, ex, cfg, *folds, *seed)
+	}
+	m := injection.Train(ex, cfg, names)
+	if err := os.WriteFile(*outPath, m.Encode(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", *outPath, len(m.Encode()))
+	return nil
+}
+
+// crossValidate prints out-of-fold TPR/FPR of the full detector (rules and
+// model) over a grid of thresholds; the presets are picked from it.
+func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, k int, seed uint64) {
+	idx := make([]int, len(ex))
+	for i := range idx {
+		idx[i] = i
+	}
+	rand.New(rand.NewPCG(seed, 7)).Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	fold := make([]int, len(ex))
+	for r, i := range idx {
+		fold[i] = r % k
+	}
+	scores := make([]float64, len(ex))
+	for f := 0; f < k; f++ {
+		var tr []injection.Example
+		for i, e := range ex {
+			if fold[i] != f {
+				tr = append(tr, e)
+			}
+		}
+		d := &injection.Detector{Model: injection.Train(tr, cfg, nil)}
+		for i, e := range ex {
+			if fold[i] == f {
+				scores[i] = d.Score(e.Text, injection.Options{}).Score
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "%d-fold out-of-fold scores on the training files:\n", k)
+	fmt.Fprintln(tw, "threshold\tTPR\tFPR\t")
+	for t := 0.30; t < 0.991; t += 0.05 {
+		tp, fp, p, n := 0, 0, 0, 0
+		for i, e := range ex {
+			if e.Malicious {
+				p++
+				if scores[i] >= t {
+					tp++
+				}
+			} else {
+				n++
+				if scores[i] >= t {
+					fp++
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%.2f\t%.3f\t%.3f\t\n", t, float64(tp)/float64(max(1, p)), float64(fp)/float64(max(1, n)))
+	}
+	tw.Flush()
+}

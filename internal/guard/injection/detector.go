@@ -1,0 +1,167 @@
+// Package injection scores text for prompt injection: instructions that try
+// to override the system prompt, impersonate roles, smuggle chat-template
+// tokens or exfiltrate data.
+//
+// Score normalises the text (NFKC; invisible, bidi and tag characters
+// stripped and reported; base64, hex and percent-encoded payloads decoded
+// and rescanned), applies phrase and structure rules, and runs a small
+// linear model over hashed character n-grams whose weights are trained
+// offline (see cmd/train) and embedded. The result is a score in [0,1], the
+// reasons, and a verdict at a threshold chosen by sensitivity or given
+// explicitly. The package is pure; a Detector is safe for concurrent use.
+package injection
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Sensitivity selects a threshold preset.
+type Sensitivity string
+
+// Sensitivity presets. Higher sensitivity flags more (lower threshold).
+const (
+	Low    Sensitivity = "low"
+	Medium Sensitivity = "medium"
+	High   Sensitivity = "high"
+)
+
+// Thresholds maps each sensitivity to its score threshold. They were
+// chosen on the training files' out-of-fold scores (see cmd/train), not on
+// the held-out evaluation files.
+var Thresholds = map[Sensitivity]float64{
+	Low:    0.90,
+	Medium: 0.75,
+	High:   0.55,
+}
+
+// ParseSensitivity accepts "low", "medium" or "high" (empty means medium).
+func ParseSensitivity(s string) (Sensitivity, error) {
+	switch Sensitivity(strings.ToLower(s)) {
+	case "", Medium:
+		return Medium, nil
+	case Low:
+		return Low, nil
+	case High:
+		return High, nil
+	}
+	return "", fmt.Errorf("injection: unknown sensitivity %q (want low, medium or high)", s)
+}
+
+// Options control one Score call. The zero value means medium sensitivity.
+type Options struct {
+	Sensitivity Sensitivity
+	// Threshold, when in (0,1], overrides the sensitivity preset.
+	Threshold float64
+}
+
+// threshold resolves the effective threshold.
+func (o Options) threshold() float64 {
+	if o.Threshold > 0 && o.Threshold <= 1 {
+		return o.Threshold
+	}
+	if t, ok := Thresholds[o.Sensitivity]; ok {
+		return t
+	}
+	return Thresholds[Medium]
+}
+
+// Result is the outcome of Score.
+type Result struct {
+	Score     float64  `json:"score"`
+	Verdict   bool     `json:"verdict"`
+	Threshold float64  `json:"threshold"`
+	Reasons   []string `json:"reasons,omitempty"`
+	// ModelScore and RuleScore are the two components of Score.
+	ModelScore float64 `json:"model_score"`
+	RuleScore  float64 `json:"rule_score"`
+	// Normalized reports what normalisation removed or decoded.
+	Normalized Normalized `json:"normalized"`
+}
+
+// Detector holds the model. The zero value uses rules only.
+type Detector struct {
+	Model *Model
+}
+
+// New returns a Detector using the embedded model.
+func New() (*Detector, error) {
+	m, err := Embedded()
+	if err != nil {
+		return nil, err
+	}
+	return &Detector{Model: m}, nil
+}
+
+// maxDepth bounds recursive decoding of encoded payloads.
+const maxDepth = 2
+
+// Score scores text.
+func (d *Detector) Score(text string, opts Options) Result {
+	res := d.score(text, 0)
+	res.Threshold = opts.threshold()
+	res.Verdict = res.Score >= res.Threshold
+	return res
+}
+
+func (d *Detector) score(text string, depth int) Result {
+	n := Normalize(text)
+	lower := strings.ToLower(n.Text)
+	var res Result
+	res.Normalized = n
+	res.ModelScore = d.Model.Prob(lower)
+	var reasons []string
+	rule := 0.0
+	bump := func(w float64, reason string) {
+		reasons = append(reasons, reason)
+		if w > rule {
+			rule = w
+		} else {
+			rule = min(0.99, rule+0.03)
+		}
+	}
+	for _, h := range matchRules(lower) {
+		bump(h.weight, fmt.Sprintf("rule:%s %q", h.name, clip(h.match, 80)))
+	}
+	if n.Tags > 0 {
+		bump(0.9, fmt.Sprintf("hidden:%d unicode tag characters (ASCII smuggling)", n.Tags))
+	}
+	if n.Bidi > 0 {
+		bump(0.6, fmt.Sprintf("hidden:%d bidi control characters", n.Bidi))
+	}
+	if n.Invisible > 0 {
+		bump(0.6, fmt.Sprintf("hidden:%d invisible characters", n.Invisible))
+	}
+	if depth < maxDepth {
+		for _, p := range n.Decoded {
+			sub := d.score(p.Text, depth+1)
+			if sub.Score >= 0.5 {
+				bump(sub.Score, fmt.Sprintf("decoded:%s payload scored %.2f", p.Encoding, sub.Score))
+				reasons = append(reasons, prefixAll("  in "+p.Encoding+": ", sub.Reasons)...)
+			}
+		}
+	}
+	if res.ModelScore >= 0.5 {
+		reasons = append(reasons, fmt.Sprintf("model:%.2f", res.ModelScore))
+	}
+	res.RuleScore = rule
+	// Noisy-or of the two components.
+	res.Score = 1 - (1-res.ModelScore)*(1-rule)
+	res.Reasons = reasons
+	return res
+}
+
+func prefixAll(p string, ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = p + s
+	}
+	return out
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

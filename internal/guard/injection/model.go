@@ -1,0 +1,226 @@
+package injection
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// The linear model: hashed, lower-cased character n-grams (NGramMin to
+// NGramMax bytes) of the normalised text, each weighted 1/sqrt(number of
+// n-grams), a dot product with the weights plus a bias, then the logistic
+// function. Weights are stored as int8 with one float32 scale.
+
+// Feature hashing parameters; the trainer and the scorer must agree.
+const (
+	HashBits = 18
+	NGramMin = 3
+	NGramMax = 5
+)
+
+// Model is a trained linear classifier.
+type Model struct {
+	Bias    float32
+	Scale   float32
+	Weights []int8 // len 1<<HashBits
+	// TrainedOn names the data files the weights were fitted on.
+	TrainedOn []string
+}
+
+const modelMagic = "DCLWINJ1"
+
+//go:embed model.bin
+var embeddedModel []byte
+
+// Embedded returns the model shipped with the binary.
+func Embedded() (*Model, error) { return DecodeModel(embeddedModel) }
+
+// Encode serialises m.
+func (m *Model) Encode() []byte {
+	var b bytes.Buffer
+	b.WriteString(modelMagic)
+	binary.Write(&b, binary.LittleEndian, uint32(HashBits))
+	binary.Write(&b, binary.LittleEndian, m.Bias)
+	binary.Write(&b, binary.LittleEndian, m.Scale)
+	binary.Write(&b, binary.LittleEndian, uint16(len(m.TrainedOn)))
+	for _, f := range m.TrainedOn {
+		binary.Write(&b, binary.LittleEndian, uint16(len(f)))
+		b.WriteString(f)
+	}
+	for _, w := range m.Weights {
+		b.WriteByte(byte(w))
+	}
+	return b.Bytes()
+}
+
+// ErrBadModel reports an undecodable model file.
+var ErrBadModel = errors.New("injection: bad model file")
+
+// DecodeModel parses a model produced by Encode.
+func DecodeModel(data []byte) (*Model, error) {
+	r := bytes.NewReader(data)
+	magic := make([]byte, len(modelMagic))
+	if _, err := r.Read(magic); err != nil || string(magic) != modelMagic {
+		return nil, ErrBadModel
+	}
+	var bits uint32
+	var nf uint16
+	m := &Model{}
+	if err := binary.Read(r, binary.LittleEndian, &bits); err != nil || bits != HashBits {
+		return nil, fmt.Errorf("%w: hash bits %d", ErrBadModel, bits)
+	}
+	if binary.Read(r, binary.LittleEndian, &m.Bias) != nil || binary.Read(r, binary.LittleEndian, &m.Scale) != nil ||
+		binary.Read(r, binary.LittleEndian, &nf) != nil {
+		return nil, ErrBadModel
+	}
+	for i := 0; i < int(nf); i++ {
+		var l uint16
+		if binary.Read(r, binary.LittleEndian, &l) != nil {
+			return nil, ErrBadModel
+		}
+		s := make([]byte, l)
+		if _, err := r.Read(s); err != nil {
+			return nil, ErrBadModel
+		}
+		m.TrainedOn = append(m.TrainedOn, string(s))
+	}
+	if r.Len() != 1<<HashBits {
+		return nil, fmt.Errorf("%w: %d weights", ErrBadModel, r.Len())
+	}
+	m.Weights = make([]int8, 1<<HashBits)
+	for i := range m.Weights {
+		c, _ := r.ReadByte()
+		m.Weights[i] = int8(c)
+	}
+	return m, nil
+}
+
+// lowerASCII folds ASCII letters; other bytes are left alone (the text is
+// already NFKC-normalised).
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// Features calls fn with the hash bucket of every n-gram of s, in order
+// of the n-gram's end position (the trainer uses the same function).
+// Runs of whitespace count as one space and the text is padded with a
+// space at both ends. An n-gram's bucket is a multiplicative hash of its
+// bytes packed into an integer, tagged with n.
+func Features(s string, fn func(end int, h uint32)) {
+	var v uint64 // the last bytes, newest in the low byte
+	filled := 0
+	emit := func(pos int, c byte) {
+		v = v<<8 | uint64(c)
+		filled++
+		for n := NGramMin; n <= NGramMax && n <= filled; n++ {
+			x := v&(1<<(8*uint(n))-1) | uint64(n)<<56
+			fn(pos, uint32((x*0x9E3779B97F4A7C15)>>(64-HashBits)))
+		}
+	}
+	emit(0, ' ')
+	space := true
+	for i := 0; i < len(s); i++ {
+		c := lowerASCII(s[i])
+		if c == ' ' || c == '\n' || c == '\t' || c == '\r' {
+			if space {
+				continue
+			}
+			c = ' '
+			space = true
+		} else {
+			space = false
+		}
+		emit(i, c)
+	}
+	if !space {
+		emit(len(s), ' ')
+	}
+}
+
+// window and stride of the model's sliding windows over long text.
+const (
+	window = 2048
+	stride = 1024
+)
+
+// Prob returns the model's probability that s is an injection: the
+// maximum over windows of `window` bytes taken every `stride` bytes.
+func (m *Model) Prob(s string) float64 {
+	if m == nil || len(m.Weights) == 0 {
+		return 0
+	}
+	if len(s) <= window {
+		sum, cnt := 0.0, 0
+		Features(s, func(_ int, h uint32) {
+			sum += float64(m.Weights[h])
+			cnt++
+		})
+		return m.logit(sum, cnt)
+	}
+	// Per-window sums from one pass: each n-gram is added to the windows
+	// containing its end position.
+	nw := (len(s)-window+stride-1)/stride + 1
+	sums := make([]float64, nw)
+	cnts := make([]int, nw)
+	Features(s, func(end int, h uint32) {
+		w := float64(m.Weights[h])
+		// windows k with k*stride <= end < k*stride+window
+		hi := end / stride
+		if hi >= nw {
+			hi = nw - 1
+		}
+		for k := hi; k >= 0 && end < k*stride+window; k-- {
+			sums[k] += w
+			cnts[k]++
+		}
+	})
+	best := 0.0
+	for k := range sums {
+		if p := m.logit(sums[k], cnts[k]); p > best {
+			best = p
+		}
+	}
+	return best
+}
+
+func (m *Model) logit(sum float64, cnt int) float64 {
+	if cnt == 0 {
+		return sigmoid(float64(m.Bias))
+	}
+	z := float64(m.Bias) + float64(m.Scale)*sum/math.Sqrt(float64(cnt))
+	return sigmoid(z)
+}
+
+func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
+
+// Quantize converts float weights to a Model.
+func Quantize(w []float32, bias float32, trainedOn []string) *Model {
+	maxAbs := float32(0)
+	for _, x := range w {
+		if a := float32(math.Abs(float64(x))); a > maxAbs {
+			maxAbs = a
+		}
+	}
+	scale := maxAbs / 127
+	if scale == 0 {
+		scale = 1
+	}
+	q := make([]int8, len(w))
+	for i, x := range w {
+		v := math.Round(float64(x / scale))
+		q[i] = int8(max(-127, min(127, v)))
+	}
+	return &Model{Bias: bias, Scale: scale, Weights: q, TrainedOn: append([]string(nil), trainedOn...)}
+}
+
+// String describes the model briefly.
+func (m *Model) String() string {
+	return fmt.Sprintf("linear char %d-%d-grams, 2^%d buckets, trained on %s", NGramMin, NGramMax, HashBits, strings.Join(m.TrainedOn, ", "))
+}
