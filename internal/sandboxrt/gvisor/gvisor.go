@@ -298,8 +298,13 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	}
 	var errs []error
 	if stErr == nil {
-		// Kill everything, then let runsc tear down sandbox, gofer and cgroups.
+		// Kill everything. The foreground "runsc run" then tears the
+		// container down itself; wait for it before "runsc delete": both
+		// take the container's lock, and a delete that wins it waits for a
+		// sandbox process only "runsc run" can reap (a 5 s stall).
+		runPid := d.runPidOf(id, p)
 		_, _ = d.runscFor(ctx, rec, id, "kill", "--all", id, "KILL")
+		d.waitRunExit(p, runPid, 5*time.Second)
 		if _, err := d.runscFor(ctx, rec, id, "delete", "--force", id); err != nil && !isNotExist(err) {
 			errs = append(errs, err)
 		}
@@ -336,6 +341,70 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("gvisor: destroy %s: %w", id, err)
 	}
 	return nil
+}
+
+// runPidOf returns the pid of the foreground "runsc run" of id: our child,
+// or, for a container started by a previous process, the sandbox's parent.
+func (d *Driver) runPidOf(id string, p *runProc) int {
+	if p != nil {
+		return p.cmd.Process.Pid
+	}
+	st, err := d.readStateFile(id)
+	if err != nil || st.Sandbox == nil || !d.isOurRunsc(st.Sandbox.Pid) {
+		return 0
+	}
+	ppid := parentPid(st.Sandbox.Pid)
+	if ppid > 1 && d.isOurRunsc(ppid) {
+		return ppid
+	}
+	return 0
+}
+
+// waitRunExit waits up to timeout for the "runsc run" process to exit.
+func (d *Driver) waitRunExit(p *runProc, pid int, timeout time.Duration) {
+	if p != nil {
+		select {
+		case <-p.done:
+		case <-time.After(timeout):
+		}
+		return
+	}
+	if pid <= 0 {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for !processGone(pid) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// parentPid returns the parent of pid, 0 if unknown.
+func parentPid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// processGone reports whether pid has exited (gone or a zombie).
+func processGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
 }
 
 func (d *Driver) removeBundle(id string) error {

@@ -473,3 +473,19 @@ func BenchmarkRawRunscRun(b *testing.B) {
 		}
 	}
 }
+
+func TestProcHelpers(t *testing.T) {
+	if got := parentPid(os.Getpid()); got != os.Getppid() {
+		t.Errorf("parentPid(self) = %d, want %d", got, os.Getppid())
+	}
+	if processGone(os.Getpid()) {
+		t.Errorf("processGone(self) = true")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no true(1)")
+	}
+	if !processGone(cmd.Process.Pid) {
+		t.Errorf("processGone(reaped child %d) = false", cmd.Process.Pid)
+	}
+}
