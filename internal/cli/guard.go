@@ -1,8 +1,8 @@
 package cli
 
-import "fmt"
+import "github.com/declaw/declaw/internal/guard/guardcmd"
 
+// runGuard runs `declaw guard scan|eval|...` (see internal/guard/guardcmd).
 func runGuard(e *env, args []string) int {
-	fmt.Fprintln(e.stderr, "declaw guard: not built into this binary yet")
-	return 1
+	return guardcmd.Run(args, e.stdin, e.stdout, e.stderr)
 }
