@@ -27,7 +27,7 @@ import (
 
 // server is a declaw server under test, inside n.Host.
 type server struct {
-	t        *testing.T
+	t        testing.TB
 	net      *testenv.Net
 	base     string // http://127.0.0.1:8080, reachable only inside n.Host
 	key      string
@@ -55,7 +55,7 @@ func templatesDir() string {
 }
 
 // startServer starts a declaw server in a fresh test network.
-func startServer(t *testing.T, extraArgs ...string) *server {
+func startServer(t testing.TB, extraArgs ...string) *server {
 	t.Helper()
 	n := testenv.NewNet(t)
 	declaw, envd := testenv.BuildBinaries(t)
