@@ -1,6 +1,7 @@
 package template
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -263,5 +264,110 @@ func TestBuildCustom(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Join(state, "templates"))
 	if len(ents) != 1 {
 		t.Errorf("templates dir holds %d entries after rebuild, want 1", len(ents))
+	}
+}
+
+// fakeMmdebstrap writes a stand-in for mmdebstrap that records each call
+// in calls and makes a minimal root (dpkg status, /etc) at its last argument.
+func fakeMmdebstrap(t *testing.T, calls string, fail bool) string {
+	t.Helper()
+	script := `#!/bin/sh
+echo "$@" >> ` + shellQuote(calls) + `
+for a; do target="$a"; done
+sleep 0.3
+` + map[bool]string{true: "echo 'E: simulated failure' >&2; exit 1\n", false: ""}[fail] + `mkdir -p "$target/var/lib/dpkg" "$target/etc" "$target/usr/bin"
+printf 'Package: bash\nStatus: install ok installed\nVersion: 5.2\n' > "$target/var/lib/dpkg/status"
+ln -s ../run/resolv.conf "$target/etc/resolv.conf"
+echo I: done
+`
+	p := filepath.Join(t.TempDir(), "mmdebstrap")
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBuildPipeline(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	state := t.TempDir()
+	calls := filepath.Join(t.TempDir(), "calls")
+	envd := filepath.Join(t.TempDir(), "envd")
+	if err := os.WriteFile(envd, []byte("envd-binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{StateDir: state, EnvdPath: envd, Mmdebstrap: fakeMmdebstrap(t, calls, false), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Concurrent Ensure calls of one name share one build.
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			_, err := m.Ensure(t.Context(), "python")
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+	}
+	b, _ := os.ReadFile(calls)
+	if n := strings.Count(string(b), "\n"); n != 1 {
+		t.Errorf("mmdebstrap ran %d times for 3 concurrent Ensure calls, want 1", n)
+	}
+	tm, err := m.Get("python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := tm.RootFS
+	if got, _ := os.ReadFile(filepath.Join(root, "usr/local/bin/envd")); string(got) != "envd-binary" {
+		t.Errorf("installed envd = %q", got)
+	}
+	if fi, err := os.Lstat(filepath.Join(root, "etc/resolv.conf")); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
+		t.Errorf("/etc/resolv.conf: %v %v; want an empty regular file replacing the symlink", fi, err)
+	}
+	if hosts, _ := os.ReadFile(filepath.Join(root, "etc/hosts")); !strings.Contains(string(hosts), "localhost") {
+		t.Errorf("/etc/hosts = %q", hosts)
+	}
+	var inner Template
+	innerJSON, _ := os.ReadFile(filepath.Join(root, "etc/declaw/template.json"))
+	if err := json.Unmarshal(innerJSON, &inner); err != nil || inner.Name != "python" {
+		t.Errorf("rootfs /etc/declaw/template.json = %q, %v", innerJSON, err)
+	}
+	if !slices.Equal(tm.Packages, []string{"bash=5.2"}) || tm.EnvdSHA256 == "" || tm.SizeBytes == 0 || tm.Spec.Name != "python" {
+		t.Errorf("metadata = %+v", tm)
+	}
+	if !strings.Contains(string(b), "python3") || !strings.Contains(string(b), "curl") {
+		t.Errorf("mmdebstrap args %q lack the python and base packages", b)
+	}
+	// Ensure on a built template does not rebuild.
+	if _, err := m.Ensure(t.Context(), "python"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Ensure(t.Context(), "nope"); !errors.Is(err, ErrUnknownTemplate) {
+		t.Errorf("Ensure(nope) = %v, want ErrUnknownTemplate", err)
+	}
+	if b2, _ := os.ReadFile(calls); string(b2) != string(b) {
+		t.Errorf("Ensure of a built template ran mmdebstrap again")
+	}
+
+	// A failing build leaves the old template and no temp dirs.
+	bad, err := New(Config{StateDir: state, Mmdebstrap: fakeMmdebstrap(t, calls, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bad.Build(t.Context(), "python", nil)
+	if err == nil || !strings.Contains(err.Error(), "simulated failure") {
+		t.Errorf("failing build: err = %v, want mmdebstrap's message", err)
+	}
+	if _, err := m.Get("python"); err != nil {
+		t.Errorf("old template gone after a failed rebuild: %v", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(state, "templates"))
+	if len(ents) != 1 {
+		t.Errorf("templates dir has %d entries after a failed build, want 1", len(ents))
 	}
 }
