@@ -31,6 +31,10 @@ func startCapture(ns Netns, ifindex int, rec *recorder) (*capture, error) {
 		if err != nil {
 			return fmt.Errorf("packet socket: %w", err)
 		}
+		if err := checkSocketNetns(fd, ns.Path); err != nil {
+			unix.Close(fd)
+			return err
+		}
 		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
 			unix.Close(fd)
 			return fmt.Errorf("bind packet socket to ifindex %d: %w", ifindex, err)

@@ -42,11 +42,13 @@ var (
 	LinkPrefix  = netip.MustParsePrefix("198.51.100.0/24") // the veth link
 	LinkPrefix6 = netip.MustParsePrefix("2001:db8::/64")
 
-	// SandboxPrefix and SandboxPrefix6 are routed from the uplink back to
-	// HostIP/HostIP6, so sandbox traffic that leaks out un-NATed still
+	// SandboxPrefix (the server's default sandbox range) is routed from the
+	// uplink back to HostIP, so sandbox traffic that leaks out un-NATed still
 	// arrives (and is recorded) and its replies find their way back.
-	SandboxPrefix  = netip.MustParsePrefix("10.200.0.0/16")
-	SandboxPrefix6 = netip.MustParsePrefix("fd00::/8")
+	SandboxPrefix = netip.MustParsePrefix("10.200.0.0/16")
+
+	// DNSServer is the uplink resolver to configure as the server's upstream.
+	DNSServer = netip.AddrPortFrom(ServiceIP, PortDNS)
 
 	// realUplink is this machine's real uplink network, never to be routable
 	// from the test namespaces.
@@ -276,7 +278,6 @@ func newNet(t testing.TB) (_ *Net, err error) {
 		{hh, "test-host", netlink.Route{LinkIndex: hostLink.Attrs().Index, Gw: GatewayIP.AsSlice()}},
 		{hh, "test-host", netlink.Route{LinkIndex: hostLink.Attrs().Index, Gw: GatewayIP6.AsSlice(), Family: unix.AF_INET6}},
 		{uh, "uplink", netlink.Route{LinkIndex: upLink.Attrs().Index, Dst: ipNet(SandboxPrefix), Gw: HostIP.AsSlice()}},
-		{uh, "uplink", netlink.Route{LinkIndex: upLink.Attrs().Index, Dst: ipNet(SandboxPrefix6), Gw: HostIP6.AsSlice()}},
 	}
 	for _, r := range routes {
 		if err := r.h.RouteAdd(&r.r); err != nil {
@@ -432,13 +433,57 @@ func (n *Net) TLSConfig() *tls.Config {
 	return &tls.Config{RootCAs: n.CertPool()}
 }
 
-// HTTPClient returns a client that dials from test-host and trusts the test
-// CA. It does not use a proxy, and resolves names with this process's
-// resolver, so use IP addresses or set the Host header.
+// Resolver returns a resolver that asks the uplink's DNS service
+// (DNSServer), from test-host.
+func (n *Net) Resolver() *net.Resolver {
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return n.Host.DialContext(ctx, network, DNSServer.String())
+		},
+	}
+}
+
+// DialContext dials from test-host like Host.DialContext, but resolves
+// names with Resolver first, so "api.example.test:443" works. Addresses are
+// tried one at a time, in the resolver's order.
+func (n *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := netip.ParseAddr(host); err == nil || strings.HasPrefix(network, "unix") {
+		return n.Host.DialContext(ctx, network, address)
+	}
+	ipNet := "ip"
+	switch {
+	case strings.HasSuffix(network, "4"):
+		ipNet = "ip4"
+	case strings.HasSuffix(network, "6"):
+		ipNet = "ip6"
+	}
+	addrs, err := n.Resolver().LookupNetIP(ctx, ipNet, host)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, a := range addrs {
+		c, err := n.Host.DialContext(ctx, network, net.JoinHostPort(a.Unmap().String(), port))
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// HTTPClient returns a client that dials from test-host (Net.DialContext,
+// so names resolve through the uplink's DNS), trusts only the test CA, and
+// uses no proxy.
 func (n *Net) HTTPClient() *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
-			DialContext:       n.Host.DialContext,
+			DialContext:       n.DialContext,
 			TLSClientConfig:   n.TLSConfig(),
 			ForceAttemptHTTP2: true,
 		},

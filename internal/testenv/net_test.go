@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -65,6 +66,19 @@ func TestNetServices(t *testing.T) {
 			if rep.Service != SvcHTTPS || rep.URI != "/secure" || rep.SNI != sni {
 				t.Errorf("https %s: echo = %+v", name, rep)
 			}
+		}
+	})
+
+	t.Run("https by name", func(t *testing.T) {
+		// Net.HTTPClient resolves through the uplink DNS: SNI and Host follow.
+		var rep EchoReply
+		req, _ := http.NewRequest("GET", "https://deep.sub.allowed.test/by-name", nil)
+		getJSON(t, client, req, &rep)
+		if rep.SNI != "deep.sub.allowed.test" || rep.Host != "deep.sub.allowed.test" {
+			t.Errorf("echo = %+v, want SNI and Host deep.sub.allowed.test", rep)
+		}
+		if l, _ := netip.ParseAddrPort(rep.Local); l.Addr() != ServiceIP && l.Addr() != ServiceIP6 {
+			t.Errorf("echo Local = %s, want %v or %v", rep.Local, ServiceIP, ServiceIP6)
 		}
 	})
 
@@ -317,11 +331,65 @@ func TestNetSealed(t *testing.T) {
 	}
 }
 
+// TestDialStaysInNamespace checks the guards that keep test traffic out of
+// this machine's namespace.
+func TestDialStaysInNamespace(t *testing.T) {
+	n := NewNet(t)
+	for _, addr := range []string{"api.example.test:80", "localhost:9000"} {
+		if c, err := n.Host.DialContext(t.Context(), "tcp", addr); err == nil {
+			c.Close()
+			t.Errorf("Host.DialContext(%q) succeeded; want names refused", addr)
+		}
+		if l, err := n.Host.Listen("tcp", addr); err == nil {
+			l.Close()
+			t.Errorf("Host.Listen(%q) succeeded; want names refused", addr)
+		}
+	}
+	// A socket of this process's own namespace is refused before it connects.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := checkSocketNetns(fd, n.Host.Path); err == nil {
+		t.Errorf("checkSocketNetns(root-namespace socket, %s) = nil, want an error", n.Host.Path)
+	}
+	err = n.Host.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return checkSocketNetns(fd, n.Host.Path)
+	})
+	if err != nil {
+		t.Errorf("checkSocketNetns(test-host socket) = %v, want nil", err)
+	}
+	// Names resolve through the uplink DNS, dual-stack, without leaving.
+	c, err := n.DialContext(t.Context(), "tcp", "api.example.test:9000")
+	if err != nil {
+		t.Fatalf("Net.DialContext by name: %v", err)
+	}
+	c.Close()
+	if _, err := n.DialContext(t.Context(), "tcp", "nope.test:80"); err == nil {
+		t.Error("Net.DialContext(nope.test) succeeded; want NXDOMAIN")
+	}
+}
+
 // TestNetClose checks that Close leaves no namespace or link behind, and
 // that two Nets coexist.
 func TestNetClose(t *testing.T) {
-	n1 := NewNet(t)
 	n2 := NewNet(t)
+	g0 := runtime.NumGoroutine()
+	n1 := NewNet(t)
+	c1 := n1.HTTPClient()
+	for _, u := range []string{"http://api.example.test/", "https://api.example.test/"} {
+		resp, err := c1.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close() // the connection stays open: Close must end it
+	}
 	if n1.Host.Name == n2.Host.Name || n1.HostIf == n2.HostIf {
 		t.Fatalf("two Nets share names: %v %v", n1.Host, n2.Host)
 	}
@@ -337,6 +405,13 @@ func TestNetClose(t *testing.T) {
 	if err := n1.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+	c1.CloseIdleConnections()
+	WaitFor(t, 5*time.Second, func() error {
+		if g := runtime.NumGoroutine(); g > g0 {
+			return fmt.Errorf("%d goroutines after Close, %d before NewNet", g, g0)
+		}
+		return nil
+	})
 	for _, ns := range []Netns{n1.Host, n1.Uplink} {
 		if _, err := os.Lstat(ns.Path); !os.IsNotExist(err) {
 			t.Errorf("%s still exists (err %v)", ns.Path, err)

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,38 +37,104 @@ func netnsNamed(name string) Netns {
 // Do runs fn inside ns on a locked OS thread. See the package-level Do.
 func (ns Netns) Do(fn func() error) error { return Do(ns.Path, fn) }
 
-// DialContext dials from inside ns: the socket is created in ns (a socket
-// keeps its namespace for life), the rest happens on any thread.
+// DialContext dials address, which must be an IP address and port (or a
+// unix socket path), from inside ns: the socket is created in ns and keeps
+// that namespace for life. Names are refused because resolving them would
+// run on other threads, in this machine's namespace; Net.DialContext
+// resolves through the uplink's DNS instead. Every socket's namespace is
+// checked before it connects (see checkSocketNetns), so a socket created
+// on the wrong thread fails instead of leaking to the real network.
 func (ns Netns) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := requireLiteral(network, address); err != nil {
+		return nil, err
+	}
 	var c net.Conn
 	err := ns.Do(func() error {
 		var err error
-		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+		d := &net.Dialer{Control: ns.checkSocket}
+		c, err = d.DialContext(ctx, network, address)
 		return err
 	})
 	return c, err
 }
 
-// Listen creates a listener inside ns.
+// Listen creates a listener inside ns; address must be an IP literal or
+// have an empty host (see DialContext).
 func (ns Netns) Listen(network, address string) (net.Listener, error) {
+	if err := requireLiteral(network, address); err != nil {
+		return nil, err
+	}
 	var l net.Listener
 	err := ns.Do(func() error {
 		var err error
-		l, err = net.Listen(network, address)
+		l, err = (&net.ListenConfig{Control: ns.checkSocket}).Listen(context.Background(), network, address)
 		return err
 	})
 	return l, err
 }
 
-// ListenPacket creates a packet listener inside ns.
+// ListenPacket creates a packet listener inside ns; address as for Listen.
 func (ns Netns) ListenPacket(network, address string) (net.PacketConn, error) {
+	if err := requireLiteral(network, address); err != nil {
+		return nil, err
+	}
 	var pc net.PacketConn
 	err := ns.Do(func() error {
 		var err error
-		pc, err = net.ListenPacket(network, address)
+		pc, err = (&net.ListenConfig{Control: ns.checkSocket}).ListenPacket(context.Background(), network, address)
 		return err
 	})
 	return pc, err
+}
+
+// requireLiteral rejects host names for IP networks.
+func requireLiteral(network, address string) error {
+	if strings.HasPrefix(network, "unix") {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return fmt.Errorf("testenv: %s address %q: %w", network, address, err)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fmt.Errorf("testenv: %s address %q is not an IP literal; names would resolve outside the namespace (use Net.DialContext)", network, address)
+	}
+	return nil
+}
+
+// checkSocket is a net.Dialer/ListenConfig Control hook: it runs after the
+// socket exists and before it connects or binds, and fails unless the
+// socket lives in ns.
+func (ns Netns) checkSocket(network, address string, rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) { err = checkSocketNetns(int(fd), ns.Path) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// checkSocketNetns asks the kernel which network namespace the socket fd
+// belongs to (SIOCGSKNS) and compares it with the one mounted at path.
+func checkSocketNetns(fd int, path string) error {
+	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err != nil {
+		return fmt.Errorf("testenv: SIOCGSKNS: %w", err)
+	}
+	defer unix.Close(nsfd)
+	var got, want unix.Stat_t
+	if err := unix.Fstat(nsfd, &got); err != nil {
+		return err
+	}
+	if err := unix.Stat(path, &want); err != nil {
+		return err
+	}
+	if got.Dev != want.Dev || got.Ino != want.Ino {
+		return fmt.Errorf("testenv: refusing to use a socket outside netns %s (socket netns inode %d, want %d)", path, got.Ino, want.Ino)
+	}
+	return nil
 }
 
 // Command returns an unstarted command that runs name inside ns through

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -146,6 +147,9 @@ func (s *services) start(ns Netns, udpAddrs []netip.Addr) error {
 		dnsUDP                            net.PacketConn
 		udp9001                           []*net.UDPConn
 	)
+	// Every socket is checked to be in ns before it binds.
+	lc := &net.ListenConfig{Control: ns.checkSocket}
+	ctx := context.Background()
 	err := ns.Do(func() error {
 		var err error
 		listen := func(port uint16) net.Listener {
@@ -153,7 +157,7 @@ func (s *services) start(ns Netns, udpAddrs []netip.Addr) error {
 				return nil
 			}
 			var l net.Listener
-			l, err = net.Listen("tcp", fmt.Sprintf(":%d", port)) // dual-stack wildcard
+			l, err = lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", port)) // dual-stack wildcard
 			if l != nil {
 				s.onClose(l.Close)
 			}
@@ -163,17 +167,17 @@ func (s *services) start(ns Netns, udpAddrs []netip.Addr) error {
 		if err != nil {
 			return err
 		}
-		if dnsUDP, err = net.ListenPacket("udp", fmt.Sprintf(":%d", PortDNS)); err != nil {
+		if dnsUDP, err = lc.ListenPacket(ctx, "udp", fmt.Sprintf(":%d", PortDNS)); err != nil {
 			return err
 		}
 		s.onClose(dnsUDP.Close)
 		for _, a := range udpAddrs {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, PortUDPEcho)))
+			pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(a, PortUDPEcho).String())
 			if err != nil {
 				return err
 			}
-			s.onClose(c.Close)
-			udp9001 = append(udp9001, c)
+			s.onClose(pc.Close)
+			udp9001 = append(udp9001, pc.(*net.UDPConn))
 		}
 		return nil
 	})

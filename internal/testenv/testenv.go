@@ -14,17 +14,16 @@
 // t.Name() plus a random suffix) and removes them in t.Cleanup, also when the
 // test fails:
 //
-//	 test-host netns (Net.Host)                 uplink netns (Net.Uplink), "the internet"
-//	┌──────────────────────────────┐          ┌──────────────────────────────────────────┐
-//	│ lo up                        │   veth   │ veth 198.51.100.1/24, 2001:db8::1/64     │
-//	│ 198.51.100.2/24 2001:db8::2/64├─────────┤ lo: the service addresses (/32, /128)   │
-//	│ default via 198.51.100.1     │          │   198.51.100.10  203.0.113.10 (+.1/24)   │
-//	│ default via 2001:db8::1      │          │   2001:db8:1::10 (+::1/64)               │
-//	│ ip_forward=1 (v4 and v6)     │          │   169.254.169.254  fd00:ec2::254         │
-//	│ server under test runs here  │          │ 10.200.0.0/16 via 198.51.100.2           │
-//	└──────────────────────────────┘          │ fd00::/8      via 2001:db8::2            │
-//	                                          │ NO default route, ip_forward=0           │
-//	                                          └──────────────────────────────────────────┘
+//	 test-host netns (Net.Host)             uplink netns (Net.Uplink): "the internet"
+//	┌────────────────────────────────┐      ┌─────────────────────────────────────────┐
+//	│ lo up                          │ veth │ 198.51.100.1/24   2001:db8::1/64         │
+//	│ 198.51.100.2/24  2001:db8::2/64├──────┤ on lo (/32, /128): 198.51.100.10         │
+//	│ default via 198.51.100.1       │      │   203.0.113.1  203.0.113.10              │
+//	│ default via 2001:db8::1        │      │   2001:db8:1::1  2001:db8:1::10          │
+//	│ ip_forward=1 (IPv4 and IPv6)   │      │   169.254.169.254  fd00:ec2::254         │
+//	│ the server under test runs here│      │ route 10.200.0.0/16 via 198.51.100.2     │
+//	└────────────────────────────────┘      │ NO default route, forwarding off         │
+//	                                        └─────────────────────────────────────────┘
 //
 // The server under test runs in test-host; the sandboxes' namespaces hang off
 // test-host. Everything test-host sends that is not local goes to the uplink,
@@ -32,9 +31,13 @@
 // machine's real network (NewNet checks this: the uplink has no default route
 // and a route lookup for 192.0.2.1, the real uplink's network, fails there).
 // The server masquerades sandbox traffic, so replies go back to 198.51.100.2;
-// the uplink also routes 10.200.0.0/16 and fd00::/8 back to test-host so that
-// a packet that leaks un-NATed still arrives (and is recorded) and its reply
-// is not silently lost.
+// the uplink also routes 10.200.0.0/16 (SandboxPrefix, the server's default
+// sandbox range) back to test-host so that a packet that leaks un-NATed still
+// arrives (and is recorded) and its reply is not silently lost.
+//
+// Processes started in test-host share this machine's mount namespace, so
+// they read its /etc/resolv.conf, whose resolver is not reachable from
+// test-host: point the server's upstream DNS at DNSServer (198.51.100.10:53).
 //
 // The uplink runs these recording services (see the constants and variables
 // for the addresses):

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -284,5 +285,35 @@ func TestModuleRoot(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "internal", "testenv")); err != nil {
 		t.Errorf("ModuleRoot() = %s, which has no internal/testenv: %v", root, err)
+	}
+}
+
+// TestBuildBinaries builds the real cmd/declaw and cmd/envd.
+func TestBuildBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"cmd/declaw", "cmd/envd"} {
+		if m, _ := filepath.Glob(filepath.Join(root, cmd, "*.go")); len(m) == 0 {
+			t.Skipf("%s has no Go files yet", cmd)
+		}
+	}
+	declaw, envd := BuildBinaries(t)
+	declaw2, envd2 := BuildBinaries(t)
+	if declaw2 != declaw || envd2 != envd {
+		t.Errorf("second BuildBinaries = %s %s, want %s %s", declaw2, envd2, declaw, envd)
+	}
+	for _, p := range []string{declaw, envd} {
+		if !isExecutable(p) {
+			t.Errorf("%s is not executable", p)
+		}
+	}
+	// envd must be static: no ELF interpreter.
+	if b, err := os.ReadFile(envd); err == nil && bytes.Contains(b[:min(len(b), 4096)], []byte("ld-linux")) {
+		t.Errorf("%s is dynamically linked", envd)
 	}
 }
