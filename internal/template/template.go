@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -188,7 +189,7 @@ func (m *Manager) Ensure(ctx context.Context, name string) (Template, error) {
 		return t, err
 	}
 	m.cfg.Logf("template: %s is not built yet; building it now (about a minute, once per machine)", name)
-	if err := m.Build(ctx, name, nil); err != nil {
+	if err := m.buildShared(ctx, builtins[name], nil, true); err != nil {
 		return Template{}, err
 	}
 	return m.Get(name)
@@ -211,6 +212,13 @@ func (m *Manager) Build(ctx context.Context, name string, log io.Writer) error {
 // BuildSpec builds a template from spec, replacing a built one of the same
 // name. Concurrent builds of one name share the first one's result.
 func (m *Manager) BuildSpec(ctx context.Context, spec Spec, log io.Writer) error {
+	return m.buildShared(ctx, spec, log, false)
+}
+
+// buildShared builds spec unless a build of the same name is in flight in
+// this process (then it shares that one's result) or, with ifMissing, the
+// template exists once the cross-process build lock is held.
+func (m *Manager) buildShared(ctx context.Context, spec Spec, log io.Writer, ifMissing bool) error {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("template: %w", err)
 	}
@@ -228,12 +236,46 @@ func (m *Manager) BuildSpec(ctx context.Context, spec Spec, log io.Writer) error
 	m.builds[spec.Name] = b
 	m.mu.Unlock()
 
-	b.err = m.build(ctx, spec, log)
+	b.err = m.lockedBuild(ctx, spec, log, ifMissing)
 	m.mu.Lock()
 	delete(m.builds, spec.Name)
 	m.mu.Unlock()
 	close(b.done)
 	return b.err
+}
+
+// lockedBuild builds under a per-name file lock, so that several
+// processes sharing a state dir (servers, CLI, tests) build a name once.
+func (m *Manager) lockedBuild(ctx context.Context, spec Spec, log io.Writer, ifMissing bool) error {
+	f, err := os.OpenFile(filepath.Join(m.dir, ".lock-"+spec.Name), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("template %s: lock: %w", spec.Name, err)
+	}
+	defer f.Close() // releases the lock
+	for logged := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("template %s: lock: %w", spec.Name, err)
+		}
+		if !logged {
+			m.cfg.Logf("template: %s is being built by another process; waiting", spec.Name)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("template %s: waiting for another build: %w", spec.Name, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if ifMissing {
+		if _, err := m.Get(spec.Name); err == nil {
+			return nil
+		}
+	}
+	return m.build(ctx, spec, log)
 }
 
 func (m *Manager) build(ctx context.Context, spec Spec, log io.Writer) (err error) {

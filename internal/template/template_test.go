@@ -262,8 +262,10 @@ func TestBuildCustom(t *testing.T) {
 		t.Errorf("after rebuild: %v, built %v (before %v)", err, tm2.BuiltAt, tm.BuiltAt)
 	}
 	ents, _ := os.ReadDir(filepath.Join(state, "templates"))
-	if len(ents) != 1 {
-		t.Errorf("templates dir holds %d entries after rebuild, want 1", len(ents))
+	for _, e := range ents {
+		if e.Name() != "custom-test" && e.Name() != ".lock-custom-test" {
+			t.Errorf("templates dir holds %s after rebuild", e.Name())
+		}
 	}
 }
 
@@ -367,7 +369,39 @@ func TestBuildPipeline(t *testing.T) {
 		t.Errorf("old template gone after a failed rebuild: %v", err)
 	}
 	ents, _ := os.ReadDir(filepath.Join(state, "templates"))
-	if len(ents) != 1 {
-		t.Errorf("templates dir has %d entries after a failed build, want 1", len(ents))
+	for _, e := range ents {
+		if e.Name() != "python" && !strings.HasPrefix(e.Name(), ".lock-") {
+			t.Errorf("templates dir holds %s after a failed build", e.Name())
+		}
+	}
+
+	// Another Manager (another process) over the same state dir waits for
+	// the lock, then finds the template built and does not build again.
+	other, err := New(Config{StateDir: state, Mmdebstrap: fakeMmdebstrap(t, calls, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete("python"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(calls)
+	for range 2 {
+		go func() {
+			_, err := other.Ensure(t.Context(), "python")
+			errs <- err
+		}()
+		go func() {
+			_, err := m.Ensure(t.Context(), "python")
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+	}
+	after, _ := os.ReadFile(calls)
+	if n := strings.Count(string(after[len(before):]), "\n"); n != 1 {
+		t.Errorf("two managers ran mmdebstrap %d times for one missing template, want 1", n)
 	}
 }
