@@ -128,7 +128,7 @@ class FakeDeclaw:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         self.server = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     @property
