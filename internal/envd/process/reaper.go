@@ -1,13 +1,11 @@
 package process
 
 import (
-	"encoding/binary"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // The reaper is the only code in envd that waits for children.
@@ -23,7 +21,7 @@ import (
 // Statuses are never lost to a start/exit race: start holds mu across fork
 // and registration, and the reaper only consumes a status under mu.
 // And a pid is never reused while a caller holds mu and sees it registered,
-// because the reaper peeks with WNOWAIT and consumes under mu: see signal.
+// because the reaper only reaps under mu (see whileAlive).
 type reaper struct {
 	once    sync.Once
 	mu      sync.Mutex
@@ -49,18 +47,16 @@ func (r *reaper) run() {
 	}
 }
 
-// reapAll consumes every exited child.
+// reapAll consumes every exited child. Each wait4 runs under mu, so a
+// registered pid is never reaped (and so never reused) while another
+// goroutine holds mu and sees it registered (see whileAlive).
 func (r *reaper) reapAll() {
 	for {
-		pid, err := peekExited()
-		if err != nil || pid <= 0 {
-			return
-		}
-		r.mu.Lock()
 		var ws syscall.WaitStatus
-		got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		r.mu.Lock()
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
 		var fn func(syscall.WaitStatus)
-		if err == nil && got == pid {
+		if err == nil && pid > 0 {
 			fn = r.waiters[pid]
 			delete(r.waiters, pid)
 		}
@@ -68,33 +64,12 @@ func (r *reaper) reapAll() {
 		if fn != nil {
 			fn(ws)
 		}
-		if err != nil && err != syscall.EINTR {
-			return
-		}
-	}
-}
-
-const (
-	pAll     = 0
-	wNoWait  = 0x01000000
-	wExited  = 0x4
-	siPidOff = 16 // offset of si_pid in siginfo_t on 64-bit Linux
-)
-
-// peekExited returns the pid of an exited child without reaping it, 0 if
-// none has exited.
-func peekExited() (int, error) {
-	var info [128]byte
-	for {
-		_, _, e := syscall.Syscall6(syscall.SYS_WAITID, pAll, 0, uintptr(unsafe.Pointer(&info[0])),
-			wExited|syscall.WNOHANG|wNoWait, 0, 0)
-		if e == syscall.EINTR {
+		if err == syscall.EINTR {
 			continue
 		}
-		if e != 0 {
-			return 0, e
+		if err != nil || pid <= 0 {
+			return // ECHILD: no children; 0: none exited
 		}
-		return int(int32(binary.NativeEndian.Uint32(info[siPidOff:]))), nil
 	}
 }
 
