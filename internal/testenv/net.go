@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -144,6 +145,14 @@ func newNet(t testing.TB) (_ *Net, err error) {
 	if n.ca, err = newTestCA(); err != nil {
 		return nil, err
 	}
+
+	// An owner marker lets a later process remove these namespaces should
+	// this one die before its cleanups run (test timeout, SIGKILL).
+	sweepStale()
+	if err := writeOwner(tok); err != nil {
+		return n, err
+	}
+	n.undo = append(n.undo, func() error { return removeOwner(tok) })
 
 	// Namespaces, each undone right after it exists.
 	up, err := createNetns("du" + tok)
@@ -602,4 +611,50 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		w.buf = nil
 	}
 	return len(p), nil
+}
+
+// OwnerDir holds one file per live Net, named by its token and holding the
+// owning process's pid.
+const OwnerDir = "/run/declaw-testenv"
+
+func writeOwner(tok string) error {
+	if err := os.MkdirAll(OwnerDir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(OwnerDir, tok), []byte(strconv.Itoa(os.Getpid())), 0o644)
+}
+
+func removeOwner(tok string) error {
+	err := os.Remove(filepath.Join(OwnerDir, tok))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+var sweepOnce sync.Once
+
+// sweepStale deletes, once per process, the namespaces of Nets whose owning
+// process has died without cleaning up. Their veths go with them.
+func sweepStale() {
+	sweepOnce.Do(func() {
+		ents, err := os.ReadDir(OwnerDir)
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			tok := e.Name()
+			b, err := os.ReadFile(filepath.Join(OwnerDir, tok))
+			if err != nil {
+				continue
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH {
+				continue // unreadable, or the owner still runs
+			}
+			deleteNetns(netnsNamed("dh" + tok))
+			deleteNetns(netnsNamed("du" + tok))
+			removeOwner(tok)
+		}
+	})
 }

@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -436,6 +438,46 @@ func TestNetClose(t *testing.T) {
 		t.Fatalf("second Net after closing the first: %v", err)
 	}
 	c.Close()
+}
+
+func TestSweepStale(t *testing.T) {
+	RequireRoot(t)
+	// A Net whose owner died: namespaces and marker exist, the pid does not.
+	tok := nameToken(t.Name())
+	for _, name := range []string{"dh" + tok, "du" + tok} {
+		if _, err := createNetns(name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { deleteNetns(netnsNamed(name)) })
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(OwnerDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(OwnerDir, tok), []byte(fmt.Sprint(dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeOwner(tok) })
+	// A live one: this process.
+	live := nameToken(t.Name())
+	if err := writeOwner(live); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeOwner(live) })
+
+	sweepOnce = sync.Once{}
+	sweepStale()
+	for _, p := range []string{netnsNamed("dh" + tok).Path, netnsNamed("du" + tok).Path, filepath.Join(OwnerDir, tok)} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survived the sweep (err %v)", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(OwnerDir, live)); err != nil {
+		t.Errorf("live owner marker swept: %v", err)
+	}
 }
 
 func TestStartInHost(t *testing.T) {
