@@ -186,6 +186,9 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if _, err := os.Stat(spec.NetNSPath); err != nil {
 		return fmt.Errorf("gvisor: start %s: netns: %w", spec.ID, err)
 	}
+	if err := checkMountTargets(spec); err != nil {
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
 	rec := record{
 		ID:          spec.ID,
 		NetNSPath:   spec.NetNSPath,
@@ -246,6 +249,37 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
 	d.cfg.Logf("gvisor: started %s in %v", spec.ID, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// checkMountTargets requires every bind mount target to exist in the
+// template with the source's kind (file or directory) and without symlinks
+// on the way: runsc's gofer creates missing mount points in the host
+// directory itself, under the overlay, which would write to the shared
+// template (measured with runsc 20221219).
+func checkMountTargets(spec sandboxrt.Spec) error {
+	for _, m := range spec.Mounts {
+		src, err := os.Stat(m.Source)
+		if err != nil {
+			return fmt.Errorf("mount source: %w", err)
+		}
+		target := filepath.Clean("/" + m.Target)
+		cur := spec.RootFS
+		var fi fs.FileInfo
+		for _, part := range strings.Split(strings.TrimPrefix(target, "/"), "/") {
+			cur = filepath.Join(cur, part)
+			fi, err = os.Lstat(cur)
+			if err != nil {
+				return fmt.Errorf("mount target %s is missing in the template (runsc would create it there; add it when building the template): %w", target, err)
+			}
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				return fmt.Errorf("mount target %s: %s is a symlink in the template", target, strings.TrimPrefix(cur, spec.RootFS))
+			}
+		}
+		if fi != nil && fi.IsDir() != src.IsDir() {
+			return fmt.Errorf("mount target %s: source and target are not both files or both directories", target)
+		}
+	}
 	return nil
 }
 

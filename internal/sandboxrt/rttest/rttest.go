@@ -12,10 +12,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -115,6 +118,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("StateStatsDestroy", func(t *testing.T) { testStateStats(t, h) })
 	t.Run("PauseResume", func(t *testing.T) { testPause(t, h) })
 	t.Run("FailedStartLeavesNothing", func(t *testing.T) { testFailedStart(t, h) })
+	t.Run("MissingMountTarget", func(t *testing.T) { testMissingMountTarget(t, h) })
 	t.Run("CleanupAfterCrash", func(t *testing.T) { testCleanupAfterCrash(t, h) })
 }
 
@@ -229,9 +233,17 @@ func testServe(t *testing.T, h Harness) {
 	if err := os.WriteFile(mountSrc, []byte("from the host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec.Mounts = []sandboxrt.Mount{{Source: mountSrc, Target: "/etc/rttest-mounted.txt", ReadOnly: true}}
+	spec.Mounts = []sandboxrt.Mount{{Source: mountSrc, Target: "/etc/issue", ReadOnly: true}}
+	before := treeFingerprint(t, h.RootFS)
 	h.Start(t, rt, spec)
 	h.WaitAgent(t, spec)
+	t.Cleanup(func() {
+		// Registered after Start's Destroy, so it runs first; destroy here to compare after.
+		_ = rt.Destroy(context.Background(), spec.ID)
+		if after := treeFingerprint(t, h.RootFS); after != before {
+			t.Errorf("template %s changed while a sandbox ran on it", h.RootFS)
+		}
+	})
 
 	code, body, err := h.Do(spec, "GET", "/_info", nil, 5*time.Second)
 	if err != nil || code != 200 {
@@ -254,10 +266,61 @@ func testServe(t *testing.T, h Harness) {
 			t.Errorf("host environment leaked into PID 1: %s", k)
 		}
 	}
-	code, body, err = h.Do(spec, "GET", "/etc/rttest-mounted.txt", nil, 5*time.Second)
+	code, body, err = h.Do(spec, "GET", "/etc/issue", nil, 5*time.Second)
 	if err != nil || code != 200 || string(body) != "from the host" {
 		t.Errorf("GET bind-mounted file = %d %q %v; want the host file's content", code, body, err)
 	}
+}
+
+// treeFingerprint hashes the names, kinds, sizes and modification times
+// of everything under root.
+func treeFingerprint(t *testing.T, root string) string {
+	t.Helper()
+	h := sha256.New()
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %v %d %d\n", p, fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk template %s: %v", root, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func testMissingMountTarget(t *testing.T, h Harness) {
+	rt, dir := h.Runtime(t)
+	spec := h.Spec(t, "mnt")
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := "/opt/rttest-missing-" + spec.ID + "/f"
+	spec.Mounts = []sandboxrt.Mount{{Source: src, Target: target}}
+	before := treeFingerprint(t, h.RootFS)
+	if err := rt.Start(t.Context(), spec); err != nil {
+		t.Logf("Start with a missing mount target: %v", err)
+	} else {
+		h.WaitAgent(t, spec)
+		code, body, err := h.Do(spec, "GET", target, nil, 5*time.Second)
+		if err != nil || code != 200 || string(body) != "x" {
+			t.Errorf("GET %s = %d %q %v; want the mounted file", target, code, body, err)
+		}
+		if err := rt.Destroy(t.Context(), spec.ID); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	}
+	if after := treeFingerprint(t, h.RootFS); after != before {
+		t.Errorf("a bind mount to a missing target changed the template %s", h.RootFS)
+		_ = os.RemoveAll(filepath.Join(h.RootFS, filepath.Dir(target)))
+	}
+	h.checkLeaks(t, dir, spec.ID)
 }
 
 func testOverlay(t *testing.T, h Harness) {
