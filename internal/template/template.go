@@ -332,7 +332,7 @@ func (m *Manager) build(ctx context.Context, spec Spec, log io.Writer) (err erro
 	}
 	t.BuildTime = time.Since(t0).Round(time.Millisecond).String()
 	// The copy inside the rootfs is written first so its size is counted.
-	if err := writeJSON(filepath.Join(rootfs, "etc/declaw/template.json"), t); err != nil {
+	if err := writeJSON(filepath.Join(rootfs, MetadataPath), t); err != nil {
 		return fmt.Errorf("template %s: %w", spec.Name, err)
 	}
 	if t.SizeBytes, err = dirSize(rootfs); err != nil {
@@ -351,18 +351,31 @@ func (m *Manager) build(ctx context.Context, spec Spec, log io.Writer) (err erro
 	return nil
 }
 
-// finishRootFS installs envd and the files every sandbox expects.
+// Mount points every template provides, so that runtimes can bind files
+// over them without creating anything in the (shared, read-only) template.
+const (
+	EnvdPath       = "/usr/local/bin/envd" // envd binary (a placeholder if none was installed)
+	ResolvConfPath = "/etc/resolv.conf"    // empty placeholder
+	HostsPath      = "/etc/hosts"
+	CADir          = "/etc/declaw/ca" // empty directory for the sandbox's CA certificate
+	MetadataPath   = "/etc/declaw/template.json"
+)
+
+// finishRootFS installs envd, the mount points and the files every sandbox expects.
 func finishRootFS(rootfs, envdPath string) error {
-	if err := os.MkdirAll(filepath.Join(rootfs, "etc/declaw"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(rootfs, CADir), 0o755); err != nil {
 		return err
 	}
+	envd := filepath.Join(rootfs, EnvdPath)
 	if envdPath != "" {
-		if err := copyFile(envdPath, filepath.Join(rootfs, "usr/local/bin/envd"), 0o755); err != nil {
+		if err := copyFile(envdPath, envd, 0o755); err != nil {
 			return fmt.Errorf("install envd: %w", err)
 		}
+	} else if err := copyFile(os.DevNull, envd, 0o755); err != nil {
+		return fmt.Errorf("envd placeholder: %w", err)
 	}
 	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-	files := map[string]string{"etc/hosts": hosts, "etc/resolv.conf": ""}
+	files := map[string]string{HostsPath: hosts, ResolvConfPath: ""}
 	for name, content := range files {
 		p := filepath.Join(rootfs, name)
 		_ = os.Remove(p) // may be a symlink

@@ -331,6 +331,9 @@ func TestBuildPipeline(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(root, "etc/resolv.conf")); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
 		t.Errorf("/etc/resolv.conf: %v %v; want an empty regular file replacing the symlink", fi, err)
 	}
+	if fi, err := os.Stat(filepath.Join(root, CADir)); err != nil || !fi.IsDir() {
+		t.Errorf("CA mount point %s: %v", CADir, err)
+	}
 	if hosts, _ := os.ReadFile(filepath.Join(root, "etc/hosts")); !strings.Contains(string(hosts), "localhost") {
 		t.Errorf("/etc/hosts = %q", hosts)
 	}
@@ -403,5 +406,12 @@ func TestBuildPipeline(t *testing.T) {
 	after, _ := os.ReadFile(calls)
 	if n := strings.Count(string(after[len(before):]), "\n"); n != 1 {
 		t.Errorf("two managers ran mmdebstrap %d times for one missing template, want 1", n)
+	}
+	tm, err = other.Get("python")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(tm.RootFS, EnvdPath)); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("envd mount point: %v %v; want a placeholder file", fi, err)
 	}
 }
