@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import http.client
 import json as _json
+import os
 import random
 import socket
 import ssl
@@ -141,6 +142,17 @@ def _pool_for(cfg: ConnectionConfig) -> _Pool:
         if pool is None:
             pool = _pools[key] = _Pool(*key)
         return pool
+
+
+def _forget_pools_after_fork() -> None:
+    # A forked child must not share the parent's sockets: start with no pools.
+    global _pools, _pools_lock
+    _pools = {}
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def close_all_connections() -> None:

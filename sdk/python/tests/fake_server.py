@@ -63,6 +63,7 @@ class FakeDeclaw:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = -1  # buffer headers + body into one segment (no Nagle/delayed-ACK stalls)
 
             def log_message(self, *a: Any) -> None:  # quiet
                 pass
