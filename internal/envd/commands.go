@@ -142,8 +142,8 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		h.Kill()
 		return
 	}
-	h.MarkWaited()
 	res := h.Result()
+	h.Release()
 	if res.TimedOut {
 		writeJSON(w, http.StatusRequestTimeout, timeoutError(envdapi.CodeCommandTimeout, res))
 		return
@@ -257,8 +257,8 @@ func (s *Server) handleRunStream(w http.ResponseWriter, r *http.Request) {
 		h.Kill()
 		return
 	}
-	h.MarkWaited()
 	res := h.Result()
+	h.Release()
 	if res.TimedOut {
 		sse.event("error", envdapi.StreamEvent{Type: "error", Error: res.Error})
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"syscall"
 
 	"github.com/declaw/declaw/internal/envd/filesystem"
 	"github.com/declaw/declaw/internal/envd/process"
@@ -48,6 +49,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, "already_exists"
 	case errors.Is(err, fs.ErrPermission):
 		return http.StatusForbidden, "permission_denied"
+	case errors.Is(err, syscall.EROFS):
+		return http.StatusForbidden, "read_only_file_system"
 	}
 	return http.StatusInternalServerError, "internal"
 }

@@ -132,6 +132,7 @@ func (h *Handler) onExit(ws syscall.WaitStatus) {
 		h.mu.Lock()
 		h.expire = time.AfterFunc(h.m.cfg.retention(), func() { h.m.remove(h) })
 		h.mu.Unlock()
+		h.m.finished(h)
 		close(h.done)
 	}()
 }
@@ -216,6 +217,16 @@ func (h *Handler) Result() Result {
 		r.Error = "killed"
 	}
 	return r
+}
+
+// Release drops the finished handler at once: for results delivered to
+// the one client that could ever ask (foreground and streamed commands).
+func (h *Handler) Release() {
+	select {
+	case <-h.done:
+		h.m.remove(h)
+	default:
+	}
 }
 
 // MarkWaited records that a client received the final result, which

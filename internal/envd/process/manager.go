@@ -44,6 +44,16 @@ type Config struct {
 	// WaitedRetention is how long it is kept once its result was delivered.
 	// Default 1 minute.
 	WaitedRetention time.Duration
+	// MaxFinished is how many finished processes are kept at most (with
+	// their output); beyond it the oldest are dropped early. Default 128.
+	MaxFinished int
+}
+
+func (c Config) maxFinished() int {
+	if c.MaxFinished > 0 {
+		return c.MaxFinished
+	}
+	return 128
 }
 
 func (c Config) outputLimit() int {
@@ -91,6 +101,7 @@ type Manager struct {
 	cfg   Config
 	mu    sync.Mutex
 	procs map[int]*Handler // +checklocks:mu, running and recently finished
+	done  []*Handler       // +checklocks:mu, finished handlers in procs, oldest first
 }
 
 // NewManager returns a Manager and makes sure the reaper runs.
@@ -207,6 +218,13 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		return nil, fmt.Errorf("start %q as %s: %w", spec.Cmd, spec.User.Name, err)
 	}
 
+	m.mu.Lock()
+	if old := m.procs[h.pid]; old != nil {
+		m.removeLocked(old) // a finished handler whose pid was reused
+	}
+	m.procs[h.pid] = h
+	m.mu.Unlock()
+
 	var wg sync.WaitGroup
 	wg.Add(int(numStreams))
 	for s := range outR {
@@ -223,9 +241,6 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		}
 		h.mu.Unlock()
 	}
-	m.mu.Lock()
-	m.procs[h.pid] = h // replaces a finished handler whose pid was reused
-	m.mu.Unlock()
 	return h, nil
 }
 
@@ -287,7 +302,29 @@ func (m *Manager) KillAll() {
 func (m *Manager) remove(h *Handler) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.removeLocked(h)
+}
+
+// +checklocks:m.mu
+func (m *Manager) removeLocked(h *Handler) {
 	if m.procs[h.pid] == h {
 		delete(m.procs, h.pid)
+	}
+	if i := slices.Index(m.done, h); i >= 0 {
+		m.done = slices.Delete(m.done, i, i+1)
+	}
+}
+
+// finished records that h finished and drops the oldest finished handlers
+// beyond Config.MaxFinished, so finished output cannot pile up.
+func (m *Manager) finished(h *Handler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.procs[h.pid] != h {
+		return // already replaced
+	}
+	m.done = append(m.done, h)
+	for len(m.done) > m.cfg.maxFinished() {
+		m.removeLocked(m.done[0])
 	}
 }

@@ -246,3 +246,23 @@ func TestOrphansReaped(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestMaxFinished(t *testing.T) {
+	m := NewManager(Config{MaxFinished: 2})
+	var hs []*Handler
+	for i := range 4 {
+		h := start(t, m, "echo "+strconv.Itoa(i), nil)
+		wait(t, h)
+		hs = append(hs, h)
+	}
+	for i, h := range hs {
+		_, err := m.Get(h.Pid())
+		if kept := err == nil; kept != (i >= 2) {
+			t.Errorf("finished #%d kept = %v, want %v", i, kept, i >= 2)
+		}
+	}
+	hs[3].Release()
+	if _, err := m.Get(hs[3].Pid()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after Release error = %v, want ErrNotFound", err)
+	}
+}
