@@ -66,26 +66,61 @@
 //	func TestDenyAll(t *testing.T) {
 //		n := testenv.NewNet(t) // skips unless root; fails under DECLAW_E2E=1
 //		declaw, envd := testenv.BuildBinaries(t)
-//		srv := n.Command(t.Context(), declaw, "server", "--envd", envd)
+//		srv := n.Command(t.Context(), declaw, "server", "--envd", envd,
+//			"--upstream-dns", testenv.DNSServer.String()) // (flag names illustrative)
 //		srv.Env = append(os.Environ(), "SSL_CERT_FILE="+n.CAFile())
 //		if err := srv.Start(); err != nil {
 //			t.Fatal(err)
 //		}
+//		n.Reset() // forget the server's own start-up traffic
 //		// ... create a deny-all sandbox and make it curl http://198.51.100.10/ ...
 //		n.ExpectQuiet(time.Second) // no packet, connection, request or query arrived
 //	}
 //
-// To talk to the uplink from test code, dial from test-host: n.Host.DialContext,
-// n.HTTPClient (which also trusts the test CA), or n.Host.Do(fn) to run any Go
-// code inside the namespace on a locked OS thread.
+//	func TestAllowed(t *testing.T) {
+//		n := testenv.NewNet(t)
+//		// ... a sandbox allowed api.example.test POSTs to it ...
+//		r := n.WaitRecords(5*time.Second, func(r testenv.Records) bool { return len(r.HTTP) > 0 })
+//		if got := r.HTTP[0]; got.Host != "api.example.test" || got.Remote.Addr() != testenv.HostIP {
+//			t.Errorf("request %+v, want Host api.example.test masqueraded to %v", got, testenv.HostIP)
+//		}
+//	}
 //
-// Rules for callers: namespaces are switched per OS thread, so tests that use
-// NewNet must not call t.Parallel; names are unique, so running a test twice
-// (-count=2) or two Nets in one test is fine.
+// # Talking to the uplink from test code
+//
+// Dial from test-host: Net.HTTPClient (trusts the test CA; names resolve
+// through the uplink's DNS), Net.DialContext (names too), Net.Host.DialContext
+// and Net.Host.Listen (IP literals only), or Net.Host.Do(fn) to run Go code
+// inside the namespace on a locked OS thread. Namespaces are per thread, and
+// Go runs parts of a dial on other threads (name resolution, and the IPv4 and
+// IPv6 "happy eyeballs" race of a dual-stack name), which are in this
+// machine's namespace: a plain net.Dial("tcp", "api.example.test:443") inside
+// Do can leave through the real uplink. That is why Netns.DialContext refuses
+// names, and why every socket these helpers create is checked (SIOCGSKNS) to
+// be in the intended namespace before it connects or binds.
+//
+// # Processes in test-host
+//
+// Net.Command returns an unstarted command that runs inside test-host through
+// nsenter --net (not ip netns exec, which remounts /sys and breaks runsc), in
+// its own process group, killed when its context is done and again when the
+// test ends; its output goes to the test log (set Stdout to nil before calling
+// Output). Net.StartInHost also starts it and waits for it in t.Cleanup.
+// Netns.Command is the bare version, with no cleanup or logging.
+//
+// # Cleanup and concurrency
+//
+// Close (registered with t.Cleanup) stops the services, deletes the veth and
+// both namespaces and fails the test if anything is left. Each Net also
+// leaves an owner marker in OwnerDir; a later NewNet removes the namespaces
+// of Nets whose process died before its cleanups ran. Names are unique, so
+// -count=2, two Nets in one test, and test binaries running side by side
+// are fine; every namespace switch happens on a private locked thread, but
+// root tests still follow the style rule of no t.Parallel.
 //
 // # Binaries
 //
-// BuildBinaries builds ./cmd/declaw and ./cmd/envd (static, CGO_ENABLED=0)
+// BuildBinaries builds ./cmd/declaw and ./cmd/envd (static: CGO_ENABLED=0)
 // once per test process, into a directory under os.TempDir keyed by a hash
 // of the module's sources, so test binaries running in parallel or later
 // reuse one build.
