@@ -244,6 +244,9 @@ class AuditEntry:
 
     timestamp: Optional[datetime] = None
     type: Optional[str] = None
+    id: Optional[int] = None
+    sandbox_id: Optional[str] = None
+    data: Any = None
     method: Optional[str] = None
     url: Optional[str] = None
     status_code: Optional[int] = None
@@ -258,6 +261,9 @@ class AuditEntry:
         known = (
             "timestamp",
             "type",
+            "id",
+            "sandbox_id",
+            "data",
             "method",
             "url",
             "status_code",
@@ -269,6 +275,9 @@ class AuditEntry:
         return cls(
             timestamp=parse_time(data.get("timestamp")),
             type=data.get("type") or data.get("event"),
+            id=data.get("id"),
+            sandbox_id=data.get("sandbox_id"),
+            data=data.get("data"),
             method=data.get("method"),
             url=data.get("url"),
             status_code=data.get("status_code"),

@@ -558,9 +558,14 @@ class Sandbox:
         type: Optional[str] = None,
         since: Any = None,
         until: Any = None,
+        cursor: Optional[str] = None,
     ) -> List[AuditEntry]:
-        """This sandbox's audit events (``GET /sandboxes/{id}/audit``), oldest first."""
-        query = {"limit": limit, "type": type, "since": _time_param(since), "until": _time_param(until)}
+        """This sandbox's audit events (``GET /sandboxes/{id}/audit``), oldest
+        first. ``type`` filters by event type (comma-separated for several);
+        ``since``/``until`` are datetimes or RFC 3339 strings; ``cursor`` is
+        the id of the last event already seen (next page)."""
+        query = {"limit": limit, "type": type, "since": _time_param(since), "until": _time_param(until),
+                 "cursor": cursor}
         data = self._request("GET", "/audit", query=query).json()
         if isinstance(data, dict):
             data = data.get("events") or data.get("entries") or []

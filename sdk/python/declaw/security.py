@@ -613,7 +613,6 @@ class SecurityPolicy:
             "network": self.network.to_dict() if self.network is not None else None,
             "audit": self.audit_config.to_dict(),
             "env_security": self.env_security.to_dict(),
-            "requires_tls_interception": self.requires_tls_interception,
         }
 
     def to_json(self) -> str:
@@ -631,10 +630,8 @@ class SecurityPolicy:
                 "network",
                 "audit",
                 "env_security",
-                "requires_tls_interception",
             ),
         )
-        d.pop("requires_tls_interception", None)  # derived
         return cls(**d)
 
     @classmethod

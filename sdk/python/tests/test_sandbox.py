@@ -100,7 +100,7 @@ class CreateTest(FakeServerTest):
         self.assertEqual(sent["injection_defense"]["action"], "block")
         self.assertEqual(sent["injection_defense"]["sensitivity"], "high")
         self.assertTrue(sent["audit"]["log_request_body"])
-        self.assertTrue(sent["requires_tls_interception"])
+        self.assertTrue(policy.requires_tls_interception)
         self.assertEqual(
             body["network"],
             {"allow_out": ["api.openai.com"], "deny_out": ["0.0.0.0/0"], "allow_public_traffic": True},

@@ -67,7 +67,6 @@ class DefaultsTest(unittest.TestCase):
                 "audit": {"enabled": False, "log_request_body": False, "log_response_body": False,
                           "retention_hours": None},
                 "env_security": {"mask_patterns": list(DEFAULT_MASK_PATTERNS), "auto_mask_in_audit": True},
-                "requires_tls_interception": True,
             },
         )
         self.assertEqual(json.loads(p.to_json()), p.to_dict())
