@@ -128,9 +128,11 @@ func isExecutable(path string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// sourceKey hashes what the binaries are built from: every non-test file
-// under the module root except hidden directories, testdata, sdk and docs,
-// plus the toolchain and the environment variables that change a build.
+// sourceKey hashes what the binaries are built from: go.mod, go.sum and the
+// top-level .go files, and every file below (embedded files included) except
+// tests (*_test.go, *.test), hidden directories, testdata, and the top-level
+// sdk, docs and bin; plus the toolchain and the environment variables that
+// change a build.
 func sourceKey(root string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintln(h, runtime.Version(), runtime.GOOS, runtime.GOARCH)
@@ -146,13 +148,16 @@ func sourceKey(root string) (string, error) {
 			if path != root && (strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata" || name == "node_modules") {
 				return filepath.SkipDir
 			}
-			if rel, _ := filepath.Rel(root, path); rel == "sdk" || rel == "docs" {
+			if rel, _ := filepath.Rel(root, path); rel == "sdk" || rel == "docs" || rel == "bin" {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
+		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") || strings.HasSuffix(name, ".test") {
 			return nil
+		}
+		if filepath.Dir(path) == root && name != "go.mod" && name != "go.sum" && !strings.HasSuffix(name, ".go") {
+			return nil // build outputs and docs at the top level
 		}
 		f, err := os.Open(path)
 		if err != nil {

@@ -212,6 +212,8 @@ func writeModule(t *testing.T, envdMain string) string {
 		"cmd/envd/main.go":    envdMain,
 		"cmd/envd/x_test.go":  "package main\n",
 		"testdata/ignored.go": "ignored",
+		"bin/declaw":          "old build output",
+		"README.md":           "top-level docs",
 	}
 	for name, body := range files {
 		p := filepath.Join(root, name)
@@ -238,8 +240,10 @@ func TestBuildBinariesFakeModule(t *testing.T) {
 	// Test files and testdata do not change the key; sources do.
 	os.WriteFile(filepath.Join(root, "cmd/envd/x_test.go"), []byte("package main // changed\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "testdata/ignored.go"), []byte("changed"), 0o644)
+	os.WriteFile(filepath.Join(root, "bin/declaw"), []byte("changed"), 0o644)
+	os.WriteFile(filepath.Join(root, "README.md"), []byte("changed"), 0o644)
 	if k2, _ := sourceKey(root); k2 != k1 {
-		t.Errorf("sourceKey changed with test-only edits: %s -> %s", k1, k2)
+		t.Errorf("sourceKey changed with test, testdata, bin or docs edits: %s -> %s", k1, k2)
 	}
 
 	declaw, envd, err := buildBinaries(root)
