@@ -16,7 +16,9 @@ import (
 // ErrNotFound is returned (wrapped) when a sandbox id is unknown to the driver.
 var ErrNotFound = errors.New("sandbox not found in runtime")
 
-// Mount is a bind mount of a host path into the sandbox.
+// Mount is a bind mount of a host path into the sandbox. The target should
+// exist in the template (drivers may refuse to create it there), and writes
+// through a writable mount may stay inside the sandbox (gvisor's overlay).
 type Mount struct {
 	Source   string // host path (file or directory)
 	Target   string // path inside the sandbox

@@ -22,6 +22,21 @@
 // driver: runsc then reaps the sandbox process itself the moment it dies,
 // and Destroy takes tens of milliseconds instead of waiting for the host's
 // init to reap an orphan.
+//
+// Behaviour measured with runsc 0.0~20221219 (Debian bookworm), ptrace:
+//   - Bind mount targets must exist in the template: runsc's gofer creates
+//     missing ones in the host directory. Start refuses such specs.
+//   - Under --overlay, writes to a writable bind mount stay inside the
+//     sandbox; they do not reach the host file.
+//   - Resources.MemoryMB is the host memory cgroup limit (runsc also shows
+//     it as the guest's total memory). Going over it OOM-kills the whole
+//     sandbox, which then reports StateStopped.
+//   - Resources.Pids becomes RLIMIT_NPROC inside (fork/clone fail with
+//     EAGAIN, per user, the sandbox lives on) plus a looser host pids cgroup
+//     as a backstop: hitting that one kills the sentry.
+//   - Resources.CPUs is a CFS quota on the sandbox cgroup.
+//   - The root in the OCI spec is writable: with readonly=true runsc
+//     refuses writes even under --overlay. The template stays untouched.
 package gvisor
 
 import (
@@ -319,6 +334,15 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if !idRE.MatchString(id) {
 		return nil // cannot be ours
 	}
+	t0 := time.Now()
+	found, err := d.destroy(ctx, id)
+	if err == nil && found {
+		d.cfg.Logf("gvisor: destroyed %s in %v", id, time.Since(t0).Round(time.Millisecond))
+	}
+	return err
+}
+
+func (d *Driver) destroy(ctx context.Context, id string) (found bool, err error) {
 	rec, recErr := d.loadRecord(id)
 	_, stErr := d.readStateFile(id)
 	d.mu.Lock()
@@ -326,9 +350,9 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	d.mu.Unlock()
 	if recErr != nil && stErr != nil && p == nil {
 		if _, err := os.Stat(d.bundleDir(id)); err == nil {
-			return d.removeBundle(id) // a half-made bundle of a failed start
+			return true, d.removeBundle(id) // a half-made bundle of a failed start
 		}
-		return nil
+		return false, nil
 	}
 	var errs []error
 	if stErr == nil {
@@ -372,9 +396,9 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("gvisor: destroy %s: %w", id, err)
+		return true, fmt.Errorf("gvisor: destroy %s: %w", id, err)
 	}
-	return nil
+	return true, nil
 }
 
 // runPidOf returns the pid of the foreground "runsc run" of id: our child,
