@@ -371,6 +371,21 @@ func TestResourceLimits(t *testing.T) {
 	if err == nil && code == 200 {
 		t.Errorf("allocating 600 MiB under a 200 MiB limit succeeded")
 	}
+	if err != nil {
+		// The sandbox was OOM-killed as a whole: it must report stopped.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			st, err := rt.State(t.Context(), spec.ID)
+			if err == nil && st == sandboxrt.StateStopped {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("after the OOM kill State = %q, %v; want stopped", st, err)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if b, err := os.ReadFile(filepath.Join(cgroupMount, "memory", cg, "memory.max_usage_in_bytes")); err == nil {
 		if n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); n > 200<<20 {
 			t.Errorf("memory.max_usage_in_bytes = %d, above the limit", n)
