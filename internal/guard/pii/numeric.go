@@ -2,6 +2,10 @@ package pii
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/declaw/declaw/internal/guard/secrets"
 
 	"github.com/nyaruka/phonenumbers"
 )
@@ -16,42 +20,62 @@ var DefaultPhoneRegions = []string{"US", "GB", "DE", "FR", "IL", "IN", "CA", "BR
 func (st *scanState) scanWords() {
 	t := st.text
 	n := len(t)
+	wantPhone, wantIP, wantIBAN := st.mask.has(Phone), st.mask.has(IPAddress), st.mask.has(IBAN)
+	wantKey := st.mask.has(APIKey)
+	wantNum := st.mask&(typeBit(Phone)|typeBit(SSN)|typeBit(CreditCard)|typeBit(IPAddress)) != 0
 	for i := 0; i < n; {
 		c := t[i]
-		if class[c]&(cDigit|cUpper|cLower) == 0 {
-			if (c == '+' || c == '(') && i+1 < n && isDigit(t[i+1]) && (i == 0 || !wordChar(t[i-1])) && st.mask.has(Phone) {
+		if wantKey && secrets.MayStart(c) {
+			if f, ok := secrets.MatchAt(t, i); ok {
+				st.addSecret(f)
+				i = f.End
+				continue
+			}
+		}
+		if !wordChar(c) {
+			if (c == '+' || c == '(') && wantPhone && i+1 < n && isDigit(t[i+1]) && (i == 0 || !wordChar(t[i-1])) {
 				i = st.numeric(i, i+1)
 				continue
 			}
 			i++
 			continue
 		}
-		if i > 0 && wordChar(t[i-1]) {
-			for i < n && wordChar(t[i]) {
-				i++
-			}
-			continue
+		// A token starts at i; find its end.
+		j := i + 1
+		for j < n && wordChar(t[j]) {
+			j++
 		}
-		if st.mask.has(IPAddress) {
+		if wantIP && j < n && t[j] == ':' && j-i <= 4 && allHex(t[i:j]) {
 			if e := st.tryIPv6(i); e > 0 {
 				i = e
 				continue
 			}
 		}
 		if isDigit(c) {
-			i = st.numeric(i, i)
+			if wantNum {
+				i = st.numeric(i, i)
+			} else {
+				i = j
+			}
 			continue
 		}
-		if st.mask.has(IBAN) && i+3 < n && isAlpha(t[i+1]) && isDigit(t[i+2]) && isDigit(t[i+3]) {
+		if wantIBAN && j-i >= 4 && isAlpha(c) && isAlpha(t[i+1]) && isDigit(t[i+2]) && isDigit(t[i+3]) {
 			if e := st.tryIBAN(i); e > 0 {
 				i = e
 				continue
 			}
 		}
-		for i < n && wordChar(t[i]) {
-			i++
+		i = j
+	}
+}
+
+func allHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isHex(s[i]) {
+			return false
 		}
 	}
+	return true
 }
 
 // glued reports whether the byte at i (a separator such as '-', '.', '_',
@@ -102,7 +126,7 @@ func (st *scanState) numeric(cs, d int) int {
 		if g < ng && t[end] != ' ' && t[end] != ')' {
 			continue // only shrink at spaces
 		}
-		if e := st.classify(cs, d, groups[:g], gends[:g]); e > 0 {
+		if e := st.classify(cs, d, groups[:g], gends[:g], g == ng); e > 0 {
 			return e
 		}
 	}
@@ -116,9 +140,18 @@ func skipToken(t string, i int) int {
 	return i
 }
 
+// emit adds sp if its type was asked for. The numeric validators run for
+// every type so that, say, a card number is never offered to the phone
+// recogniser when only phones are wanted.
+func (st *scanState) emit(sp Span) {
+	if st.mask.has(sp.Type) {
+		st.add(sp)
+	}
+}
+
 // classify tries each numeric type on the chunk t[cs:gends[last]] made of
 // the given digit groups; it returns the end of an accepted span or -1.
-func (st *scanState) classify(cs, d int, gs, ge []int) int {
+func (st *scanState) classify(cs, d int, gs, ge []int, whole bool) int {
 	t := st.text
 	ng := len(gs)
 	end := ge[ng-1]
@@ -141,10 +174,16 @@ func (st *scanState) classify(cs, d int, gs, ge []int) int {
 		}
 	}
 	plain := cs == d // no leading '+' or '('
-	neg := hasWordBefore(t, cs, negNumber)
+	negDone, negVal := false, false
+	neg := func() bool {
+		if !negDone {
+			negDone, negVal = true, hasWordBefore(t, cs, negNumber)
+		}
+		return negVal
+	}
 
 	// IPv4: four dot-separated groups.
-	if st.mask.has(IPAddress) && plain && ng == 4 && uniform && sep == '.' {
+	if plain && ng == 4 && uniform && sep == '.' {
 		if a, err := netip.ParseAddr(t[cs:end]); err == nil && a.Is4() {
 			score := 0.75
 			small := true
@@ -163,14 +202,14 @@ func (st *scanState) classify(cs, d int, gs, ge []int) int {
 				score = 0
 			}
 			if score > 0 {
-				st.add(Span{Type: IPAddress, Start: cs, End: end, Score: score})
+				st.emit(Span{Type: IPAddress, Start: cs, End: end, Score: score})
 				return end
 			}
 			return end
 		}
 	}
 	// SSN: 3-2-4 with one separator, or nine bare digits with context.
-	if st.mask.has(SSN) && plain && digits == 9 {
+	if plain && digits == 9 {
 		dashed := ng == 3 && uniform && (sep == '-' || sep == ' ' || sep == '.') && ge[0]-gs[0] == 3 && ge[1]-gs[1] == 2
 		if dashed || ng == 1 {
 			raw := digitsOf(t[cs:end])
@@ -184,18 +223,18 @@ func (st *scanState) classify(cs, d int, gs, ge []int) int {
 				}
 				if hasWordBefore(t, cs, ctxSSN) {
 					score += 0.35
-				} else if neg {
+				} else if neg() {
 					score -= 0.4
 				}
 				if score >= 0.5 {
-					st.add(Span{Type: SSN, Start: cs, End: end, Score: score})
+					st.emit(Span{Type: SSN, Start: cs, End: end, Score: score})
 					return end
 				}
 			}
 		}
 	}
 	// Payment card: 12-19 digits, Luhn, a known IIN range.
-	if st.mask.has(CreditCard) && plain && digits >= 12 && digits <= 19 && (ng == 1 || uniform && (sep == ' ' || sep == '-')) {
+	if plain && digits >= 12 && digits <= 19 && (ng == 1 || uniform && (sep == ' ' || sep == '-')) {
 		ok := true
 		for k := range gs {
 			if l := ge[k] - gs[k]; ng > 1 && (l < 3 || l > 6) {
@@ -208,18 +247,20 @@ func (st *scanState) classify(cs, d int, gs, ge []int) int {
 				score := 0.8
 				if hasWordBefore(t, cs, ctxCard) {
 					score += 0.2
-				} else if neg {
+				} else if neg() {
 					score -= 0.4
 				}
 				if score >= 0.5 {
-					st.add(Span{Type: CreditCard, Start: cs, End: end, Score: score})
+					st.emit(Span{Type: CreditCard, Start: cs, End: end, Score: score})
 					return end
 				}
 			}
 		}
 	}
 	// Phone: 7-15 digits, valid in some region per libphonenumber.
-	if st.mask.has(Phone) && digits >= 7 && digits <= 15 {
+	// Phones are tried on the whole chunk only: libphonenumber parsing is
+	// the costliest validator, and shortened chunks are rarely numbers.
+	if whole && st.mask.has(Phone) && digits >= 7 && digits <= 15 {
 		if e := st.tryPhone(cs, d, end, gs, ge, digits, sep, uniform, neg); e > 0 {
 			return e
 		}
@@ -227,7 +268,7 @@ func (st *scanState) classify(cs, d int, gs, ge []int) int {
 	return -1
 }
 
-func (st *scanState) tryPhone(cs, d, end int, gs, ge []int, digits int, sep byte, uniform, neg bool) int {
+func (st *scanState) tryPhone(cs, d, end int, gs, ge []int, digits int, sep byte, uniform bool, neg func() bool) int {
 	t := st.text
 	ng := len(gs)
 	if isDateShape(t, gs, ge, sep, uniform) {
@@ -252,9 +293,9 @@ func (st *scanState) tryPhone(cs, d, end int, gs, ge []int, digits int, sep byte
 	// '+' country code or a phone word nearby.
 	valid, possible := false, false
 	if t[cs] == '+' {
-		if num, err := phonenumbers.Parse(cand, "ZZ"); err == nil {
-			valid = phonenumbers.IsValidNumber(num)
+		if num, region, ok := parseInternational(t[cs:end]); ok {
 			possible = phonenumbers.IsPossibleNumber(num)
+			valid = possible && phonenumbers.IsValidNumberForRegion(num, region)
 		}
 	} else {
 		for _, r := range st.regions {
@@ -280,7 +321,7 @@ func (st *scanState) tryPhone(cs, d, end int, gs, ge []int, digits int, sep byte
 	case possible && t[cs] == '+':
 		score = 0.55
 	}
-	if !ctx && neg {
+	if !ctx && score > 0 && neg() {
 		score -= 0.4
 	}
 	if score < 0.5 {
@@ -472,4 +513,40 @@ func (st *scanState) tryIPv6(i int) int {
 	}
 	st.add(Span{Type: IPAddress, Start: i, End: j, Score: score})
 	return j
+}
+
+// parseInternational splits "+CC national" (separators and a "(0)" trunk
+// marker allowed) into a PhoneNumber without libphonenumber's general
+// parser, which is the slowest step of a scan. Country calling codes are
+// prefix-free, so the first known 1-3 digit prefix is the country code. It
+// returns the country's main region for validation.
+func parseInternational(s string) (*phonenumbers.PhoneNumber, string, bool) {
+	var buf [24]byte
+	d := buf[:0]
+	for i := 1; i < len(s) && len(d) < len(buf); i++ {
+		if strings.HasPrefix(s[i:], "(0)") {
+			i += 2
+			continue
+		}
+		if isDigit(s[i]) {
+			d = append(d, s[i])
+		}
+	}
+	for l := 1; l <= 3 && l < len(d); l++ {
+		cc, _ := strconv.Atoi(string(d[:l]))
+		region := phonenumbers.GetRegionCodeForCountryCode(cc)
+		if region == "ZZ" || region == "" {
+			continue
+		}
+		if d[l] == '0' && region != "IT" {
+			return nil, "", false // national numbers do not start with a trunk 0
+		}
+		nn, err := strconv.ParseUint(string(d[l:]), 10, 64)
+		if err != nil {
+			return nil, "", false
+		}
+		c32 := int32(cc)
+		return &phonenumbers.PhoneNumber{CountryCode: &c32, NationalNumber: &nn}, region, true
+	}
+	return nil, "", false
 }

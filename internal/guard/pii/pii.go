@@ -96,10 +96,25 @@ type typeSet uint16
 func (m typeSet) has(t Type) bool { return m&typeBit(t) != 0 }
 
 func typeBit(t Type) typeSet {
-	for i, a := range AllTypes {
-		if a == t {
-			return 1 << uint(i)
-		}
+	switch t {
+	case Email:
+		return 1 << 0
+	case Phone:
+		return 1 << 1
+	case SSN:
+		return 1 << 2
+	case CreditCard:
+		return 1 << 3
+	case APIKey:
+		return 1 << 4
+	case IPAddress:
+		return 1 << 5
+	case IBAN:
+		return 1 << 6
+	case PersonName:
+		return 1 << 7
+	case Address:
+		return 1 << 8
 	}
 	return 0
 }
@@ -130,12 +145,12 @@ func (s *Scanner) Scan(text string, types []Type) []Span {
 	if m.has(Email) {
 		st.scanEmails()
 	}
-	if m&(typeBit(Phone)|typeBit(SSN)|typeBit(CreditCard)|typeBit(IPAddress)|typeBit(IBAN)) != 0 {
+	if m&(typeBit(Phone)|typeBit(SSN)|typeBit(CreditCard)|typeBit(IPAddress)|typeBit(IBAN)|typeBit(APIKey)) != 0 {
 		st.scanWords()
 	}
 	if m.has(APIKey) {
-		for _, f := range secrets.Scan(text) {
-			st.add(Span{Type: APIKey, Start: f.Start, End: f.End, Score: f.Score, Rule: f.Rule})
+		for _, f := range secrets.ScanAssignments(text) {
+			st.addSecret(f)
 		}
 	}
 	if m.has(PersonName) {
@@ -172,6 +187,10 @@ func (st *scanState) add(sp Span) {
 		return
 	}
 	st.spans = append(st.spans, sp)
+}
+
+func (st *scanState) addSecret(f secrets.Finding) {
+	st.add(Span{Type: APIKey, Start: f.Start, End: f.End, Score: f.Score, Rule: f.Rule})
 }
 
 // resolveOverlaps keeps, among overlapping spans, the higher score and then

@@ -17,7 +17,9 @@ var (
 	placeholders = []string{"${", "{{", "<", "xxxx", "****", "...", "changeme", "change_me", "example", "placeholder", "redacted", "your_", "your-", "yourkey", "process.env", "getenv", "environ", "secrets.", "env.", "null", "none", "undefined", "true", "false", "[redacted"}
 )
 
-func scanAssignments(text string) []Finding {
+// ScanAssignments finds generic credential assignments (NAME=value,
+// "name": "value") whose name mentions a key, token, secret or password.
+func ScanAssignments(text string) []Finding {
 	var out []Finding
 	for _, op := range []byte{'=', ':'} {
 		for off := 0; off < len(text); {

@@ -85,41 +85,72 @@ var keywordIndex = func() map[string][]int {
 	return m
 }()
 
-var keywords = func() []string {
+// byFirst groups keywords by their first byte for the single-pass
+// prefilter.
+var byFirst = func() (t [256][]string) {
 	ks := make([]string, 0, len(keywordIndex))
 	for k := range keywordIndex {
 		ks = append(ks, k)
 	}
-	sort.Strings(ks)
-	return ks
+	// Longer keywords first so "sk-ant-" is tried before "sk-".
+	sort.Slice(ks, func(i, j int) bool {
+		if len(ks[i]) != len(ks[j]) {
+			return len(ks[i]) > len(ks[j])
+		}
+		return ks[i] < ks[j]
+	})
+	for _, k := range ks {
+		t[k[0]] = append(t[k[0]], k)
+	}
+	return t
 }()
 
 // Scan returns the secrets in text, ordered by Start and not overlapping.
 func Scan(text string) []Finding {
 	var out []Finding
-	for _, kw := range keywords {
-		for off := 0; off < len(text); {
-			k := strings.Index(text[off:], kw)
-			if k < 0 {
-				break
-			}
-			p := off + k
-			off = p + len(kw)
-			if p > 0 && tokenChar(text[p-1]) && kw[0] != '-' && kw[0] != 'h' {
-				continue
-			}
-			for _, ri := range keywordIndex[kw] {
-				if f, ok := Rules[ri].try(text, p); ok {
-					out = append(out, f)
-					off = f.End
-					break
-				}
+	n := len(text)
+	for i := 0; i < n; i++ {
+		if byFirst[text[i]] == nil {
+			continue
+		}
+		if f, ok := MatchAt(text, i); ok {
+			out = append(out, f)
+			i = f.End - 1
+		}
+	}
+	out = append(out, ScanAssignments(text)...)
+	return dedupe(out)
+}
+
+// MayStart reports whether a provider keyword can start with byte c; it is
+// the cheap test callers run before MatchAt.
+func MayStart(c byte) bool { return byFirst[c] != nil }
+
+// MatchAt tries the provider rules whose keyword occurs at text[i:]. The
+// keyword must start a token (except PEM dashes). Callers that already
+// walk the text token by token (package pii) use it to share one pass.
+func MatchAt(text string, i int) (Finding, bool) {
+	c := text[i]
+	cands := byFirst[c]
+	if cands == nil || i > 0 && tokenChar(text[i-1]) && c != '-' {
+		return Finding{}, false
+	}
+	for _, kw := range cands {
+		if !strings.HasPrefix(text[i:], kw) {
+			continue
+		}
+		for _, ri := range keywordIndex[kw] {
+			if f, ok := Rules[ri].try(text, i); ok {
+				return f, true
 			}
 		}
 	}
-	out = append(out, scanAssignments(text)...)
-	return dedupe(out)
+	return Finding{}, false
 }
+
+// Sort orders findings by Start and drops overlaps (keeping the higher
+// score).
+func Sort(fs []Finding) []Finding { return dedupe(fs) }
 
 func (r *Rule) try(text string, p int) (Finding, bool) {
 	hi := p + r.MaxLen
