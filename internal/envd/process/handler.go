@@ -52,7 +52,8 @@ type Handler struct {
 	log     *Log
 	timeout time.Duration
 
-	stdin       *os.File // nil without a stdin pipe; immutable
+	stdin       *os.File // nil without a stdin pipe; immutable (the master for a pty)
+	pty         *os.File // pty master, nil without a pty; immutable
 	stdinClosed atomic.Bool
 
 	readersDone chan struct{} // closed when all output pipes hit EOF
@@ -184,6 +185,17 @@ func (h *Handler) CloseStdin() {
 	if h.stdin != nil && h.stdinClosed.CompareAndSwap(false, true) {
 		h.stdin.Close()
 	}
+}
+
+// Resize sets the terminal size of a process on a pty.
+func (h *Handler) Resize(size Size) error {
+	if h.pty == nil {
+		return fmt.Errorf("resize pid %d: %w", h.pid, ErrNotPty)
+	}
+	if h.stdinClosed.Load() {
+		return fmt.Errorf("resize pid %d: %w", h.pid, ErrStdinClosed)
+	}
+	return setSize(h.pty, size)
 }
 
 // Result returns the process's result, or its state so far if it runs.

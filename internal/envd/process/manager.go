@@ -28,6 +28,7 @@ var (
 	ErrNoStdin      = errors.New("process has no stdin pipe")
 	ErrStdinClosed  = errors.New("process stdin is closed")
 	ErrStdinBlocked = errors.New("process stdin is full")
+	ErrNotPty       = errors.New("process has no pty")
 )
 
 // Config tunes a Manager. The zero value is valid.
@@ -92,6 +93,7 @@ type Spec struct {
 	Env     []string          // the full environment, see BuildEnv
 	Envs    map[string]string // the request's envs, for listing only
 	Stdin   bool              // keep a stdin pipe; otherwise stdin is /dev/null
+	Pty     *Size             // run on a new pseudo-terminal of this size (implies a stdin); Cmd "" = interactive shell
 	Timeout time.Duration     // kill the tree after this long; 0 = never
 	Tag     string
 }
@@ -132,6 +134,9 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 	if strings.IndexByte(spec.Cmd, 0) >= 0 {
 		return nil, fmt.Errorf("%w: command contains NUL", ErrBadRequest)
 	}
+	if spec.Cmd == "" && spec.Pty == nil {
+		return nil, fmt.Errorf("%w: empty command", ErrBadRequest)
+	}
 	st, err := os.Stat(spec.Dir)
 	switch {
 	case err != nil:
@@ -140,78 +145,40 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		return nil, fmt.Errorf("%w: cwd %q is not a directory", ErrBadRequest, spec.Dir)
 	}
 
-	var closeAfter []*os.File
-	defer func() {
-		for _, f := range closeAfter {
-			f.Close()
-		}
-	}()
 	h := &Handler{
 		m:           m,
-		info:        Info{Cmd: spec.Cmd, Tag: spec.Tag, Cwd: spec.Dir, User: spec.User.Name, Envs: spec.Envs},
+		info:        Info{Cmd: spec.Cmd, Tag: spec.Tag, Cwd: spec.Dir, User: spec.User.Name, Envs: spec.Envs, IsPty: spec.Pty != nil},
 		log:         NewLog(m.cfg.outputLimit()),
 		timeout:     spec.Timeout,
 		readersDone: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	var stdin *os.File
-	if spec.Stdin {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, fmt.Errorf("start %q: stdin pipe: %w", spec.Cmd, err)
-		}
-		closeAfter = append(closeAfter, r)
-		stdin, h.stdin = r, w
-	} else {
-		stdin, err = os.Open(os.DevNull)
-		if err != nil {
-			return nil, fmt.Errorf("start %q: %w", spec.Cmd, err)
-		}
-		closeAfter = append(closeAfter, stdin)
+	sio, err := newStdio(spec)
+	if err != nil {
+		return nil, fmt.Errorf("start %q: %w", spec.Cmd, err)
 	}
-	var outR [numStreams]*os.File
-	var outW [numStreams]*os.File
-	for s := range outR {
-		r, w, err := os.Pipe()
-		if err != nil {
-			for _, f := range outR[:s] {
-				f.Close()
-			}
-			if h.stdin != nil {
-				h.stdin.Close()
-			}
-			return nil, fmt.Errorf("start %q: output pipe: %w", spec.Cmd, err)
-		}
-		outR[s], outW[s] = r, w
-		closeAfter = append(closeAfter, w)
-	}
-	failed := func() {
-		for _, f := range outR {
-			f.Close()
-		}
-		if h.stdin != nil {
-			h.stdin.Close()
-		}
-	}
+	defer sio.closeChildEnds()
+	h.stdin, h.pty = sio.stdin, sio.pty
 
 	sys := &syscall.SysProcAttr{Setsid: true}
+	if spec.Pty != nil {
+		sys.Setctty, sys.Ctty = true, 0 // the tty is the child's fd 0
+	}
 	if cred := credential(spec.User); cred != nil {
 		sys.Credential = cred
 	}
 	shell := Shell()
-	attr := &syscall.ProcAttr{
-		Dir: spec.Dir,
-		Env: spec.Env,
-		// Fd puts the child's ends in blocking mode, which the child expects.
-		Files: []uintptr{stdin.Fd(), outW[Stdout].Fd(), outW[Stderr].Fd()},
-		Sys:   sys,
+	argv := []string{shell, "-c", spec.Cmd}
+	if spec.Cmd == "" {
+		argv = []string{shell, "-i"} // an interactive shell on the pty
 	}
-	_, err = theReaper.start(shell, []string{shell, "-c", spec.Cmd}, attr, func(pid int) func(syscall.WaitStatus) {
+	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: spec.Env, Files: sio.childFds(), Sys: sys}
+	_, err = theReaper.start(shell, argv, attr, func(pid int) func(syscall.WaitStatus) {
 		h.pid = pid
 		return h.onExit
 	})
 	if err != nil {
-		failed()
+		sio.closeParentEnds()
 		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
 			return nil, fmt.Errorf("%w: start %q as %s in %q: %v", ErrBadRequest, spec.Cmd, spec.User.Name, spec.Dir, err)
 		}
@@ -226,9 +193,9 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 	m.mu.Unlock()
 
 	var wg sync.WaitGroup
-	wg.Add(int(numStreams))
-	for s := range outR {
-		go h.readLoop(outR[s], Stream(s), &wg)
+	wg.Add(len(sio.outputs))
+	for _, o := range sio.outputs {
+		go h.readLoop(o.f, o.stream, &wg)
 	}
 	go func() {
 		wg.Wait()
@@ -242,6 +209,86 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		h.mu.Unlock()
 	}
 	return h, nil
+}
+
+// stdio holds the descriptors of a process being started.
+type stdio struct {
+	child   [3]*os.File // the child's 0, 1, 2 (closed in the parent after the fork)
+	stdin   *os.File    // parent's writable end, nil without stdin
+	pty     *os.File    // pty master, nil without pty
+	outputs []output    // parent's readable ends
+}
+
+type output struct {
+	f      *os.File
+	stream Stream
+}
+
+// newStdio prepares a pty (stdin, stdout and stderr on the terminal) or
+// pipes for stdout and stderr plus a stdin pipe or /dev/null.
+func newStdio(spec Spec) (_ *stdio, err error) {
+	sio := &stdio{}
+	defer func() {
+		if err != nil {
+			sio.closeChildEnds()
+			sio.closeParentEnds()
+		}
+	}()
+	if spec.Pty != nil {
+		master, tty, err := openPty(*spec.Pty)
+		if err != nil {
+			return nil, err
+		}
+		sio.child = [3]*os.File{tty, tty, tty}
+		sio.stdin, sio.pty = master, master
+		sio.outputs = []output{{master, PtyStream}}
+		return sio, nil
+	}
+	if spec.Stdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("stdin pipe: %w", err)
+		}
+		sio.child[0], sio.stdin = r, w
+	} else {
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			return nil, err
+		}
+		sio.child[0] = null
+	}
+	for i, s := range []Stream{Stdout, Stderr} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("output pipe: %w", err)
+		}
+		sio.child[i+1] = w
+		sio.outputs = append(sio.outputs, output{r, s})
+	}
+	return sio, nil
+}
+
+// childFds returns the child's descriptors. Fd puts them in blocking mode,
+// which the child expects.
+func (sio *stdio) childFds() []uintptr {
+	return []uintptr{sio.child[0].Fd(), sio.child[1].Fd(), sio.child[2].Fd()}
+}
+
+func (sio *stdio) closeChildEnds() {
+	for _, f := range sio.child {
+		if f != nil {
+			f.Close() // the same tty thrice: later closes just fail
+		}
+	}
+}
+
+func (sio *stdio) closeParentEnds() {
+	if sio.stdin != nil {
+		sio.stdin.Close()
+	}
+	for _, o := range sio.outputs {
+		o.f.Close()
+	}
 }
 
 // credential returns the credential to run as u, or nil to keep envd's.

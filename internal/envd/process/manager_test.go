@@ -266,3 +266,46 @@ func TestMaxFinished(t *testing.T) {
 		t.Errorf("Get after Release error = %v, want ErrNotFound", err)
 	}
 }
+
+func TestPty(t *testing.T) {
+	m := NewManager(Config{})
+	h := start(t, m, `tty; stty size; read line; echo "got:$line"; stty size`, func(s *Spec) {
+		s.Pty = &Size{Cols: 100, Rows: 30}
+	})
+	waitOutput := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(string(h.Output().Bytes(PtyStream)), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("pty output %q, want it to contain %q", h.Output().Bytes(PtyStream), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitOutput("30 100")
+	if !h.Info().IsPty || !strings.Contains(string(h.Output().Bytes(PtyStream)), "/dev/pts/") {
+		t.Errorf("not on a pty: info %+v, output %q", h.Info(), h.Output().Bytes(PtyStream))
+	}
+	if err := h.Resize(Size{Cols: 120, Rows: 40}); err != nil {
+		t.Fatalf("Resize() error = %v", err)
+	}
+	if err := h.Resize(Size{Cols: 0, Rows: 40}); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("Resize(0 cols) error = %v, want ErrBadRequest", err)
+	}
+	if err := h.WriteStdin([]byte("hello\r")); err != nil {
+		t.Fatalf("WriteStdin() error = %v", err)
+	}
+	r := wait(t, h)
+	out := string(h.Output().Bytes(PtyStream))
+	if r.ExitCode != 0 || !strings.Contains(out, "got:hello") || !strings.Contains(out, "40 120") {
+		t.Errorf("pty result %+v, output %q", r, out)
+	}
+	if len(r.Stdout) != 0 || len(r.Stderr) != 0 {
+		t.Errorf("pty output leaked into stdout/stderr: %+v", r)
+	}
+
+	plain := start(t, m, "true", nil)
+	if err := plain.Resize(Size{Cols: 1, Rows: 1}); !errors.Is(err, ErrNotPty) {
+		t.Errorf("Resize without pty error = %v, want ErrNotPty", err)
+	}
+}

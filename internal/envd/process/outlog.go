@@ -11,6 +11,7 @@ type Stream uint8
 const (
 	Stdout Stream = iota
 	Stderr
+	PtyStream // the terminal output of a process on a pty
 	numStreams
 )
 
@@ -20,6 +21,8 @@ func (s Stream) String() string {
 		return "stdout"
 	case Stderr:
 		return "stderr"
+	case PtyStream:
+		return "pty"
 	}
 	return "unknown"
 }
@@ -146,6 +149,14 @@ func (l *Log) Since(after uint64, maxEntries int) (entries []Entry, changed <-ch
 		tails[best] = tails[best][1:]
 	}
 	return entries, l.changed, l.closed
+}
+
+// LastID returns the id of the last entry appended (0 if none), so a
+// reader can follow only what comes next.
+func (l *Log) LastID() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastID
 }
 
 // Bytes returns a copy of the retained output of stream s.
