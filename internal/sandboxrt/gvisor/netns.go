@@ -41,12 +41,8 @@ func startInNetNS(nsPath string, cmd *exec.Cmd) error {
 		}
 		startErr := cmd.Start()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it is destroyed when this goroutine returns.
-			if startErr == nil {
-				// The child runs; report the restore problem but keep it.
-				errc <- nil
-				return
-			}
+			// Leave the thread locked: the runtime destroys it when this
+			// goroutine returns. The child, if started, is fine.
 			errc <- startErr
 			return
 		}
