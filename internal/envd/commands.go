@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/declaw/declaw/internal/envd/filesystem"
 	"github.com/declaw/declaw/internal/envd/process"
 	"github.com/declaw/declaw/internal/envd/sysuser"
 	"github.com/declaw/declaw/internal/envdapi"
@@ -48,17 +47,9 @@ func (s *Server) spec(req *envdapi.CommandRequest) (process.Spec, error) {
 	if err != nil {
 		return process.Spec{}, err
 	}
-	var cwd string
-	if req.Cwd != "" {
-		if cwd, err = filesystem.Resolve(req.Cwd, u.Home); err != nil {
-			return process.Spec{}, err
-		}
-	} else {
-		// The default is the home, or / if the user has none (nobody).
-		cwd = "/"
-		if st, err := os.Stat(u.Home); err == nil && st.IsDir() {
-			cwd = u.Home
-		}
+	cwd, err := s.cwdFor(req.Cwd, u.Home)
+	if err != nil {
+		return process.Spec{}, err
 	}
 	timeout := envdapi.DefaultCommandTimeout * time.Second
 	if req.Timeout != nil {
@@ -121,6 +112,15 @@ func timeoutError(code string, r process.Result) envdapi.TimeoutError {
 		Stderr:   string(r.Stderr),
 		ExitCode: r.ExitCode,
 	}
+}
+
+// statDir reports whether path is a directory.
+func statDir(path string) (bool, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return false, err
+	}
+	return st.IsDir(), nil
 }
 
 // handleRun is POST /commands: a foreground command answers with its

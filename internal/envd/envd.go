@@ -94,6 +94,12 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("POST /commands/{pid}/stdin", s.handleStdin)
 	api.HandleFunc("GET /commands/{pid}/wait", s.handleWait)
 
+	api.HandleFunc("POST /pty", s.handleStartPty)
+	api.HandleFunc("GET /pty/{pid}/stream", s.handlePtyStream)
+	api.HandleFunc("POST /pty/{pid}/stdin", s.handlePtyStdin)
+	api.HandleFunc("PATCH /pty/{pid}", s.handlePtyResize)
+	api.HandleFunc("DELETE /pty/{pid}", s.handlePtyKill)
+
 	api.HandleFunc("GET /files", s.handleRead)
 	api.HandleFunc("GET /files/raw", s.handleRead)
 	api.HandleFunc("POST /files", s.handleWrite)

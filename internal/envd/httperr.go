@@ -31,10 +31,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "body_too_large"
 	case errors.Is(err, sysuser.ErrUnknownUser):
 		return http.StatusBadRequest, "unknown_user"
-	case errors.Is(err, process.ErrNotFound):
+	case errors.Is(err, process.ErrNotFound), errors.Is(err, errNotPty):
 		return http.StatusNotFound, "process_not_found"
 	case errors.Is(err, process.ErrNoStdin), errors.Is(err, process.ErrStdinClosed):
 		return http.StatusConflict, "stdin_unavailable"
+	case errors.Is(err, process.ErrNotPty):
+		return http.StatusBadRequest, "not_pty"
 	case errors.Is(err, process.ErrStdinBlocked):
 		return http.StatusConflict, "stdin_full"
 	case errors.Is(err, errBadInput), errors.Is(err, process.ErrBadRequest), errors.Is(err, filesystem.ErrBadRequest):

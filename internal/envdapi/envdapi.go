@@ -185,3 +185,42 @@ type TimeoutError struct {
 
 // MaxRawUpload is the largest body accepted by PUT /files/raw (413 above it).
 const MaxRawUpload = 500 << 20
+
+// DefaultPtyTimeout is the default timeout of a PTY session, in seconds.
+const DefaultPtyTimeout = 3600
+
+// PtySize is a terminal size in cells.
+type PtySize struct {
+	Cols uint16 `json:"cols"`
+	Rows uint16 `json:"rows"`
+}
+
+// PtyRequest is POST /pty; the answer is BackgroundStarted {pid}.
+type PtyRequest struct {
+	Size    PtySize           `json:"size"`
+	User    string            `json:"user,omitempty"`    // default root
+	Cwd     string            `json:"cwd,omitempty"`     // default: the user's home
+	Envs    map[string]string `json:"envs,omitempty"`    // merged over the sandbox envs; TERM defaults to xterm-256color
+	Timeout *float64          `json:"timeout,omitempty"` // seconds; nil = DefaultPtyTimeout, 0 = none
+	Cmd     string            `json:"cmd,omitempty"`     // run with bash -c; default an interactive shell (bash -i)
+	Tag     string            `json:"tag,omitempty"`
+}
+
+// PtyResizeRequest is PATCH /pty/{pid}.
+type PtyResizeRequest struct {
+	Size PtySize `json:"size"`
+}
+
+// PtyEvent is the JSON data of one SSE event of GET /pty/{pid}/stream.
+// Events: "data" {type:"data", data: base64 of terminal output}, then
+// "exit" {type:"exit", exit_code, error?}. A stream starts with the output
+// produced after it connected (no scrollback); several may run at once,
+// and a disconnect does not end the process. POST /pty/{pid}/stdin takes a
+// StdinRequest whose data is text (not base64); DELETE /pty/{pid} answers
+// KillResult.
+type PtyEvent struct {
+	Type     string `json:"type"`
+	Data     string `json:"data,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
