@@ -1,0 +1,186 @@
+// Package egress is Declaw's transparent egress proxy: the host-side end of
+// the network engine's domain rules.
+//
+// # Where connections come from
+//
+// When a sandbox's policy has domain rules and is not allow-all, the
+// network package redirects the slot's TCP to ports 80 and 443 (except to
+// explicitly allowed prefixes) to [Config.Listen]'s port on the slot's
+// gateway address. The proxy therefore sees each connection with the
+// sandbox's guest address as source, and recovers the address the sandbox
+// dialed with SO_ORIGINAL_DST (IP6T_SO_ORIGINAL_DST for IPv6). The guest
+// address identifies the sandbox: the server calls [Proxy.Register] when it
+// applies a policy with domain rules, [Proxy.Update] when the policy
+// changes and [Proxy.Unregister] when the sandbox goes. The firewall drops
+// packets whose source is not the slot's guest address, so the source
+// cannot be forged from inside a sandbox. Connections from unregistered
+// sources, or whose original destination port is not one of [Config.Ports],
+// are reset.
+//
+// # Per connection
+//
+//  1. Peek at the first bytes (bounded by [Config.MaxPeek] and
+//     [Config.PeekTimeout]): a TLS handshake record gives the ClientHello's
+//     SNI ([ParseSNI]), anything else must be an HTTP/1.x request header
+//     giving the Host ([ParseHost]). The protocol is sniffed, not inferred
+//     from the port.
+//  2. Decide with [Decide] on the sandbox's current policy. Blocked,
+//     nameless and malformed connections are reset (RST, via SO_LINGER 0).
+//  3. Offer the allowed connection to the [Interceptor], if any (issue 5's
+//     TLS termination and HTTP pipeline plug in here).
+//  4. Otherwise resolve the NAME with [Config.Resolver] (never the address
+//     the client dialed: a forged SNI or Host cannot reach the address it
+//     was sent to), drop resolved addresses in [Config.Blocked], in the
+//     sandbox CIDR and in the policy's deny prefixes (no DNS rebinding into
+//     private or metadata ranges), dial the first that answers on the
+//     original destination port, replay the peeked bytes and splice both
+//     directions (splice(2) between TCP sockets) with half-close and an
+//     idle timeout.
+//
+// Every connection ends in exactly one [Event] passed to [Config.Events]:
+// blocked ones when they are reset, allowed ones when they close (with byte
+// counts and duration).
+//
+// [Proxy.Update] re-decides the open connections of the sandbox and cuts
+// those the new policy blocks; Unregister cuts them all.
+//
+// # Known limits of splicing
+//
+// Without interception the proxy sees only the first name: later requests
+// on a kept-alive HTTP connection, and the HTTP Host inside TLS, reach the
+// upstream it dialed for the first name, so a CDN serving both an allowed
+// and a denied name on the same address can be fronted. An Encrypted Client
+// Hello's outer SNI is what is matched (the inner name is hidden). Both need
+// the interceptor.
+package egress
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/declaw/declaw/internal/network"
+)
+
+// Defaults for the zero Config.
+const (
+	DefaultPeekTimeout = 10 * time.Second
+	DefaultDialTimeout = 10 * time.Second
+	DefaultIdleTimeout = 10 * time.Minute
+	DefaultMaxPeek     = 32 << 10
+)
+
+// Config configures a Proxy. The zero value is usable except that either
+// Resolver or DNSUpstream must be set.
+type Config struct {
+	// Listen is the TCP address Start binds, e.g. "0.0.0.0:15001". Zero
+	// means ":0" (a free port; read it from Start's result). The network
+	// package redirects to the slot's gateway address, so listen on all
+	// addresses (or on every gateway address).
+	Listen string
+	// Resolver resolves allowed names. Nil means a DNSResolver querying
+	// DNSUpstream through Dial.
+	Resolver Resolver
+	// DNSUpstream is the upstream DNS server (--dns-upstream), host:port.
+	DNSUpstream string
+	// Dial dials upstreams (with an IP literal address) and, for the
+	// default resolver, DNSUpstream. Nil means a net.Dialer.
+	Dial DialFunc
+	// Blocked are ranges never dialed whatever DNS answers. Nil means
+	// DefaultBlocked(); a non-nil empty slice blocks nothing (tests).
+	Blocked []netip.Prefix
+	// SandboxCIDR (--sandbox-cidr) is never dialed either.
+	SandboxCIDR netip.Prefix
+	// Ports are the original destination ports served; nil means 80 and 443.
+	Ports []uint16
+	// PeekTimeout bounds the wait for the ClientHello or request header,
+	// DialTimeout the upstream resolution and connect, and IdleTimeout a
+	// spliced connection with no bytes in either direction. Zero means the
+	// Default values.
+	PeekTimeout, DialTimeout, IdleTimeout time.Duration
+	// MaxPeek bounds the bytes read before a decision (ClientHello records
+	// or HTTP request header). Zero means DefaultMaxPeek.
+	MaxPeek int
+	// Interceptor, if set, is offered every allowed connection.
+	Interceptor Interceptor
+	// Events receives one Event per connection, synchronously from the
+	// connection's goroutine: it must not block for long.
+	Events func(Event)
+	// Logf logs operational errors; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Decision is an Event's outcome.
+type Decision string
+
+const (
+	DecisionAllow Decision = "allow" // allowed and forwarded (or intercepted)
+	DecisionBlock Decision = "block" // reset by policy, or unidentifiable
+	DecisionError Decision = "error" // allowed, but the upstream could not be reached
+)
+
+// Protocols of an Event.
+const (
+	ProtoTLS  = "tls"
+	ProtoHTTP = "http"
+)
+
+// Event is the audit record of one connection.
+type Event struct {
+	Time        time.Time      // accepted
+	SandboxID   string         // empty when the source is not registered
+	Proto       string         // ProtoTLS, ProtoHTTP, or empty before sniffing
+	Src         netip.AddrPort // the sandbox's address
+	Dst         netip.AddrPort // the original destination the sandbox dialed
+	Host        string         // SNI or Host, when read
+	Upstream    netip.AddrPort // the address dialed, when allowed
+	Decision    Decision
+	Rule        string // policy entry that decided, if any
+	Reason      string // why, user-safe
+	Intercepted bool   // handed to the Interceptor
+	BytesUp     int64  // sandbox -> upstream, peeked bytes included
+	BytesDown   int64  // upstream -> sandbox
+	Duration    time.Duration
+}
+
+// Interceptor is the seam for content inspection (issue 5: TLS termination
+// with the sandbox's CA and the HTTP stage pipeline). The proxy calls
+// Intercept for every connection the policy allowed, after the decision and
+// before any upstream dial, on the connection's goroutine.
+//
+// Intercept returns false, without having read from or written to c.Client,
+// to let the proxy splice the connection as usual. It returns true when it
+// served the connection: it then owns c.Client until it returns and must
+// have closed it. It must return when ctx is done (proxy Close, or a policy
+// update that blocks the name) or when c.Client is closed under it. It must
+// reach the upstream only through c.Dial, which applies the same address
+// checks as the splice path.
+type Interceptor interface {
+	Intercept(ctx context.Context, c *Conn) bool
+}
+
+// Conn is an allowed connection offered to an Interceptor.
+type Conn struct {
+	SandboxID string
+	Proto     string // ProtoTLS or ProtoHTTP
+	Src, Dst  netip.AddrPort
+	Host      string         // SNI or Host that was allowed
+	Rule      string         // the allowing rule
+	Policy    network.Parsed // the policy at decision time
+	// Client is the sandbox's connection; reads return the peeked bytes
+	// first. Closing it resets nothing: it closes normally.
+	Client net.Conn
+	// Dial resolves Host and connects to the first permitted address on
+	// Dst's port, as the splice path does.
+	Dial func(ctx context.Context) (net.Conn, error)
+}
+
+// Errors.
+var (
+	ErrClosed        = errors.New("egress proxy closed")
+	ErrRegistered    = errors.New("source address already registered")
+	ErrNotRegistered = errors.New("source address not registered")
+	ErrNoUpstream    = errors.New("no permitted upstream address")
+)

@@ -1,0 +1,121 @@
+package egress
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/declaw/declaw/internal/network"
+)
+
+// registry maps a sandbox's guest address to its identity and policy, and
+// tracks the sandbox's admitted connections so a policy change can cut them.
+type registry struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*entry // +checklocks:mu
+}
+
+type entry struct {
+	id       string
+	policy   network.Parsed         // +checklocks:registry.mu
+	sessions map[*session]struct{} // +checklocks:registry.mu
+}
+
+// Register associates guestIP with a sandbox and its policy. It fails with
+// ErrRegistered if guestIP is registered already.
+func (p *Proxy) Register(guestIP netip.Addr, sandboxID string, pol network.Parsed) error {
+	r := &p.reg
+	guestIP = guestIP.Unmap()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[netip.Addr]*entry)
+	}
+	if e, ok := r.m[guestIP]; ok {
+		return fmt.Errorf("register %s for sandbox %s: held by sandbox %s: %w", guestIP, sandboxID, e.id, ErrRegistered)
+	}
+	r.m[guestIP] = &entry{id: sandboxID, policy: pol, sessions: map[*session]struct{}{}}
+	return nil
+}
+
+// Update replaces guestIP's policy atomically: connections admitted after
+// Update returns are decided by pol, and open connections whose name pol
+// blocks are reset before it returns.
+func (p *Proxy) Update(guestIP netip.Addr, pol network.Parsed) error {
+	r := &p.reg
+	guestIP = guestIP.Unmap()
+	r.mu.Lock()
+	e, ok := r.m[guestIP]
+	if !ok {
+		r.mu.Unlock()
+		return fmt.Errorf("update %s: %w", guestIP, ErrNotRegistered)
+	}
+	e.policy = pol
+	var cut []*session
+	for s := range e.sessions {
+		if !Decide(pol, s.host).Allow {
+			cut = append(cut, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range cut {
+		s.kill("policy update blocks the name")
+	}
+	return nil
+}
+
+// Unregister forgets guestIP and resets its open connections. Unknown
+// addresses are ignored.
+func (p *Proxy) Unregister(guestIP netip.Addr) {
+	r := &p.reg
+	guestIP = guestIP.Unmap()
+	r.mu.Lock()
+	e, ok := r.m[guestIP]
+	delete(r.m, guestIP)
+	var cut []*session
+	if ok {
+		for s := range e.sessions {
+			cut = append(cut, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range cut {
+		s.kill("sandbox unregistered")
+	}
+}
+
+// lookup returns the sandbox id registered for src.
+func (r *registry) lookup(src netip.Addr) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[src]
+	if !ok {
+		return "", false
+	}
+	return e.id, true
+}
+
+// admit decides s.host on src's current policy and, if allowed, tracks s
+// under the entry, all under one lock so an Update cannot slip between.
+func (r *registry) admit(src netip.Addr, s *session) (id string, pol network.Parsed, v Verdict, known bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[src]
+	if !ok {
+		return "", network.Parsed{}, Verdict{Reason: "unknown source"}, false
+	}
+	v = Decide(e.policy, s.host)
+	if v.Allow {
+		e.sessions[s] = struct{}{}
+		s.entry = e
+	}
+	return e.id, e.policy, v, true
+}
+
+func (r *registry) release(s *session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.entry != nil {
+		delete(s.entry.sessions, s)
+	}
+}
