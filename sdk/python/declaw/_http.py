@@ -27,7 +27,7 @@ from .exceptions import SandboxException, TimeoutException, exception_for_status
 # Retry policy (module level so tests can shorten the waits).
 MAX_ATTEMPTS = 3
 BACKOFF_BASE = 0.5  # seconds; attempt n waits BACKOFF_BASE * (n + 1) plus jitter
-MAX_IN_PROGRESS_RETRIES = 10  # 409 idempotency_in_progress
+MAX_IN_PROGRESS_WAIT = 300.0  # seconds of 409 idempotency_in_progress polling before giving up
 MAX_RETRY_AFTER = 60.0
 POOL_MAXSIZE = 16
 READ_CHUNK = 64 * 1024
@@ -432,6 +432,7 @@ class HTTPClient:
 
         attempt = 0
         in_progress = 0
+        in_progress_deadline: Optional[float] = None
         while True:
             body_value = payload() if callable(payload) else payload
             try:
@@ -460,11 +461,18 @@ class HTTPClient:
             # Error answers are always read fully by _wrap.
             err_body = _decode_error_body(resp.content or b"")
             code = err_body.get("code") if isinstance(err_body, dict) else None
-            if resp.status == 409 and code == "idempotency_in_progress" and in_progress < MAX_IN_PROGRESS_RETRIES:
-                in_progress += 1
-                wait = _retry_after_seconds(resp.headers)
-                time.sleep(min(MAX_RETRY_AFTER, wait if wait is not None else BACKOFF_BASE * in_progress))
-                continue
+            if resp.status == 409 and code == "idempotency_in_progress":
+                # The same logical request is still being served (e.g. a create
+                # whose first attempt timed out on our side): poll until done.
+                now = time.monotonic()
+                if in_progress_deadline is None:
+                    in_progress_deadline = now + MAX_IN_PROGRESS_WAIT
+                if now < in_progress_deadline:
+                    in_progress += 1
+                    wait = _retry_after_seconds(resp.headers)
+                    wait = wait if wait is not None else min(5.0, BACKOFF_BASE * in_progress)
+                    time.sleep(max(0.0, min(MAX_RETRY_AFTER, wait, in_progress_deadline - now)))
+                    continue
             if resp.status >= 500 and retry and attempt + 1 < MAX_ATTEMPTS:
                 attempt += 1
                 _backoff(attempt - 1)

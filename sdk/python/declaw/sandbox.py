@@ -23,6 +23,9 @@ __all__ = ["Sandbox", "SandboxQuery", "DEFAULT_TEMPLATE", "DEFAULT_SANDBOX_TIMEO
 
 DEFAULT_TEMPLATE = "base"
 DEFAULT_SANDBOX_TIMEOUT = 300
+#: Default HTTP timeout of a create: the first use of a template builds it,
+#: which can take minutes (pass request_timeout= to create to override).
+CREATE_REQUEST_TIMEOUT = 300.0
 MCP_PORT = 50005
 _STATES = ("live", "running", "paused", "creating", "killed")
 
@@ -232,13 +235,28 @@ class Sandbox:
             security: ``SecurityPolicy`` (sent as ``{"policy_json": ...}``);
                 its ``network`` is used when ``network`` is not given.
             lifecycle: ``{"on_timeout": "kill"|"pause", "auto_resume": bool}``.
+            request_timeout: HTTP timeout of this call and of the sandbox's
+                later calls (default 30 s; the create itself waits at least
+                ``CREATE_REQUEST_TIMEOUT`` = 300 s unless this is given, since
+                the first use of a template builds it).
+
+        The request carries an ``Idempotency-Key``; retries after timeouts
+        or 5xx reuse it, so one call never creates two sandboxes.
         """
         cfg = _config(api_key, domain, request_timeout)
         body = cls._create_body(
             template, timeout, metadata, envs, secure, allow_internet_access, network, security, lifecycle
         )
         http = HTTPClient(cfg)
-        resp = http.request("POST", "/sandboxes", json=body, idempotency_key=new_idempotency_key())
+        if request_timeout is not None:
+            create_timeout = cfg.request_timeout
+        elif cfg.request_timeout is None:
+            create_timeout = None
+        else:
+            create_timeout = max(cfg.request_timeout, CREATE_REQUEST_TIMEOUT)
+        resp = http.request(
+            "POST", "/sandboxes", json=body, idempotency_key=new_idempotency_key(), timeout=create_timeout
+        )
         data = resp.json() or {}
         sandbox_id = data.get("sandbox_id")
         if not sandbox_id:

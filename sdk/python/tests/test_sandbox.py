@@ -158,6 +158,42 @@ class CreateTest(FakeServerTest):
         self.assertEqual(len(self.reqs), 2)
         self.assertEqual(self.reqs[0].headers["idempotency-key"], self.reqs[1].headers["idempotency-key"])
 
+    def test_create_read_timeout_resends_same_key_then_polls(self):
+        from declaw import _http, sandbox as sbxmod
+
+        old = sbxmod.CREATE_REQUEST_TIMEOUT
+        sbxmod.CREATE_REQUEST_TIMEOUT = 0.3
+        try:
+            self.fake.route(
+                "POST",
+                "/sandboxes",
+                [Reply(201, json={"sandbox_id": "sbx-late"}, delay=0.6),  # client gives up on this one
+                 Reply(409, json={"message": "in progress", "code": "idempotency_in_progress"}, headers={"Retry-After": "0.2"}),
+                 Reply(409, json={"message": "in progress", "code": "idempotency_in_progress"}),
+                 Reply(201, json={"sandbox_id": "sbx-late"})],
+            )
+            sbx = Sandbox.create(**self.kw(request_timeout=0.1))  # explicit: used as is
+            self.assertEqual(sbx.sandbox_id, "sbx-late")
+        finally:
+            sbxmod.CREATE_REQUEST_TIMEOUT = old
+        self.assertEqual(len(self.reqs), 4)
+        self.assertEqual(len({r.headers["idempotency-key"] for r in self.reqs}), 1)
+
+    def test_create_default_timeout_is_long(self):
+        from declaw import connection_config, sandbox as sbxmod
+
+        old = sbxmod.CREATE_REQUEST_TIMEOUT, connection_config.DEFAULT_REQUEST_TIMEOUT
+        sbxmod.CREATE_REQUEST_TIMEOUT, connection_config.DEFAULT_REQUEST_TIMEOUT = 2.0, 0.2
+        try:
+            self.fake.route("POST", "/sandboxes", Reply(201, json={"sandbox_id": "sbx-slow"}, delay=0.5))
+            # the default request timeout (0.2 s here) is raised to CREATE_REQUEST_TIMEOUT for create only
+            sbx = Sandbox.create(**self.kw())
+            self.assertEqual(sbx.sandbox_id, "sbx-slow")
+            self.assertEqual(sbx.connection_config.request_timeout, 0.2)
+        finally:
+            sbxmod.CREATE_REQUEST_TIMEOUT, connection_config.DEFAULT_REQUEST_TIMEOUT = old
+        self.assertEqual(len(self.reqs), 1)
+
     def test_other_409_not_retried(self):
         self.fake.route("POST", "/sandboxes", Reply(409, json={"message": "not ready", "code": "template_not_ready"}))
         with self.assertRaises(TemplateException) as cm:
