@@ -38,7 +38,9 @@ type Config struct {
 	// Prefix names everything the Manager owns: netns "<Prefix>-s<i>",
 	// host veth "<Prefix>h<i>", nftables table "<Prefix>". Lower-case
 	// letters and digits, starting with a letter. Zero means DefaultPrefix.
-	// Two Managers must never share a prefix: New deletes its leftovers.
+	// Two Managers must never share a prefix (New deletes its leftovers),
+	// and no prefix may start with another's prefix followed by "h" (the
+	// table matches host ends by name prefix).
 	Prefix string
 	// PoolSize is the number of ready slots kept. Zero means
 	// DefaultPoolSize; negative keeps none.
@@ -478,6 +480,10 @@ func (m *Manager) createSlot(ctx context.Context, idx int) (_ *Slot, err error) 
 	hostLink, err := m.host.LinkByName(s.HostIf)
 	if err != nil {
 		return nil, fmt.Errorf("find %s: %w", s.HostIf, err)
+	}
+	// No IPv6 on the host end either (the table drops it anyway).
+	if err := writeSysctl(m.hostNS, "net.ipv6.conf."+s.HostIf+".disable_ipv6", "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
 	}
 	if err := m.host.AddrAdd(hostLink, &netlink.Addr{IPNet: ipNet(s.HostIP, slotBits)}); err != nil {
 		return nil, fmt.Errorf("address %s: %w", s.HostIf, err)

@@ -378,3 +378,93 @@ func slotFlows(t *testing.T, n *testNet, s *Slot, dst netip.Addr) []string {
 	}
 	return out
 }
+
+// TestIPv6Dropped plays a sandbox root that switches IPv6 back on in its
+// slot, on a host that forwards IPv6 and has IPv6 on the slot's host end:
+// the table must still drop everything.
+func TestIPv6Dropped(t *testing.T) {
+	n := newTestNet(t)
+	uh, err := netlink.NewHandleAt(n.up)
+	must(t, err)
+	defer uh.Close()
+	hh, err := netlink.NewHandleAt(n.host)
+	must(t, err)
+	defer hh.Close()
+	addr6 := func(h *netlink.Handle, ifname, cidr string) {
+		t.Helper()
+		l, err := h.LinkByName(ifname)
+		must(t, err)
+		a := mustAddr(cidr)
+		a.Flags = unix.IFA_F_NODAD
+		must(t, h.AddrAdd(l, a))
+	}
+	addr6(uh, "up0", "2001:db8::1/64")
+	addr6(hh, "eth0", "2001:db8::2/64")
+	must(t, writeSysctl(n.host, "net.ipv6.conf.all.forwarding", "1"))
+	eth0, err := hh.LinkByName("eth0")
+	must(t, err)
+	must(t, hh.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: mustPrefixNet("::/0"), Gw: net.ParseIP("2001:db8::1")}))
+	up0, err := uh.LinkByName("up0")
+	must(t, err)
+	// The uplink routes the slots' IPv6 range back (there is no IPv6 NAT).
+	must(t, uh.RouteAdd(&netlink.Route{LinkIndex: up0.Attrs().Index, Dst: mustPrefixNet("2001:db8:5::/64"), Gw: net.ParseIP("2001:db8::2")}))
+	up6 := netip.MustParseAddrPort("[2001:db8::1]:7")
+	listenInNS(t, n.upPath, "tcp6", up6.String())
+	if c, err := dialTCP6(t, n.hostPath, up6, 3*time.Second); err != nil {
+		t.Fatalf("control: TCP from test-host to %s: %v", up6, err)
+	} else {
+		c.Close()
+	}
+
+	m := newTestManager(t, n, -1)
+	s := acquire(t, m)
+	apply(t, m, s, Policy{AllowOut: []string{"*", "::/0"}})
+	must(t, writeSysctl(m.hostNS, "net.ipv6.conf."+s.HostIf+".disable_ipv6", "0"))
+	addr6(hh, s.HostIf, "2001:db8:5::1/64")
+	sns := mustNS(t, s.NetNSPath)
+	for _, key := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.eth0.disable_ipv6"} {
+		must(t, writeSysctl(sns, key, "0"))
+	}
+	gh, err := netlink.NewHandleAt(sns)
+	must(t, err)
+	defer gh.Close()
+	addr6(gh, "eth0", "2001:db8:5::2/64")
+	geth, err := gh.LinkByName("eth0")
+	must(t, err)
+	must(t, gh.RouteAdd(&netlink.Route{LinkIndex: geth.Attrs().Index, Dst: mustPrefixNet("::/0"), Gw: net.ParseIP("2001:db8:5::1")}))
+
+	// Static neighbours: the input chain drops neighbour discovery from
+	// the slot, which would hide what the forward chain does.
+	hostEnd, err := hh.LinkByName(s.HostIf)
+	must(t, err)
+	must(t, gh.NeighAdd(&netlink.Neigh{LinkIndex: geth.Attrs().Index, State: netlink.NUD_PERMANENT,
+		IP: net.ParseIP("2001:db8:5::1"), HardwareAddr: hostEnd.Attrs().HardwareAddr}))
+	must(t, hh.NeighAdd(&netlink.Neigh{LinkIndex: hostEnd.Attrs().Index, State: netlink.NUD_PERMANENT,
+		IP: net.ParseIP("2001:db8:5::2"), HardwareAddr: geth.Attrs().HardwareAddr}))
+
+	for _, dst := range []netip.AddrPort{up6, netip.MustParseAddrPort("[2001:db8:5::1]:2222")} {
+		c, err := dialTCP6(t, s.NetNSPath, dst, dropWait)
+		if err == nil {
+			c.Close()
+			t.Errorf("IPv6 TCP from slot to %s succeeded, want dropped", dst)
+		} else if !isTimeout(err) {
+			t.Errorf("IPv6 TCP from slot to %s: %v, want timeout", dst, err)
+		}
+	}
+}
+
+func dialTCP6(t testing.TB, nsPath string, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	var err error
+	inNS(t, nsPath, func() { c, err = net.DialTimeout("tcp6", dst.String(), timeout) })
+	return c, err
+}
+
+func mustPrefixNet(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
