@@ -864,3 +864,22 @@ func TestFilesOps(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamSlowReaderDoesNotBlock(t *testing.T) {
+	testenv.RequireRoot(t)
+	c := newTestServer(t, process.Config{OutputLimit: 1 << 20})
+	resp, err := http.DefaultClient.Do(c.request(t.Context(), "POST", "/commands/stream",
+		strings.NewReader(`{"cmd":"yes 0123456789abcdef | head -c 52428800; echo done >&2"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pid int
+	readSSE(t, resp.Body, func(ev sseEvent) bool { pid = ev.data.Pid; return false })
+	// Nobody reads the stream any more; the command must still finish.
+	var res envdapi.CommandResult
+	c.mustDo(http.StatusOK, "GET", fmt.Sprintf("/commands/%d/wait?timeout=60", pid), nil, &res)
+	if res.ExitCode != 0 || res.Stderr != "done\n" {
+		t.Errorf("wait for the streamed command = exit %d stderr %q", res.ExitCode, res.Stderr)
+	}
+}
