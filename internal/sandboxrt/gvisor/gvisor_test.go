@@ -302,7 +302,10 @@ func leaks(stateDir, id string) []string {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if slices.Contains(args, "--root="+root) && slices.Contains(args, id) {
+		// runsc run and the sandbox name the id; the gofer only its bundle.
+		bundle := filepath.Join(stateDir, "bundles", id)
+		ours := slices.ContainsFunc(args, func(a string) bool { return a == id || strings.HasSuffix(a, bundle) })
+		if slices.Contains(args, "--root="+root) && ours {
 			out = append(out, "process "+filepath.Base(filepath.Dir(p))+": "+strings.Join(args, " "))
 		}
 	}
