@@ -79,8 +79,8 @@ var defaultBlocked = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),
 	netip.MustParsePrefix("::/128"),
 	netip.MustParsePrefix("::1/128"),
-	netip.MustParsePrefix("::/96"),         // IPv4-compatible (deprecated)
-	netip.MustParsePrefix("64:ff9b::/96"),  // NAT64: could reach any IPv4 behind it
+	netip.MustParsePrefix("::/96"),        // IPv4-compatible (deprecated)
+	netip.MustParsePrefix("64:ff9b::/96"), // NAT64: could reach any IPv4 behind it
 	netip.MustParsePrefix("64:ff9b:1::/48"),
 	netip.MustParsePrefix("100::/64"), // discard
 	netip.MustParsePrefix("fc00::/7"),

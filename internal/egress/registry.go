@@ -17,7 +17,7 @@ type registry struct {
 
 type entry struct {
 	id       string
-	policy   network.Parsed         // +checklocks:registry.mu
+	policy   network.Parsed        // +checklocks:registry.mu
 	sessions map[*session]struct{} // +checklocks:registry.mu
 }
 
