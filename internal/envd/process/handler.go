@@ -92,19 +92,36 @@ func (h *Handler) Running() bool {
 	return !h.exited
 }
 
-// readLoop copies one output pipe into the log until EOF. After the result
-// is final the log drops further data, but the pipe is still drained so
-// a lingering grandchild that inherited it never blocks on a full pipe.
+// readLoop copies one output pipe into the log until EOF. Once the result
+// is final the pipe is still drained (without holding on to h), so that a
+// lingering grandchild that inherited it never blocks on a full pipe.
 func (h *Handler) readLoop(f *os.File, s Stream, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer f.Close()
+	if copyOutput(h.log, f, s) {
+		drain(f)
+	}
+}
+
+// copyOutput appends what it reads from f to log. It reports true if the
+// log was closed before f ended.
+func copyOutput(log *Log, f *os.File, s Stream) bool {
 	buf := make([]byte, readChunk)
 	for {
 		n, err := f.Read(buf)
-		if n > 0 {
-			h.log.Append(s, append([]byte(nil), buf[:n]...))
+		if n > 0 && !log.Append(s, append([]byte(nil), buf[:n]...)) {
+			return true
 		}
 		if err != nil {
+			return false
+		}
+	}
+}
+
+func drain(f *os.File) {
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Read(buf); err != nil {
 			return
 		}
 	}

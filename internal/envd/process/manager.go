@@ -357,6 +357,12 @@ func (m *Manager) removeLocked(h *Handler) {
 	if m.procs[h.pid] == h {
 		delete(m.procs, h.pid)
 	}
+	// Stop the expiry timer, whose closure would keep h and its output alive.
+	h.mu.Lock()
+	if h.expire != nil {
+		h.expire.Stop()
+	}
+	h.mu.Unlock()
 	if i := slices.Index(m.done, h); i >= 0 {
 		m.done = slices.Delete(m.done, i, i+1)
 	}

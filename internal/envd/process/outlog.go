@@ -65,15 +65,16 @@ func NewLog(limit int) *Log {
 }
 
 // Append records data read from stream s. It copies nothing: the caller
-// must not reuse data. Appends after Close are dropped.
-func (l *Log) Append(s Stream, data []byte) {
-	if len(data) == 0 || s >= numStreams {
-		return
-	}
+// must not reuse data. Appends after Close are dropped: Append reports
+// false then.
+func (l *Log) Append(s Stream, data []byte) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return
+		return false
+	}
+	if len(data) == 0 || s >= numStreams {
+		return true
 	}
 	l.lastID++
 	sl := &l.streams[s]
@@ -83,6 +84,7 @@ func (l *Log) Append(s Stream, data []byte) {
 	sl.trim(l.limit)
 	close(l.changed)
 	l.changed = make(chan struct{})
+	return true
 }
 
 // trim drops the oldest bytes until at most limit remain.

@@ -118,7 +118,9 @@ func TestLogFollow(t *testing.T) {
 		l.Append(Stdout, []byte(s))
 	}
 	l.Close()
-	l.Append(Stdout, []byte("after close"))
+	if l.Append(Stdout, []byte("after close")) {
+		t.Error("Append after Close = true, want false")
+	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
