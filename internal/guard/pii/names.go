@@ -6,7 +6,7 @@ import "regexp"
 // these are trigger-phrase and shape patterns with modest scores; they run
 // only when asked for.
 var (
-	nameRe = regexp.MustCompile(`(?:\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam)\.?[ \t]+|\b(?:[Mm]y name is|[Nn]ame:|[Nn]amed|[Cc]alled|[Dd]ear|[Ss]incerely,?|[Rr]egards,?|[Tt]hanks,|[Ff]rom:|[Cc]ontact:?|[Aa]ttn:?)[ \t\n]+)(\p{Lu}[\p{Ll}'\-]+(?:[ \t]+\p{Lu}\.?)?(?:[ \t]+\p{Lu}[\p{Ll}'\-]+){0,2})`)
+	nameRe = regexp.MustCompile(`(?:\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam)\.?|\b(?:[Mm]y name is|[Nn]ame:|[Nn]amed|[Cc]alled|[Dd]ear|[Ss]incerely,?|[Rr]egards,?|[Tt]hanks,|[Ff]rom:|[Cc]ontact:?|[Aa]ttn:?))[ \t\n]+(?:(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?[ \t]+)?(\p{Lu}[\p{Ll}'\-]+(?:[ \t]+(?:\p{Lu}\.?[ \t]+)?\p{Lu}[\p{Ll}'\-]+){0,2})`)
 	// Honorific-free "First Last" pairs are left alone: too many false
 	// positives in prose (place names, titles, sentence starts).
 	addrRe = regexp.MustCompile(`\b\d{1,6}[ \t]+(?:\p{Lu}[\p{L}'.\-]*[ \t]+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Square|Sq|Terrace|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Trail|Alley|Row|Close|Crescent|Gardens|Plaza|Strasse|Straße|Weg|Allee|Rue|Via|Calle|Katu|Gatan|Vej)\b\.?(?:,?[ \t]+(?:Apt|Apartment|Suite|Ste|Unit|Flat|#)\.?[ \t]*[\w\-]+)?`)
