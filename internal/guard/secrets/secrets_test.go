@@ -55,16 +55,16 @@ func TestScanNegatives(t *testing.T) {
 	for _, in := range []string{
 		"the task-based risk-aware desk-bound plan",
 		"sk-proj-" + strings.Repeat("a", 64),    // below the entropy floor
-		"AKIAIOSFODNN7EXAMPLE",                   // AWS documentation key
-		"api_key=${OPENAI_API_KEY}",              // placeholder
-		"API_KEY=<your-api-key-here>",            // placeholder
-		"token: process.env.GITHUB_TOKEN",        // reference, not a value
-		`"max_tokens": 1024`,                     // short numeric value
-		"password = changeme123",                 // placeholder
-		"secret: xxxxxxxxxxxxxxxx",               // placeholder
-		"key == value12345678",                   // comparison, not assignment
-		"see https://example.com/token:abc",      // URL
-		"Bearer token",                           // scheme word only
+		"AKIAIOSFODNN7EXAMPLE",                  // AWS documentation key
+		"api_key=${OPENAI_API_KEY}",             // placeholder
+		"API_KEY=<your-api-key-here>",           // placeholder
+		"token: process.env.GITHUB_TOKEN",       // reference, not a value
+		`"max_tokens": 1024`,                    // short numeric value
+		"password = changeme123",                // placeholder
+		"secret: xxxxxxxxxxxxxxxx",              // placeholder
+		"key == value12345678",                  // comparison, not assignment
+		"see https://example.com/token:abc",     // URL
+		"Bearer token",                          // scheme word only
 		"eyJhbGciOiJIUzI1NiJ9 is only a header", // one JWT segment
 		"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----",
 	} {
