@@ -27,7 +27,11 @@ func parseSeconds(secs float64) (time.Duration, error) {
 	if secs >= maxTimeout.Seconds() {
 		return maxTimeout, nil
 	}
-	return time.Duration(secs * float64(time.Second)), nil
+	d := time.Duration(secs * float64(time.Second))
+	if d == 0 && secs > 0 {
+		d = 1 // a tiny timeout is not "none"
+	}
+	return d, nil
 }
 
 // lookupUser returns the named user, root if name is empty.

@@ -105,6 +105,10 @@ func treeOf(procs []procStat, root, exclude int) []int {
 // that was not reaped yet, so its pid and pgid cannot have been reused.
 // The tree is stopped first so it cannot fork new members between the
 // walk and the kill, then walked again and killed.
+//
+// Limitation: a process that left both the session and the process group
+// (setsid) and whose parent already exited (a daemon's double fork) has
+// been reparented to envd and carries no trace of its origin; it survives.
 func killTree(root int) {
 	self := os.Getpid()
 	_ = syscall.Kill(-root, syscall.SIGSTOP)

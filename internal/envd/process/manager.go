@@ -168,6 +168,8 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		sys.Credential = cred
 	}
 	shell := Shell()
+	// Not a login shell (-l): /etc/profile would reset PATH and others
+	// after we built the environment, so request envs could not win.
 	argv := []string{shell, "-c", spec.Cmd}
 	if spec.Cmd == "" {
 		argv = []string{shell, "-i"} // an interactive shell on the pty
