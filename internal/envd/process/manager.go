@@ -181,7 +181,7 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 	})
 	if err != nil {
 		sio.closeParentEnds()
-		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.E2BIG) {
 			return nil, fmt.Errorf("%w: start %q as %s in %q: %v", ErrBadRequest, spec.Cmd, spec.User.Name, spec.Dir, err)
 		}
 		return nil, fmt.Errorf("start %q as %s: %w", spec.Cmd, spec.User.Name, err)

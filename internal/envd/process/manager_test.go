@@ -88,6 +88,7 @@ func TestBadSpec(t *testing.T) {
 		{Cmd: "true", User: u, Dir: file},
 		{Cmd: "true\x00", User: u, Dir: u.Home},
 		{Cmd: "true", Dir: u.Home},
+		{Cmd: "echo " + strings.Repeat("x", 1<<20), User: u, Dir: u.Home}, // over execve's per-argument limit
 	} {
 		if _, err := m.Start(spec); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("Start(%+v) error = %v, want ErrBadRequest", spec, err)
