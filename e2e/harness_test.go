@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,7 +80,11 @@ func (s *server) start(extraArgs ...string) {
 	t := s.t
 	args := append([]string{"server", "--listen", "127.0.0.1:8080", "--state-dir", s.stateDir, "--api-key", s.key,
 		"--net-prefix", s.prefix, "--envd", s.envd, "--slot-pool", "2"}, extraArgs...)
-	cmd := s.net.Command(context.Background(), s.declaw, args...)
+	// Not n.Command: its cleanup would SIGKILL the server before stop
+	// could shut it down gracefully (and check what it left behind).
+	cmd := s.net.Host.Command(context.Background(), s.declaw, args...)
+	lw := &lineLogger{t: t}
+	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.Env = append(os.Environ(), "DECLAW_E2E_HOST_CANARY=host-secret-"+randHex(4))
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start declaw server: %v", err)
@@ -106,6 +111,32 @@ func (s *server) start(extraArgs ...string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// lineLogger sends whole lines to t.Log while the test runs.
+type lineLogger struct {
+	t   testing.TB
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(l.buf[:i])
+		l.buf = l.buf[i+1:]
+		func() {
+			defer func() { recover() }() // t.Log after the test ended panics
+			l.t.Log("declaw: " + line)
+		}()
+	}
+	return len(p), nil
 }
 
 // stop shuts the server down gracefully and asserts it left nothing behind.

@@ -201,7 +201,9 @@ func TestCommands(t *testing.T) {
 	if !hasPid(procs, bg.Pid) {
 		t.Fatalf("background pid %d not listed: %v", bg.Pid, procs)
 	}
-	s.must(200, "POST", fmt.Sprintf("/sandboxes/%s/commands/%d/stdin", id, bg.Pid), map[string]any{"data": "hello\n"}, nil)
+	if code, b := s.do("POST", fmt.Sprintf("/sandboxes/%s/commands/%d/stdin", id, bg.Pid), map[string]any{"data": "hello\n"}); code/100 != 2 {
+		t.Fatalf("send stdin: %d %s", code, b)
+	}
 	var waited cmdResult
 	s.must(200, "GET", fmt.Sprintf("/sandboxes/%s/commands/%d/wait", id, bg.Pid), nil, &waited)
 	if waited.ExitCode != 7 || waited.Stdout != "got:hello\n" {
@@ -369,7 +371,8 @@ func TestFiles(t *testing.T) {
 	}
 	// Files written as user belong to user.
 	s.must(200, "POST", base+"/files", map[string]any{"path": "/home/user/u.txt", "data": "u", "username": "user"}, nil)
-	if res := s.run(id, "stat -c %U /home/user/u.txt"); res.Stdout != "user\n" {
+	if res := s.run(id, `python3 -c 'import os,pwd; print(pwd.getpwuid(os.stat("/home/user/u.txt").st_uid).pw_name)'`); res.Stdout != "user\n" {
+		t.Logf("stat: %+v", res)
 		t.Fatalf("owner of file written as user: %q", res.Stdout)
 	}
 }

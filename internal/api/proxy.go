@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -36,6 +37,11 @@ func newEnvdProxy(s *Server) *envdProxy {
 			pr.Out.Header.Set(envdapi.AccessTokenHeader, t.token)
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				s.writeError(w, r, err)
+				return
+			}
 			s.logf("api: forward %s %s to envd: %v", r.Method, r.URL.Path, err)
 			if r.Context().Err() != nil {
 				return // the client went away
@@ -63,6 +69,10 @@ func (p *envdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !isRawUpload(r) {
+		if r.ContentLength > MaxJSONBody {
+			p.s.writeError(w, r, &http.MaxBytesError{Limit: MaxJSONBody})
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxJSONBody)
 	}
 	ctx := contextWith(r, proxyTarget{scheme: t.BaseURL.Scheme, host: t.BaseURL.Host, path: rest, token: t.Token})
