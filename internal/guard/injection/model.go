@@ -151,39 +151,73 @@ const (
 )
 
 // Prob returns the model's probability that s is an injection: the
-// maximum over windows of `window` bytes taken every `stride` bytes.
+// maximum over windows of `window` bytes taken every `stride` bytes. It
+// walks the text once, summing weights per stride-sized block; a window is
+// two adjacent blocks.
 func (m *Model) Prob(s string) float64 {
 	if m == nil || len(m.Weights) == 0 {
 		return 0
 	}
-	if len(s) <= window {
-		sum, cnt := 0.0, 0
-		Features(s, func(_ int, h uint32) {
-			sum += float64(m.Weights[h])
-			cnt++
-		})
-		return m.logit(sum, cnt)
+	nb := len(s)/stride + 1
+	var small, smallc [3]int32
+	var sums, cnts []int32
+	if nb <= len(small) {
+		sums, cnts = small[:nb], smallc[:nb]
+	} else {
+		sums, cnts = make([]int32, nb), make([]int32, nb)
 	}
-	// Per-window sums from one pass: each n-gram is added to the windows
-	// containing its end position.
-	nw := (len(s)-window+stride-1)/stride + 1
-	sums := make([]float64, nw)
-	cnts := make([]int, nw)
-	Features(s, func(end int, h uint32) {
-		w := float64(m.Weights[h])
-		// windows k with k*stride <= end < k*stride+window
-		hi := end / stride
-		if hi >= nw {
-			hi = nw - 1
+	w := m.Weights[:1<<HashBits]
+	// v holds the last bytes (newest lowest); n-grams of 3, 4 and 5 bytes
+	// end at every position once at least that many bytes were seen.
+	v := uint64(' ')
+	filled := 1
+	space := true
+	for i := 0; i <= len(s); i++ {
+		var c byte
+		if i == len(s) {
+			if space {
+				break
+			}
+			c = ' '
+		} else {
+			c = lowerASCII(s[i])
+			if c == ' ' || c == '\n' || c == '\t' || c == '\r' {
+				if space {
+					continue
+				}
+				c = ' '
+				space = true
+			} else {
+				space = false
+			}
 		}
-		for k := hi; k >= 0 && end < k*stride+window; k-- {
-			sums[k] += w
-			cnts[k]++
+		v = v<<8 | uint64(c)
+		filled++
+		b := i / stride
+		if filled >= 5 {
+			sums[b] += int32(w[((v&0xffffff|3<<56)*0x9E3779B97F4A7C15)>>(64-HashBits)]) +
+				int32(w[((v&0xffffffff|4<<56)*0x9E3779B97F4A7C15)>>(64-HashBits)]) +
+				int32(w[((v&0xffffffffff|5<<56)*0x9E3779B97F4A7C15)>>(64-HashBits)])
+			cnts[b] += 3
+			continue
 		}
-	})
+		for n := NGramMin; n <= filled; n++ {
+			x := v&(1<<(8*uint(n))-1) | uint64(n)<<56
+			sums[b] += int32(w[(x*0x9E3779B97F4A7C15)>>(64-HashBits)])
+			cnts[b]++
+		}
+	}
+	if nb <= window/stride {
+		var sum, cnt int32
+		for k := range sums {
+			sum += sums[k]
+			cnt += cnts[k]
+		}
+		return m.logit(float64(sum), int(cnt))
+	}
 	best := 0.0
-	for k := range sums {
-		if p := m.logit(sums[k], cnts[k]); p > best {
+	for k := 0; k+1 < nb; k++ {
+		if p := m.logit(float64(sums[k]+sums[k+1]), int(cnts[k]+cnts[k+1])); p > best {
 			best = p
 		}
 	}

@@ -82,50 +82,62 @@ func Normalize(s string) Normalized {
 // minEncoded is the shortest encoded run worth decoding.
 const minEncoded = 16
 
-func b64Char(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '-' || c == '_'
-}
+// encClass marks base64 (1) and hex (2) alphabet bytes.
+var encClass = func() (t [256]uint8) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_" {
+		t[c] |= 1
+	}
+	for _, c := range "0123456789abcdefABCDEF" {
+		t[c] |= 2
+	}
+	return t
+}()
 
-func hexChar(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
+func b64Char(c byte) bool { return encClass[c]&1 != 0 }
+func hexChar(c byte) bool { return encClass[c]&2 != 0 }
 
 // maxPayloads bounds the decoded payloads kept per text.
 const maxPayloads = 16
 
 func decodePayloads(s string) []Decoded {
 	var out []Decoded
-	for i := 0; i < len(s) && len(out) < maxPayloads; {
-		c := s[i]
-		if c == '%' && i+2 < len(s) && hexChar(s[i+1]) && hexChar(s[i+2]) {
-			j := i
-			esc := 0
-			for j < len(s) && s[j] > ' ' && s[j] != '"' {
-				if s[j] == '%' && j+2 < len(s) && hexChar(s[j+1]) && hexChar(s[j+2]) {
-					esc++
-					j += 3
-					continue
-				}
-				j++
-			}
-			if esc >= 3 {
-				if d, err := url.QueryUnescape(s[i:j]); err == nil && printable(d) {
-					out = append(out, Decoded{Encoding: "percent", Text: d})
-				}
-			}
-			i = j
+	// Percent-encoding: whitespace-delimited tokens with 3+ escapes.
+	for rest := s; len(rest) > 0 && len(out) < maxPayloads; {
+		k := strings.IndexByte(rest, '%')
+		if k < 0 {
+			break
+		}
+		a := strings.LastIndexAny(rest[:k], " \t\n\"'") + 1
+		e := k
+		for e < len(rest) && rest[e] > ' ' && rest[e] != '"' && rest[e] != '\'' {
+			e++
+		}
+		tok := rest[a:e]
+		rest = rest[e:]
+		if strings.Count(tok, "%") < 3 {
 			continue
 		}
+		if d, err := url.QueryUnescape(tok); err == nil && d != tok && printable(d) {
+			out = append(out, Decoded{Encoding: "percent", Text: d})
+		}
+	}
+	for i := 0; i < len(s) && len(out) < maxPayloads; {
+		c := s[i]
 		if !b64Char(c) {
 			i++
 			continue
 		}
 		j := i
-		allHex := true
-		for j < len(s) && b64Char(s[j]) {
-			allHex = allHex && hexChar(s[j])
+		cls := uint8(3)
+		for j < len(s) {
+			e := encClass[s[j]]
+			if e == 0 {
+				break
+			}
+			cls &= e
 			j++
 		}
+		allHex := cls&2 != 0
 		k := j
 		for k < len(s) && k-j < 2 && s[k] == '=' {
 			k++
