@@ -246,3 +246,29 @@ func BenchmarkAcquire(b *testing.B) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// BenchmarkApply measures replacing a slot's policy (one nftables batch
+// plus the conntrack sweep), alternating between two policies.
+func BenchmarkApply(b *testing.B) {
+	n := newTestNet(b)
+	m, err := New(b.Context(), Config{Prefix: testPrefix(b), PoolSize: -1, HostNetNS: n.hostPath})
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	b.Cleanup(func() { m.Close(context.Background()) })
+	s, err := m.Acquire(b.Context())
+	if err != nil {
+		b.Fatalf("Acquire: %v", err)
+	}
+	policies := []Policy{
+		{DenyOut: []string{"*"}, AllowOut: []string{"198.51.100.0/24", "203.0.113.7", "example.com"}},
+		{DenyOut: []string{"10.0.0.0/8", "192.168.0.0/16"}},
+	}
+	i := 0
+	for b.Loop() {
+		if err := m.Apply(b.Context(), s, policies[i%2]); err != nil {
+			b.Fatalf("Apply: %v", err)
+		}
+		i++
+	}
+}

@@ -77,6 +77,8 @@ type Manager struct {
 	taken map[int]bool // ready, in use, being created or deleted
 	// +checklocks:mu
 	creating int // refill creations in flight
+	// +checklocks:mu
+	applied map[int]bool // in-use slots that had a policy applied
 }
 
 // New sets up host forwarding and the table in the host namespace, after
@@ -107,6 +109,7 @@ func New(ctx context.Context, cfg Config) (m *Manager, err error) {
 		refill:   make(chan struct{}, 1),
 		inUse:    map[int]*Slot{},
 		taken:    map[int]bool{},
+		applied:  map[int]bool{},
 	}
 	defer func() {
 		if err != nil {
@@ -263,6 +266,7 @@ func (m *Manager) Release(ctx context.Context, s *Slot) error {
 		return fmt.Errorf("release slot %d: %w", s.Index, ErrUnknownSlot)
 	}
 	delete(m.inUse, s.Index)
+	delete(m.applied, s.Index)
 	m.workers.Add(1) // Close waits for this deletion before dropping the table
 	m.mu.Unlock()
 	defer m.workers.Done()
@@ -279,7 +283,8 @@ func (m *Manager) Release(ctx context.Context, s *Slot) error {
 
 // Apply makes p the slot's policy: the slot's policy chain, nat chain and
 // prefix sets are replaced in one atomic batch, then the slot's tracked
-// connections to destinations p denies are deleted, so established flows
+// connections to destinations p denies are deleted (with the forward
+// chain dropping their packets already, this forgets their NAT state), so established flows
 // are cut too. Apply is desired state: calling it again replaces everything.
 func (m *Manager) Apply(ctx context.Context, s *Slot, p Policy) error {
 	parsed, err := ParsePolicy(p)
@@ -291,7 +296,7 @@ func (m *Manager) Apply(ctx context.Context, s *Slot, p Policy) error {
 	}
 	m.mu.Lock()
 	got, ok := m.inUse[s.Index]
-	closed := m.closed
+	closed, hadPolicy := m.closed, m.applied[s.Index]
 	m.mu.Unlock()
 	if closed {
 		return ErrClosed
@@ -312,7 +317,16 @@ func (m *Manager) Apply(ctx context.Context, s *Slot, p Policy) error {
 	if err != nil {
 		return fmt.Errorf("apply policy to slot %d: %w", s.Index, err)
 	}
-	if _, err := m.host.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &cutFilter{slot: s, policy: parsed, blocked: m.blocked()}); err != nil {
+	m.mu.Lock()
+	m.applied[s.Index] = true
+	m.mu.Unlock()
+	// Flows can only exist if an earlier policy let them through, and an
+	// allow-all policy cuts nothing. Skipping those cases matters: the sweep
+	// dumps the host's whole conntrack table (tens of ms).
+	if !hadPolicy || parsed.AllowAll {
+		return nil
+	}
+	if _, err := m.host.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &cutFilter{slot: s, policy: parsed, blocked: m.blocked(), redirectWeb: m.fw.redirectsWeb(parsed)}); err != nil {
 		return fmt.Errorf("cut denied connections of slot %d: %w", s.Index, err)
 	}
 	return nil

@@ -3,9 +3,11 @@ package network
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // batch runs fill on a fresh nftables connection in the host namespace and
@@ -66,12 +68,16 @@ func (m *Manager) blocked() []netip.Prefix {
 }
 
 // cutFilter matches the tracked flows Apply deletes: started by the slot's
-// guest, not ending at the host (DNS, proxy), to a destination the new
-// policy no longer allows.
+// guest and not ending at the host (DNS, proxy), to a destination the new
+// policy no longer allows, or, when the policy now sends web traffic to the
+// proxy, direct TCP flows to ports 80/443 outside the allowed prefixes (the
+// next packet of such a flow is then redirected to the proxy, which resets
+// it).
 type cutFilter struct {
-	slot    *Slot
-	policy  Parsed
-	blocked []netip.Prefix
+	slot        *Slot
+	policy      Parsed
+	blocked     []netip.Prefix
+	redirectWeb bool
 }
 
 func (f *cutFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
@@ -85,7 +91,11 @@ func (f *cutFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 		return false
 	}
 	dst = dst.Unmap()
-	return containsAddr(f.blocked, dst) || !f.policy.AllowsAddr(dst)
+	if containsAddr(f.blocked, dst) || !f.policy.AllowsAddr(dst) {
+		return true
+	}
+	return f.redirectWeb && flow.Forward.Protocol == unix.IPPROTO_TCP &&
+		slices.Contains(webPorts, flow.Forward.DstPort) && !containsAddr(f.policy.Allow, dst)
 }
 
 var _ netlink.CustomConntrackFilter = (*cutFilter)(nil)

@@ -212,12 +212,12 @@ func (f *firewall) policy(s *Slot, p Parsed) ruleset {
 	}
 
 	var natRules []*nftables.Rule
-	if f.proxy != 0 && p.HasDomains() && !p.AllowAll {
+	if f.redirectsWeb(p) {
 		v4 := nfproto(expr.CmpOpEq, unix.NFPROTO_IPV4)
 		if len(allow4) > 0 {
 			add(&natRules, nat, v4, ip4Addr(16), lookup(allowSet), verdict(expr.VerdictReturn))
 		}
-		for _, port := range []uint16{80, 443} {
+		for _, port := range webPorts {
 			add(&natRules, nat, v4, dport(unix.IPPROTO_TCP, port), redirect(f.proxy))
 		}
 	}
@@ -229,6 +229,15 @@ func (f *firewall) policy(s *Slot, p Parsed) ruleset {
 		chains: []chainDef{{chain: pol, rules: polRules}, {chain: nat, rules: natRules}},
 	}
 }
+
+// redirectsWeb reports whether p sends TCP to ports 80 and 443 (outside
+// its allowed prefixes) to the egress proxy.
+func (f *firewall) redirectsWeb(p Parsed) bool {
+	return f.proxy != 0 && p.HasDomains() && !p.AllowAll
+}
+
+// webPorts are the TCP ports redirected to the egress proxy.
+var webPorts = []uint16{80, 443}
 
 func only4(ps []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix

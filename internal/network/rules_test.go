@@ -238,4 +238,36 @@ func TestCutFilter(t *testing.T) {
 			t.Errorf("case %d: MatchConntrackFlow(%v -> %v) = %v, want %v", i, tt.flow.Forward.SrcIP, tt.flow.Forward.DstIP, got, tt.want)
 		}
 	}
+
+	// Default allow, a denied domain, a proxy: direct web flows are cut so
+	// they go through the proxy; other ports and allowed prefixes stay.
+	p, err = ParsePolicy(Policy{DenyOut: []string{"evil.example"}, AllowOut: []string{"198.51.100.0/24"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f = &cutFilter{slot: s, policy: p, redirectWeb: true}
+	web := func(dst string, proto uint8, port uint16) *netlink.ConntrackFlow {
+		fl := flow("10.200.0.14", dst, dst)
+		fl.Forward.Protocol, fl.Forward.DstPort = proto, port
+		return fl
+	}
+	webTests := []struct {
+		flow *netlink.ConntrackFlow
+		want bool
+	}{
+		{web("203.0.113.1", 6, 443), true},
+		{web("203.0.113.1", 6, 80), true},
+		{web("203.0.113.1", 6, 22), false},
+		{web("203.0.113.1", 17, 443), false},
+		{web("198.51.100.1", 6, 443), false},
+	}
+	for i, tt := range webTests {
+		if got := f.MatchConntrackFlow(tt.flow); got != tt.want {
+			t.Errorf("web case %d: MatchConntrackFlow(%v proto %d port %d) = %v, want %v", i, tt.flow.Forward.DstIP, tt.flow.Forward.Protocol, tt.flow.Forward.DstPort, got, tt.want)
+		}
+	}
+	f.redirectWeb = false
+	if f.MatchConntrackFlow(web("203.0.113.1", 6, 443)) {
+		t.Errorf("without a proxy redirect, a web flow to an allowed address was cut")
+	}
 }
