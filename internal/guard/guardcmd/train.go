@@ -18,16 +18,17 @@ import (
 // on; every other file in shared/data/injection is held out for
 // evaluation.
 var DefaultTrainFiles = []string{
-	"opensource_deepset_attacks.yaml",
-	"opensource_deepset_benign.yaml",
-	"opensource_gandalf_attacks.yaml",
+	"injection/opensource_deepset_attacks.yaml",
+	"injection/opensource_deepset_benign.yaml",
+	"injection/opensource_gandalf_attacks.yaml",
+	"pii/presidio_synth_dataset_v2.json",
 }
 
 func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "../shared/data/injection", "directory holding the YAML files")
-	files := fs.String("train", strings.Join(DefaultTrainFiles, ","), "comma-separated training files (names in -data)")
+	data := fs.String("data", "../shared/data", "the shared/data directory")
+	files := fs.String("train", strings.Join(DefaultTrainFiles, ","), "comma-separated training files, relative to -data: YAML case lists, or presidio JSON whose texts are used as benign examples")
 	outPath := fs.String("out", "internal/guard/injection/model.bin", "where to write the model")
 	folds := fs.Int("folds", 5, "cross-validation folds for the out-of-fold report (0 to skip)")
 	epochs := fs.Int("epochs", 0, "SGD epochs (0: default)")
@@ -46,11 +47,22 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		names = append(names, filepath.Base(f))
+		if strings.HasSuffix(f, ".json") {
+			// A presidio span file: its texts join the benign pool.
+			recs, err := eval.ParsePresidio(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			for _, r := range recs {
+				ex = append(ex, injection.Example{Text: r.FullText})
+			}
+			continue
+		}
 		cs, err := eval.ParseCases(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
-		names = append(names, filepath.Base(f))
 		for _, c := range cs {
 			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
 		}
