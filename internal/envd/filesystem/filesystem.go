@@ -114,7 +114,11 @@ func WriteFile(path string, r io.Reader, owner Owner) (int64, error) {
 	if _, err := mkdirAll(dir, owner); err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".envd-*")
+	base := filepath.Base(path)
+	if len(base) > 64 {
+		base = base[:64] // keep the temporary name under NAME_MAX
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".envd-*")
 	if err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}

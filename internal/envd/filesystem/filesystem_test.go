@@ -128,6 +128,10 @@ func TestWriteFile(t *testing.T) {
 		t.Error("symlink was replaced by a file")
 	}
 
+	long := filepath.Join(dir, strings.Repeat("n", 255))
+	if _, err := WriteFile(long, strings.NewReader("long"), self()); err != nil {
+		t.Errorf("WriteFile(255-byte name) error = %v", err)
+	}
 	if _, err := WriteFile(dir, strings.NewReader("x"), self()); !errors.Is(err, ErrIsDir) {
 		t.Errorf("WriteFile(dir) error = %v, want ErrIsDir", err)
 	}
