@@ -39,7 +39,7 @@ func TestSeedExample(t *testing.T) {
 	out := stdout.String()
 	t.Logf("seed example output:\n%s", out)
 
-	unsecured, secured, ok := strings.Cut(out, "SECURED Sandbox")
+	unsecured, secured, ok := strings.Cut(out, "--- SECURED Sandbox")
 	if !ok || !strings.Contains(unsecured, "UNSECURED") {
 		t.Fatalf("output does not have the two sections")
 	}

@@ -9,14 +9,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
 	"github.com/declaw/declaw/internal/sandbox"
@@ -181,12 +179,6 @@ func queryBool(r *http.Request, name string) bool {
 	return v
 }
 
-// withoutCancel is for work that must finish even if the client goes away (async kill).
-func withoutCancel(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), d)
-}
-
-var errNoSandbox = errors.New("no sandbox id")
 
 func contextWith(r *http.Request, t proxyTarget) context.Context {
 	return context.WithValue(r.Context(), targetKey{}, t)

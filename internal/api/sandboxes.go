@@ -231,17 +231,10 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if queryBool(r, "async") {
-		if _, err := s.cfg.Sandboxes.Get(r.Context(), id); err != nil {
+		if err := s.cfg.Sandboxes.KillAsync(r.Context(), id); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		go func() {
-			ctx, cancel := withoutCancel(r.Context(), 2*time.Minute)
-			defer cancel()
-			if _, err := s.cfg.Sandboxes.Kill(ctx, id); err != nil {
-				s.logf("api: async kill %s: %v", id, err)
-			}
-		}()
 		writeJSON(w, http.StatusAccepted, map[string]bool{"queued": true})
 		return
 	}
@@ -269,15 +262,10 @@ func (s *Server) killMany(w http.ResponseWriter, r *http.Request) {
 	results := map[string]map[string]any{}
 	for _, id := range body.SandboxIDs {
 		if async {
-			if _, err := s.cfg.Sandboxes.Get(r.Context(), id); err != nil {
+			if err := s.cfg.Sandboxes.KillAsync(r.Context(), id); err != nil {
 				results[id] = map[string]any{"error": toAPIError(err).Message}
 				continue
 			}
-			go func() {
-				ctx, cancel := withoutCancel(r.Context(), 2*time.Minute)
-				defer cancel()
-				s.cfg.Sandboxes.Kill(ctx, id)
-			}()
 			results[id] = map[string]any{"queued": true}
 			continue
 		}

@@ -8,6 +8,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
@@ -92,6 +94,8 @@ type instance struct {
 	token    string
 	base     *url.URL
 	undo     cleanup
+
+	dying atomic.Bool // an async kill was accepted: no more requests reach envd
 
 	mu      sync.Mutex // guards the fields below and serialises lifecycle ops
 	state   string
@@ -426,6 +430,28 @@ func (m *Manager) Kill(ctx context.Context, id string) (bool, error) {
 	return m.kill(ctx, id, "api")
 }
 
+// KillAsync marks the sandbox killed at once (it stops answering and shows
+// as killed) and frees its resources in the background.
+func (m *Manager) KillAsync(ctx context.Context, id string) error {
+	inst := m.lookup(id)
+	if inst == nil {
+		_, err := m.Get(ctx, id)
+		return err
+	}
+	if inst.dying.Swap(true) {
+		return nil
+	}
+	m.markKilled(ctx, id, "api (async)")
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if _, err := m.kill(ctx, id, ""); err != nil {
+			m.cfg.Logf("sandbox %s: async kill: %v", id, err)
+		}
+	}()
+	return nil
+}
+
 func (m *Manager) kill(ctx context.Context, id, reason string) (bool, error) {
 	inst := m.lookup(id)
 	if inst == nil {
@@ -436,6 +462,9 @@ func (m *Manager) kill(ctx context.Context, id, reason string) (bool, error) {
 			return false, err
 		}
 		return false, nil
+	}
+	if reason != "" && inst.dying.Load() {
+		return false, nil // an async kill owns it
 	}
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -450,12 +479,14 @@ func (m *Manager) kill(ctx context.Context, id, reason string) (bool, error) {
 	m.mu.Lock()
 	delete(m.instances, id)
 	m.mu.Unlock()
-	m.markKilled(ctx, id, reason)
+	if reason != "" {
+		m.markKilled(ctx, id, reason)
+	}
 	if err != nil {
 		m.cfg.Logf("sandbox %s: freeing resources: %v", id, err)
 		return true, fmt.Errorf("kill sandbox %s: %w", id, err)
 	}
-	m.cfg.Logf("sandbox %s: killed (%s)", id, reason)
+	m.cfg.Logf("sandbox %s: killed (%s)", id, cmp.Or(reason, "async"))
 	return true, nil
 }
 
@@ -536,6 +567,9 @@ func (m *Manager) Envd(ctx context.Context, id string) (Target, error) {
 	inst.mu.Lock()
 	state := inst.state
 	inst.mu.Unlock()
+	if inst.dying.Load() {
+		state = StateKilled
+	}
 	switch state {
 	case StatePaused:
 		return Target{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
