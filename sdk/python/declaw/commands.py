@@ -204,7 +204,7 @@ class Commands:
             return CommandHandle(self, data["pid"], on_stdout, on_stderr)
         if on_stdout is not None or on_stderr is not None:
             return self._stream(cmd, on_stdout, on_stderr, envs, user, cwd, timeout, request_timeout, tag)
-        body = self._body(cmd, False, envs, user, cwd, timeout, bool(stdin), tag)
+        body = self._body(cmd, False, envs, user, cwd, timeout, False, tag)  # stdin pipes are for background
         resp = self._request(
             "POST", "/commands", json=body, timeout=self._http_timeout(timeout, request_timeout)
         )
