@@ -2,9 +2,11 @@ package network
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,5 +272,55 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatalf("Apply: %v", err)
 		}
 		i++
+	}
+}
+
+// TestConcurrentSlots acquires, applies and releases from several
+// goroutines while the pool refills, then checks nothing is left.
+func TestConcurrentSlots(t *testing.T) {
+	n := newTestNet(t)
+	prefix := testPrefix(t)
+	m, err := New(t.Context(), Config{Prefix: prefix, PoolSize: 2, HostNetNS: n.hostPath, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 4 {
+				s, err := m.Acquire(t.Context())
+				if err != nil {
+					errs <- err
+					return
+				}
+				p := Policy{DenyOut: []string{"*"}, AllowOut: []string{fmt.Sprintf("198.51.%d.%d", g, i)}}
+				if err := m.Apply(t.Context(), s, p); err != nil {
+					errs <- err
+				}
+				if err := m.Apply(t.Context(), s, Policy{}); err != nil {
+					errs <- err
+				}
+				if err := m.Release(t.Context(), s); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := chainNames(t, n, prefix); len(got) > 7+3*2 {
+		t.Errorf("chains after all releases: %v, want the 7 base chains and at most the pool's", got)
+	}
+	if err := m.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if ns, links, table := leftovers(t, n, prefix); len(ns)+len(links) > 0 || table {
+		t.Errorf("after Close: netns %v, links %v, table %v; want none", ns, links, table)
 	}
 }

@@ -101,7 +101,7 @@ func (f *firewall) base() ruleset {
 	post := hook(chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 
 	blocked := f.set(setBlocked4)
-	blocked.ID = 1
+	blocked.ID = 1 // set explicitly: see slot
 	fromSlot := ifname(expr.MetaKeyIIFNAME, f.ifPrefix, true)
 	toSlot := ifname(expr.MetaKeyOIFNAME, f.ifPrefix, true)
 	rule := func(c *nftables.Chain, parts ...[]expr.Any) *nftables.Rule {
@@ -163,8 +163,12 @@ func (f *firewall) slot(s *Slot) ruleset {
 		inRules = append(inRules, port(unix.IPPROTO_TCP, f.proxy))
 	}
 	pol := f.chain(slotChain(s.Index))
+	// Set IDs only need to be unique within a batch. Setting them keeps
+	// AddSet off google/nftables' unsynchronised global ID counter.
+	allow, deny := f.set(slotAllowSet(s.Index)), f.set(slotDenySet(s.Index))
+	allow.ID, deny.ID = 1, 2
 	return ruleset{
-		sets: []setDef{{set: f.set(slotAllowSet(s.Index))}, {set: f.set(slotDenySet(s.Index))}},
+		sets: []setDef{{set: allow}, {set: deny}},
 		chains: []chainDef{
 			{chain: pol, rules: []*nftables.Rule{{Table: f.table, Chain: pol, Exprs: verdict(expr.VerdictDrop)}}},
 			{chain: in, rules: inRules},
