@@ -122,6 +122,14 @@ func Scan(text string) []Finding {
 	return dedupe(out)
 }
 
+// pairs is a bitset of the first two bytes of every keyword.
+var pairs = func() (t [256][4]uint64) {
+	for k := range keywordIndex {
+		t[k[0]][k[1]>>6] |= 1 << (k[1] & 63)
+	}
+	return t
+}()
+
 // MayStart reports whether a provider keyword can start with byte c; it is
 // the cheap test callers run before MatchAt.
 func MayStart(c byte) bool { return byFirst[c] != nil }
@@ -132,7 +140,8 @@ func MayStart(c byte) bool { return byFirst[c] != nil }
 func MatchAt(text string, i int) (Finding, bool) {
 	c := text[i]
 	cands := byFirst[c]
-	if cands == nil || i > 0 && tokenChar(text[i-1]) && c != '-' {
+	if cands == nil || i+1 >= len(text) || pairs[c][text[i+1]>>6]&(1<<(text[i+1]&63)) == 0 ||
+		i > 0 && tokenChar(text[i-1]) && c != '-' {
 		return Finding{}, false
 	}
 	for _, kw := range cands {
