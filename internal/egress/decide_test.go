@@ -8,7 +8,7 @@ import (
 	"github.com/declaw/declaw/internal/network"
 )
 
-func mustParse(t *testing.T, allow, deny []string) network.Parsed {
+func mustParse(t testing.TB, allow, deny []string) network.Parsed {
 	t.Helper()
 	p, err := network.ParsePolicy(network.Policy{AllowOut: allow, DenyOut: deny})
 	if err != nil {

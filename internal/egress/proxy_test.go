@@ -100,7 +100,7 @@ type harness struct {
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-func newHarness(t *testing.T, cfg Config, pol network.Parsed) *harness {
+func newHarness(t testing.TB, cfg Config, pol network.Parsed) *harness {
 	t.Helper()
 	h := &harness{res: &mapResolver{}, events: make(chan Event, 100)}
 	if cfg.Resolver == nil {
@@ -156,7 +156,7 @@ func (h *harness) event(t *testing.T) Event {
 	}
 }
 
-func (h *harness) dial(t *testing.T) *net.TCPConn {
+func (h *harness) dial(t testing.TB) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp4", h.addr)
 	if err != nil {

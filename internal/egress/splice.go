@@ -12,7 +12,7 @@ import (
 
 // spliceChunk bounds one zero-copy transfer, so deadlines are refreshed
 // and activity recorded at least this often.
-const spliceChunk = 256 << 10
+const spliceChunk = 1 << 20
 
 // splice replays peeked to up, then copies both ways until both directions
 // are done, half-closing each side as its peer finishes sending. Between
