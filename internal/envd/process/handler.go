@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // stdinWriteTimeout bounds one write to a process's stdin, so a process
@@ -56,7 +58,8 @@ type Handler struct {
 	pty         *os.File // pty master, nil without a pty; immutable
 	stdinClosed atomic.Bool
 
-	readersDone chan struct{} // closed when all output pipes hit EOF
+	outputs     []*os.File    // the parent's ends of the outputs; immutable
+	readersDone chan struct{} // closed when the output was copied (see copyOutput)
 	done        chan struct{} // closed when the result is final
 
 	mu       sync.Mutex
@@ -92,30 +95,67 @@ func (h *Handler) Running() bool {
 	return !h.exited
 }
 
-// readLoop copies one output pipe into the log until EOF. Once the result
-// is final the pipe is still drained (without holding on to h), so that a
-// lingering grandchild that inherited it never blocks on a full pipe.
+// readLoop copies one output into the log until EOF, or until the
+// process has exited and its output went quiet (see copyOutput). Then it
+// marks the copy as done and keeps draining the output without holding on
+// to h, so that a lingering descendant that inherited it never blocks on a
+// full pipe.
 func (h *Handler) readLoop(f *os.File, s Stream, wg *sync.WaitGroup) {
-	defer wg.Done()
 	defer f.Close()
-	if copyOutput(h.log, f, s) {
+	eof := copyOutput(h.log, f, s, h.m.cfg.waitDelay())
+	wg.Done()
+	if !eof {
+		f.SetReadDeadline(time.Time{})
 		drain(f)
 	}
 }
 
-// copyOutput appends what it reads from f to log. It reports true if the
-// log was closed before f ended.
-func copyOutput(log *Log, f *os.File, s Stream) bool {
+// copyOutput appends what it reads from f to log. It reports whether it
+// stopped at the end of f (EOF, or EIO for a pty master).
+//
+// Once the process exited, onExit sets a read deadline on f. When that
+// passes, copying stops if f holds no unread data: everything the process
+// wrote before it exited has been read, and what follows comes from
+// descendants that outlived it. While unread data remains (a slow reader,
+// not a quiet process) the deadline is extended, for at most
+// maxQuietExtensions times quiet.
+func copyOutput(log *Log, f *os.File, s Stream, quiet time.Duration) bool {
 	buf := make([]byte, readChunk)
+	extensions := 0
 	for {
 		n, err := f.Read(buf)
 		if n > 0 && !log.Append(s, append([]byte(nil), buf[:n]...)) {
-			return true
-		}
-		if err != nil {
 			return false
 		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if unread(f) == 0 || extensions >= maxQuietExtensions {
+				return false
+			}
+			extensions++
+			f.SetReadDeadline(time.Now().Add(quiet))
+		default:
+			return true
+		}
 	}
+}
+
+// maxQuietExtensions bounds how long output is copied after the process
+// exited while descendants keep writing.
+const maxQuietExtensions = 10
+
+// unread returns how many bytes f holds unread (0 on error).
+func unread(f *os.File) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+	})
+	return n
 }
 
 func drain(f *os.File) {
@@ -128,8 +168,7 @@ func drain(f *os.File) {
 }
 
 // onExit is called by the reaper with the process's exit status. The
-// result becomes final once all output was read, or after the manager's
-// WaitDelay if a descendant still holds the output pipes open.
+// result becomes final once the output was copied (see copyOutput).
 func (h *Handler) onExit(ws syscall.WaitStatus) {
 	h.mu.Lock()
 	h.status = ws
@@ -138,13 +177,12 @@ func (h *Handler) onExit(ws syscall.WaitStatus) {
 		h.timer.Stop()
 	}
 	h.mu.Unlock()
+	quietBy := time.Now().Add(h.m.cfg.waitDelay())
+	for _, f := range h.outputs {
+		f.SetReadDeadline(quietBy) // fails harmlessly if already closed at EOF
+	}
 	go func() {
-		t := time.NewTimer(h.m.cfg.waitDelay())
-		defer t.Stop()
-		select {
-		case <-h.readersDone:
-		case <-t.C:
-		}
+		<-h.readersDone
 		h.CloseStdin()
 		h.log.Close()
 		h.mu.Lock()

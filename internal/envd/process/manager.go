@@ -36,8 +36,9 @@ type Config struct {
 	// OutputLimit is how many bytes of output are retained per stream of
 	// each process; older output is dropped. Default 16 MiB.
 	OutputLimit int
-	// WaitDelay is how long to keep reading output after the process
-	// exited, when a descendant still holds its pipes. Default 200ms.
+	// WaitDelay is how long the output must stay quiet after the process
+	// exited, when a descendant still holds its pipes, before the result
+	// is final (see copyOutput). Default 200ms.
 	WaitDelay time.Duration
 	// Retention is how long a finished process is kept for a later wait
 	// when nobody waited for it. Default 10 minutes.
@@ -159,6 +160,9 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 	}
 	defer sio.closeChildEnds()
 	h.stdin, h.pty = sio.stdin, sio.pty
+	for _, o := range sio.outputs {
+		h.outputs = append(h.outputs, o.f)
+	}
 
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if spec.Pty != nil {

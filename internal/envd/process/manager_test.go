@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,5 +309,48 @@ func TestPty(t *testing.T) {
 	plain := start(t, m, "true", nil)
 	if err := plain.Resize(Size{Cols: 1, Rows: 1}); !errors.Is(err, ErrNotPty) {
 		t.Errorf("Resize without pty error = %v, want ErrNotPty", err)
+	}
+}
+
+func TestDescendantHoldsOutput(t *testing.T) {
+	m := NewManager(Config{WaitDelay: 100 * time.Millisecond})
+	tests := []struct {
+		name string
+		cmd  string
+		want string
+	}{
+		// The sleep inherits stdout and keeps it open.
+		{"quiet descendant", "sleep 300 & echo $!; echo main", "main\n"},
+		// The loop keeps writing after the shell exited.
+		{"chatty descendant", "(while :; do echo x; sleep 0.02; done) & echo $!; echo main", "main\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			begin := time.Now()
+			h := start(t, m, tt.cmd, nil)
+			r := wait(t, h)
+			lines := strings.SplitN(string(r.Stdout), "\n", 2)
+			if pid, err := strconv.Atoi(lines[0]); err == nil {
+				t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			}
+			if len(lines) < 2 || !strings.Contains(lines[1], tt.want) || r.ExitCode != 0 {
+				t.Errorf("result stdout %q exit %d, want a pid then %q", r.Stdout, r.ExitCode, tt.want)
+			}
+			if d := time.Since(begin); d > 5*time.Second {
+				t.Errorf("result took %v with a descendant holding stdout", d)
+			}
+		})
+	}
+}
+
+func TestOutputCompleteAfterExit(t *testing.T) {
+	// The process fills the pipe and exits at once: all of it must be
+	// read even though the reader runs after the exit.
+	m := NewManager(Config{WaitDelay: time.Millisecond})
+	for i := range 20 {
+		r := wait(t, start(t, m, "head -c 1000000 /dev/zero | tr '\\0' a", nil))
+		if len(r.Stdout) != 1000000 {
+			t.Fatalf("run %d: got %d bytes of stdout, want 1000000", i, len(r.Stdout))
+		}
 	}
 }
