@@ -281,11 +281,19 @@ func (m *Manager) Release(ctx context.Context, s *Slot) error {
 	return nil
 }
 
-// Apply makes p the slot's policy: the slot's policy chain, nat chain and
-// prefix sets are replaced in one atomic batch, then the slot's tracked
-// connections to destinations p denies are deleted (with the forward
-// chain dropping their packets already, this forgets their NAT state), so established flows
-// are cut too. Apply is desired state: calling it again replaces everything.
+// Apply makes p the slot's policy. It is desired state: the slot's policy
+// chain, nat chain and prefix sets are replaced in one atomic batch, so
+// calling it again replaces everything. An invalid p is a *PolicyError and
+// changes nothing.
+//
+// Established connections are cut too: the forward chain judges every
+// packet, not only the first, so packets to a newly denied destination are
+// dropped at once. Apply then deletes the conntrack entries of the slot's
+// flows the new policy denies (and, when web traffic now goes to the
+// proxy, its direct web flows, whose next packet the proxy then resets).
+// That sweep dumps the host's conntrack table, so it is skipped on the
+// slot's first Apply (nothing was forwarded yet) and for allow-all; its
+// failure is logged, not returned.
 func (m *Manager) Apply(ctx context.Context, s *Slot, p Policy) error {
 	parsed, err := ParsePolicy(p)
 	if err != nil {
@@ -326,8 +334,11 @@ func (m *Manager) Apply(ctx context.Context, s *Slot, p Policy) error {
 	if !hadPolicy || parsed.AllowAll {
 		return nil
 	}
-	if _, err := m.host.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &cutFilter{slot: s, policy: parsed, blocked: m.blocked(), redirectWeb: m.fw.redirectsWeb(parsed)}); err != nil {
-		return fmt.Errorf("cut denied connections of slot %d: %w", s.Index, err)
+	// The forward chain already drops every packet the policy denies, so a
+	// failed sweep (no nf_conntrack_netlink) leaves stale NAT state only.
+	filter := &cutFilter{slot: s, policy: parsed, blocked: m.blocked(), redirectWeb: m.fw.redirectsWeb(parsed)}
+	if _, err := m.host.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, filter); err != nil {
+		m.cfg.Logf("network: slot %d: cut denied connections: %v", s.Index, err)
 	}
 	return nil
 }

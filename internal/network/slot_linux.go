@@ -116,7 +116,11 @@ func (m *Manager) deleteSlot(s *Slot, withRules bool) error {
 	if withRules {
 		errs = append(errs, m.deleteSlotRules(s))
 	}
-	errs = append(errs, m.flushConntrack(s), m.deleteLink(s.HostIf), deleteNamedNS(s.NetNS))
+	// Conntrack is tidying only (nothing forwards to a deleted veth): log.
+	if err := m.flushConntrack(s); err != nil {
+		m.cfg.Logf("network: slot %d: %v", s.Index, err)
+	}
+	errs = append(errs, m.deleteLink(s.HostIf), deleteNamedNS(s.NetNS))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete slot %d: %w", s.Index, err)
 	}
