@@ -6,6 +6,7 @@ const (
 	cUpper
 	cLower
 	cHex
+	cWord // letters, digits, '_' and non-ASCII bytes
 )
 
 var class = func() (t [256]uint8) {
@@ -21,6 +22,11 @@ var class = func() (t [256]uint8) {
 	for _, c := range "abcdefABCDEF" {
 		t[c] |= cHex
 	}
+	for c := 0; c < 256; c++ {
+		if t[c]&(cDigit|cUpper|cLower) != 0 || c == '_' || c >= 0x80 {
+			t[c] |= cWord
+		}
+	}
 	return t
 }()
 
@@ -31,7 +37,7 @@ func isHex(c byte) bool   { return class[c]&cHex != 0 }
 
 // wordChar reports bytes that glue a token to its neighbours: letters,
 // digits, '_' and any non-ASCII byte.
-func wordChar(c byte) bool { return isAlnum(c) || c == '_' || c >= 0x80 }
+func wordChar(c byte) bool { return class[c]&cWord != 0 }
 
 // contextWindow is how many bytes before a candidate are searched for
 // context words; contextAfter is the window after it.

@@ -293,9 +293,11 @@ func (st *scanState) tryPhone(cs, d, end int, gs, ge []int, digits int, sep byte
 	// '+' country code or a phone word nearby.
 	valid, possible := false, false
 	if t[cs] == '+' {
-		if num, region, ok := parseInternational(t[cs:end]); ok {
-			possible = phonenumbers.IsPossibleNumber(num)
-			valid = possible && phonenumbers.IsValidNumberForRegion(num, region)
+		// An explicit country code plus a length the country allows is
+		// strong evidence; the per-region validity patterns (the costly
+		// part of libphonenumber) are not consulted.
+		if num, ok := parseInternational(t[cs:end]); ok {
+			valid = phonenumbers.IsPossibleNumber(num)
 		}
 	} else {
 		for _, r := range st.regions {
@@ -518,9 +520,8 @@ func (st *scanState) tryIPv6(i int) int {
 // parseInternational splits "+CC national" (separators and a "(0)" trunk
 // marker allowed) into a PhoneNumber without libphonenumber's general
 // parser, which is the slowest step of a scan. Country calling codes are
-// prefix-free, so the first known 1-3 digit prefix is the country code. It
-// returns the country's main region for validation.
-func parseInternational(s string) (*phonenumbers.PhoneNumber, string, bool) {
+// prefix-free, so the first known 1-3 digit prefix is the country code.
+func parseInternational(s string) (*phonenumbers.PhoneNumber, bool) {
 	var buf [24]byte
 	d := buf[:0]
 	for i := 1; i < len(s) && len(d) < len(buf); i++ {
@@ -539,14 +540,14 @@ func parseInternational(s string) (*phonenumbers.PhoneNumber, string, bool) {
 			continue
 		}
 		if d[l] == '0' && region != "IT" {
-			return nil, "", false // national numbers do not start with a trunk 0
+			return nil, false // national numbers do not start with a trunk 0
 		}
 		nn, err := strconv.ParseUint(string(d[l:]), 10, 64)
 		if err != nil {
-			return nil, "", false
+			return nil, false
 		}
 		c32 := int32(cc)
-		return &phonenumbers.PhoneNumber{CountryCode: &c32, NationalNumber: &nn}, region, true
+		return &phonenumbers.PhoneNumber{CountryCode: &c32, NationalNumber: &nn}, true
 	}
-	return nil, "", false
+	return nil, false
 }

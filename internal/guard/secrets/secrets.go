@@ -132,7 +132,14 @@ var pairs = func() (t [256][4]uint64) {
 
 // MayStart reports whether a provider keyword can start with byte c; it is
 // the cheap test callers run before MatchAt.
-func MayStart(c byte) bool { return byFirst[c] != nil }
+func MayStart(c byte) bool { return mayStart[c] }
+
+var mayStart = func() (t [256]bool) {
+	for k := range keywordIndex {
+		t[k[0]] = true
+	}
+	return t
+}()
 
 // MatchAt tries the provider rules whose keyword occurs at text[i:]. The
 // keyword must start a token (except PEM dashes). Callers that already
