@@ -149,3 +149,5 @@ func (s *Server) sandboxEnvs() map[string]string {
 	defer s.mu.Unlock()
 	return s.envs // replaced, never modified in place
 }
+
+var _ http.Handler = (*Server)(nil)
