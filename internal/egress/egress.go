@@ -70,6 +70,7 @@ const (
 	DefaultDialTimeout = 10 * time.Second
 	DefaultIdleTimeout = 10 * time.Minute
 	DefaultMaxPeek     = 32 << 10
+	DefaultMaxConns    = 1024
 )
 
 // Config configures a Proxy. The zero value is usable except that either
@@ -103,6 +104,9 @@ type Config struct {
 	// MaxPeek bounds the bytes read before a decision (ClientHello records
 	// or HTTP request header). Zero means DefaultMaxPeek.
 	MaxPeek int
+	// MaxConns bounds one sandbox's open connections through the proxy
+	// (beyond it new ones are reset). Zero means DefaultMaxConns.
+	MaxConns int
 	// Interceptor, if set, is offered every allowed connection.
 	Interceptor Interceptor
 	// Events receives one Event per connection, synchronously from the

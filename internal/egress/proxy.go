@@ -60,6 +60,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if cfg.MaxPeek <= 0 {
 		cfg.MaxPeek = DefaultMaxPeek
 	}
@@ -229,14 +232,16 @@ func (p *Proxy) Close() error {
 
 // session is one sandbox connection and, once dialed, its upstream.
 type session struct {
-	client *net.TCPConn
-	host   string // set before admission, then read-only
-	entry  *entry // set by registry.admit under the registry lock
+	client  *net.TCPConn
+	host    string // set before admission, then read-only
+	entry   *entry // set by registry.admit under the registry lock
+	counted *entry // set by registry.open under the registry lock
 
 	mu       sync.Mutex
-	upstream net.Conn // +checklocks:mu
-	dead     bool     // +checklocks:mu
-	cut      string   // +checklocks:mu why kill was called
+	upstream net.Conn       // +checklocks:mu
+	upAddr   netip.AddrPort // +checklocks:mu
+	dead     bool           // +checklocks:mu
+	cut      string         // +checklocks:mu why kill was called
 }
 
 // kill resets the client and closes the upstream; the first reason sticks.
@@ -275,15 +280,21 @@ func (s *session) finish() {
 }
 
 // setUpstream attaches c, or closes it if the session was killed meanwhile.
-func (s *session) setUpstream(c net.Conn) bool {
+func (s *session) setUpstream(c net.Conn, addr netip.AddrPort) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dead {
 		c.Close()
 		return false
 	}
-	s.upstream = c
+	s.upstream, s.upAddr = c, addr
 	return true
+}
+
+func (s *session) upstreamAddr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.upAddr
 }
 
 // reset closes c with an RST rather than a FIN.
@@ -312,12 +323,17 @@ func (p *Proxy) handle(s *session) {
 		ev.Reason = reason
 		p.emit(ev)
 	}
-	id, ok := p.reg.lookup(src)
-	if !ok {
+	id, known, fits := p.reg.open(src, s, p.cfg.MaxConns)
+	ev.SandboxID = id
+	if !known {
 		block("unknown source")
 		return
 	}
-	ev.SandboxID = id
+	defer p.reg.release(s)
+	if !fits {
+		block("too many connections")
+		return
+	}
 	dst, err := p.origDst(c)
 	if err != nil {
 		p.cfg.Logf("egress: %s: %v", ev.Src, err)
@@ -347,7 +363,6 @@ func (p *Proxy) handle(s *session) {
 		block(v.Reason)
 		return
 	}
-	defer p.reg.release(s)
 
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
@@ -356,7 +371,7 @@ func (p *Proxy) handle(s *session) {
 		if err != nil {
 			return nil, addr, err
 		}
-		if !s.setUpstream(up) {
+		if !s.setUpstream(up, addr) {
 			return nil, addr, errors.New("connection cut: " + s.killedFor())
 		}
 		return up, addr, nil
@@ -369,10 +384,7 @@ func (p *Proxy) handle(s *session) {
 			SandboxID: id, Proto: proto, Src: ev.Src, Dst: dst, Host: host, Rule: v.Rule, Policy: pol,
 			Client: client,
 			Dial: func(ctx context.Context) (net.Conn, error) {
-				up, addr, err := dialUp(ctx)
-				if err == nil {
-					ev.Upstream = addr
-				}
+				up, _, err := dialUp(ctx)
 				return up, err
 			},
 		}
@@ -381,6 +393,7 @@ func (p *Proxy) handle(s *session) {
 		stop()
 		if handled {
 			ev.Decision, ev.Intercepted = DecisionAllow, true
+			ev.Upstream = s.upstreamAddr()
 			ev.BytesUp, ev.BytesDown = client.read.Load(), client.written.Load()
 			s.finish()
 			p.emit(ev)
@@ -406,6 +419,8 @@ func (p *Proxy) handle(s *session) {
 	ev.BytesUp, ev.BytesDown, err = p.splice(c, up, peeked)
 	if cut := s.killedFor(); cut != "" {
 		ev.Reason = v.Reason + "; cut: " + cut
+	} else if errors.Is(err, errIdle) {
+		ev.Reason = v.Reason + "; closed: idle timeout"
 	}
 	s.finish()
 	p.emit(ev)

@@ -18,7 +18,8 @@ type registry struct {
 type entry struct {
 	id       string
 	policy   network.Parsed        // +checklocks:registry.mu
-	sessions map[*session]struct{} // +checklocks:registry.mu
+	sessions map[*session]struct{} // +checklocks:registry.mu; admitted
+	open     int                   // +checklocks:registry.mu; accepted and not done
 }
 
 // Register associates guestIP with a sandbox and its policy. It fails with
@@ -84,15 +85,22 @@ func (p *Proxy) Unregister(guestIP netip.Addr) {
 	}
 }
 
-// lookup returns the sandbox id registered for src.
-func (r *registry) lookup(src netip.Addr) (string, bool) {
+// open counts a new connection from src against its sandbox's limit. It
+// returns the sandbox id, whether src is registered, and whether the
+// connection fits under max; when both hold, s must be passed to release.
+func (r *registry) open(src netip.Addr, s *session, max int) (id string, known, fits bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.m[src]
 	if !ok {
-		return "", false
+		return "", false, false
 	}
-	return e.id, true
+	if e.open >= max {
+		return e.id, true, false
+	}
+	e.open++
+	s.counted = e
+	return e.id, true, true
 }
 
 // admit decides s.host on src's current policy and, if allowed, tracks s
@@ -117,5 +125,8 @@ func (r *registry) release(s *session) {
 	defer r.mu.Unlock()
 	if s.entry != nil {
 		delete(s.entry.sessions, s)
+	}
+	if s.counted != nil {
+		s.counted.open--
 	}
 }
