@@ -28,6 +28,7 @@ func runServer(e *env, args []string) int {
 	fs.StringVar(&cfg.Runtime, "runtime", e.envOr("DECLAW_RUNTIME", "gvisor"), "sandbox runtime: gvisor")
 	fs.StringVar(&cfg.Runsc, "runsc", e.envOr("DECLAW_RUNSC", "runsc"), "runsc binary")
 	fs.StringVar(&cfg.Platform, "runsc-platform", e.envOr("DECLAW_RUNSC_PLATFORM", "ptrace"), "runsc --platform")
+	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", e.envOr("DECLAW_DNS_UPSTREAM", ""), "host:port of the DNS resolver sandbox queries are forwarded to (default: the host's first nameserver)")
 	poolSize, _ := strconv.Atoi(e.envOr("DECLAW_SLOT_POOL", "4"))
 	fs.IntVar(&cfg.PoolSize, "slot-pool", poolSize, "network slots kept ready")
 	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing (e.g. base,python)")

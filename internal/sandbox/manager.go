@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -60,20 +61,24 @@ type Network interface {
 	Release(ctx context.Context, slot *network.Slot) error
 }
 
+// Resolver answers the DNS queries of sandboxes on their slot's host address.
+type Resolver interface {
+	Serve(addr netip.Addr, sandboxID string, p network.Parsed) error
+	Stop(addr netip.Addr) error
+}
+
 // Config wires the manager. Store, Runtime, Network and Templates are required.
 type Config struct {
 	Store     store.Store
 	Runtime   sandboxrt.Runtime
 	Network   Network
 	Templates Templates
-	// ValidateNetwork checks a network policy before anything is created
-	// (network.ParsePolicy in production).
-	ValidateNetwork func(network.Policy) error
-	EnvdPath        string // host path of the envd binary, bind-mounted into every sandbox
-	RunDir          string // per-sandbox generated files live under RunDir/<id>
-	Resources       sandboxrt.Resources
-	EnvdReady       time.Duration // how long to wait for envd to answer (default 30 s)
-	Logf            func(format string, args ...any)
+	DNS       Resolver // optional: without it sandboxes have no name resolution
+	EnvdPath  string   // host path of the envd binary, bind-mounted into every sandbox
+	RunDir    string   // per-sandbox generated files live under RunDir/<id>
+	Resources sandboxrt.Resources
+	EnvdReady time.Duration // how long to wait for envd to answer (default 30 s)
+	Logf      func(format string, args ...any)
 }
 
 // Manager runs sandboxes. It is safe for concurrent use.
@@ -218,10 +223,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 			return nil, "", invalid("envs", "value of %q contains a NUL byte", k)
 		}
 	}
-	if m.cfg.ValidateNetwork != nil {
-		if err := m.cfg.ValidateNetwork(req.Network); err != nil {
-			return nil, "", &InvalidError{Field: "network", Msg: err.Error()}
-		}
+	netPolicy, err := network.ParsePolicy(req.Network)
+	if err != nil {
+		return nil, "", &InvalidError{Field: "network", Msg: err.Error()}
 	}
 	sec := req.Security
 	if sec == nil {
@@ -256,6 +260,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 	inst.undo.add("network slot", func(ctx context.Context) error { return m.cfg.Network.Release(ctx, slot) })
 	if err := m.cfg.Network.Apply(ctx, slot, req.Network); err != nil {
 		return nil, "", fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
+	}
+
+	if m.cfg.DNS != nil {
+		if err := m.cfg.DNS.Serve(slot.HostIP, inst.id, netPolicy); err != nil {
+			return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		}
+		inst.undo.add("dns", func(context.Context) error { return m.cfg.DNS.Stop(slot.HostIP) })
 	}
 
 	runDir := filepath.Join(m.cfg.RunDir, inst.id)

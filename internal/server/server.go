@@ -18,6 +18,7 @@ import (
 
 	"github.com/declaw/declaw/internal/api"
 	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/network/dns"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/gvisor"
@@ -38,6 +39,7 @@ type Config struct {
 	Runsc       string // runsc binary
 	Platform    string // runsc platform
 	PoolSize    int    // network slots kept ready
+	DNSUpstream string // host:port of the resolver sandboxes' queries go to; default: the host's first nameserver
 	CPUs        float64
 	MemoryMB    int64
 	Logf        func(format string, args ...any)
@@ -50,6 +52,7 @@ type Server struct {
 	ln        net.Listener
 	manager   *sandbox.Manager
 	network   *network.Manager
+	dns       *dns.Server
 	runtime   sandboxrt.Runtime
 	store     *sqlite.Store
 	templates *template.Manager
@@ -114,7 +117,21 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		cfg.Logf("runtime: cleaning leftovers: %v", err)
 	}
 
-	ncfg := network.Config{Prefix: cfg.NetPrefix, PoolSize: cfg.PoolSize, Logf: cfg.Logf}
+	if cfg.DNSUpstream == "" {
+		if cfg.DNSUpstream, err = dns.UpstreamFromResolvConf("/etc/resolv.conf"); err != nil {
+			cfg.Logf("dns: no upstream resolver (%v); sandboxes cannot resolve names until --dns-upstream is set", err)
+		}
+	}
+	var audit func(id, typ string, data any)
+	s.dns = dns.New(dns.Config{Upstream: cfg.DNSUpstream, Logf: cfg.Logf, OnQuery: func(q dns.Query) {
+		typ := "dns.query"
+		if !q.Allowed {
+			typ = "dns.blocked"
+		}
+		audit(q.SandboxID, typ, map[string]any{"name": q.Name, "type": q.Type, "rule": q.Rule, "rcode": q.Rcode})
+	}})
+
+	ncfg := network.Config{Prefix: cfg.NetPrefix, PoolSize: cfg.PoolSize, DNSPort: 53, Logf: cfg.Logf}
 	if cfg.SandboxCIDR != "" {
 		if ncfg.CIDR, err = netip.ParsePrefix(cfg.SandboxCIDR); err != nil {
 			return nil, fmt.Errorf("--sandbox-cidr %q: %w", cfg.SandboxCIDR, err)
@@ -126,12 +143,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	s.manager = sandbox.New(sandbox.Config{
 		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
-		ValidateNetwork: func(p network.Policy) error { _, err := network.ParsePolicy(p); return err },
-		EnvdPath:        cfg.EnvdPath,
-		RunDir:          filepath.Join(cfg.StateDir, "run"),
-		Resources:       sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
-		Logf:            cfg.Logf,
+		DNS:       s.dns,
+		EnvdPath:  cfg.EnvdPath,
+		RunDir:    filepath.Join(cfg.StateDir, "run"),
+		Resources: sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
+		Logf:      cfg.Logf,
 	})
+	audit = func(id, typ string, data any) { s.manager.Audit(context.Background(), id, typ, data) }
 	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
 	if err := s.manager.Recover(ctx); err != nil {
 		return nil, err
@@ -182,6 +200,11 @@ func (s *Server) closeParts(ctx context.Context) error {
 	}
 	if s.runtime != nil {
 		if err := s.runtime.Cleanup(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.dns != nil {
+		if err := s.dns.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

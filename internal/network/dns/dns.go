@@ -26,7 +26,7 @@ import (
 // Query is one answered question, for the audit trail.
 type Query struct {
 	SandboxID string
-	Name      string // lower case, no trailing dot
+	Name      string // as asked (case kept), no trailing dot
 	Type      string // "A", "AAAA", ...
 	Allowed   bool
 	Rule      string // why: the matching rule or default
@@ -182,7 +182,7 @@ func (s *Server) handle(sl *slot, w mdns.ResponseWriter, r *mdns.Msg) {
 	if _, ok := mdns.IsDomainName(q.Name); !ok || len(name) > 253 {
 		allowed, rule = false, "malformed name"
 	}
-	ev := Query{SandboxID: sl.sandboxID, Name: name, Type: mdns.TypeToString[q.Qtype], Allowed: allowed, Rule: rule, Time: time.Now().UTC()}
+	ev := Query{SandboxID: sl.sandboxID, Name: strings.TrimSuffix(q.Name, "."), Type: mdns.TypeToString[q.Qtype], Allowed: allowed, Rule: rule, Time: time.Now().UTC()}
 	var resp *mdns.Msg
 	if allowed {
 		var err error
