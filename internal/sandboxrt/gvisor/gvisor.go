@@ -356,15 +356,23 @@ func (d *Driver) destroy(ctx context.Context, id string) (found bool, err error)
 	}
 	var errs []error
 	if stErr == nil {
-		// Kill everything. The foreground "runsc run" then tears the
-		// container down itself; wait for it before "runsc delete": both
-		// take the container's lock, and a delete that wins it waits for a
-		// sandbox process only "runsc run" can reap (a 5 s stall).
+		// Fast path: SIGKILL the sandbox process (the sentry: every guest
+		// process dies with it). The foreground "runsc run" then tears the
+		// container down itself (gofer, cgroups, state) and exits.
 		runPid := d.runPidOf(id, p)
-		_, _ = d.runscFor(ctx, rec, id, "kill", "--all", id, "KILL")
+		if st, err := d.readStateFile(id); err == nil && st.Sandbox != nil && (p != nil || runPid > 0) && d.isOurRunsc(st.Sandbox.Pid) {
+			_ = syscall.Kill(st.Sandbox.Pid, syscall.SIGKILL)
+		} else {
+			_, _ = d.runscFor(ctx, rec, id, "kill", "--all", id, "KILL")
+		}
+		// Wait for "runsc run" before "runsc delete": both take the
+		// container's lock, and a delete that wins it waits for a sandbox
+		// process only "runsc run" can reap (a 5 s stall).
 		d.waitRunExit(p, runPid, 5*time.Second)
-		if _, err := d.runscFor(ctx, rec, id, "delete", "--force", id); err != nil && !isNotExist(err) {
-			errs = append(errs, err)
+		if _, err := d.readStateFile(id); err == nil {
+			if _, err := d.runscFor(ctx, rec, id, "delete", "--force", id); err != nil && !isNotExist(err) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if p != nil {
