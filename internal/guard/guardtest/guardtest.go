@@ -169,3 +169,19 @@ func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
 }
+
+// CPUThroughput is a helper for benchmarks on shared machines, where
+// wall-clock MB/s mostly measures the neighbours: start it before the
+// timed loop and call the returned function after it with the bytes
+// processed per iteration and the iteration count. It returns MB per
+// CPU-second (a per-core figure), or 0 where CPU time is unavailable.
+func CPUThroughput() func(bytesPerOp int64, n int) float64 {
+	start := CPUTime()
+	return func(bytesPerOp int64, n int) float64 {
+		d := CPUTime() - start
+		if d <= 0 {
+			return 0
+		}
+		return float64(bytesPerOp) * float64(n) / d.Seconds() / 1e6
+	}
+}

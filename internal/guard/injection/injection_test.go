@@ -188,9 +188,11 @@ func BenchmarkScore1MiB(b *testing.B) {
 	body := string(guardtest.ChatRequest(1 << 20))
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
+	cpu := guardtest.CPUThroughput()
 	for b.Loop() {
 		d.Score(body, Options{})
 	}
+	b.ReportMetric(cpu(int64(len(body)), b.N), "MB/cpu-s")
 }
 
 func BenchmarkScoreShort(b *testing.B) {

@@ -15,9 +15,11 @@ func BenchmarkScanChat1MiB(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	n := 0
+	cpu := guardtest.CPUThroughput()
 	for b.Loop() {
 		n = len(s.Scan(body, nil))
 	}
+	b.ReportMetric(cpu(int64(len(body)), b.N), "MB/cpu-s")
 	b.ReportMetric(float64(n), "spans")
 }
 
@@ -28,9 +30,11 @@ func BenchmarkScanChat1MiBByType(b *testing.B) {
 		b.Run(string(t), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
+			cpu := guardtest.CPUThroughput()
 			for b.Loop() {
 				s.Scan(body, []pii.Type{t})
 			}
+			b.ReportMetric(cpu(int64(len(body)), b.N), "MB/cpu-s")
 		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -158,9 +159,7 @@ func (r *Redactor) JSON(body []byte, detect DetectFunc) ([]byte, error) {
 		raw := body[start+1 : end]
 		var s string
 		if bytes.IndexByte(raw, '\\') >= 0 {
-			if err := json.Unmarshal(body[start:end+1], &s); err != nil {
-				return nil, ErrInvalidJSON
-			}
+			s = unquote(raw)
 		} else {
 			s = string(raw)
 		}
@@ -212,6 +211,75 @@ func isKey(b []byte, i int) bool {
 		i++
 	}
 	return i < len(b) && b[i] == ':'
+}
+
+// unquote decodes the contents of a JSON string already known to be
+// valid. Like encoding/json, a lone surrogate escape becomes U+FFFD; raw
+// bytes (even invalid UTF-8) are kept as they are.
+func unquote(raw []byte) string {
+	b := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			b = append(b, c)
+			i++
+			continue
+		}
+		switch e := raw[i+1]; e {
+		case 'n':
+			b = append(b, '\n')
+		case 't':
+			b = append(b, '\t')
+		case 'r':
+			b = append(b, '\r')
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'u':
+			r := hex4(raw[i+2:])
+			i += 6
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+					r2 = hex4(raw[i+2:])
+				}
+				if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+					r = dec
+					i += 6
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			b = utf8.AppendRune(b, r)
+			continue
+		default: // '"', '\\', '/'
+			b = append(b, e)
+		}
+		i += 2
+	}
+	return string(b)
+}
+
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return utf8.RuneError
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return utf8.RuneError
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 // AppendQuoted appends s as a JSON string literal.

@@ -131,11 +131,13 @@ func BenchmarkRedactJSON1MiB(b *testing.B) {
 	body := guardtest.ChatRequest(1 << 20)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
+	cpu := guardtest.CPUThroughput()
 	for b.Loop() {
 		if _, err := redact.New().JSON(body, detect); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(cpu(int64(len(body)), b.N), "MB/cpu-s")
 }
 
 func FuzzRedactJSON(f *testing.F) {
@@ -210,4 +212,27 @@ func FuzzRedactRehydrate(f *testing.F) {
 			t.Fatalf("streaming rehydrate of %q split at %d = %q", red, cut, got)
 		}
 	})
+}
+
+// The JSON string decoder agrees with encoding/json; the detect callback
+// sees the decoded value.
+func TestUnquoteMatchesEncodingJSON(t *testing.T) {
+	for _, lit := range []string{`"a\nb\t\"\\\/\b\f\r"`, `"\u00e9\ud83d\ude00"`, `"\ud800x"`, `"\udc00\ud800"`, `"x\u0041y"`} {
+		var want string
+		if err := json.Unmarshal([]byte(lit), &want); err != nil {
+			t.Fatal(err)
+		}
+		r := redact.New()
+		var got string
+		out, err := r.JSON([]byte("["+lit+"]"), func(s string) []redact.Span {
+			got = s
+			return nil
+		})
+		if err != nil || string(out) != "["+lit+"]" {
+			t.Fatalf("JSON(%s) = %s, %v", lit, out, err)
+		}
+		if got != want {
+			t.Errorf("decoded %s = %q, want %q", lit, got, want)
+		}
+	}
 }
