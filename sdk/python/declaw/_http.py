@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 from urllib.parse import quote, urlencode
 
 from ._version import __version__
@@ -252,6 +252,18 @@ class SSEEvent:
             return {}
         return _json.loads(self.data)
 
+    def payload(self) -> Tuple[str, Dict[str, Any]]:
+        """(kind, JSON object) of the event. The kind is the object's
+        ``type``, else its ``stream``, else the SSE event name; data that is
+        not a JSON object is returned as ``{"data": ...}``."""
+        try:
+            obj = self.json()
+        except ValueError:
+            obj = {"data": self.data}
+        if not isinstance(obj, dict):
+            obj = {"data": obj}
+        return str(obj.get("type") or obj.get("stream") or self.event), obj
+
     def __repr__(self) -> str:
         return f"SSEEvent(event={self.event!r}, data={self.data!r}, id={self.id!r})"
 
@@ -362,6 +374,17 @@ def _decode_error_body(data: bytes) -> Any:
 def _backoff(attempt: int) -> None:
     delay = BACKOFF_BASE * (attempt + 1)
     time.sleep(delay + random.uniform(0, BACKOFF_BASE))
+
+
+def killed_flag(resp: Response) -> bool:
+    """The outcome of a kill answer: ``{"killed": b}``, ``{"queued": b}``,
+    or True for any other 2xx body."""
+    data = resp.json()
+    if isinstance(data, dict):
+        for key in ("killed", "queued"):
+            if key in data:
+                return bool(data[key])
+    return True
 
 
 def new_idempotency_key() -> str:

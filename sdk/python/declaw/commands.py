@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from ._http import DEFAULT as DEFAULT_TIMEOUT
-from ._http import Response, path_segment
+from ._http import Response, killed_flag, path_segment
 from .exceptions import CommandExitException, NotFoundException, SandboxException, TimeoutException
 from .models import CommandResult, ProcessInfo
 
@@ -261,12 +261,9 @@ class Commands:
     def kill(self, pid: int) -> bool:
         """Kill a process tree (SIGKILL); False if no such process."""
         try:
-            data = self._request("DELETE", f"/commands/{path_segment(int(pid))}").json()
+            return killed_flag(self._request("DELETE", f"/commands/{path_segment(int(pid))}"))
         except NotFoundException:
             return False
-        if isinstance(data, dict) and "killed" in data:
-            return bool(data["killed"])
-        return True
 
     def send_stdin(self, pid: int, data: Union[str, bytes]) -> None:
         """Write ``data`` to the stdin of a process started with ``stdin=True``."""
@@ -308,13 +305,7 @@ def consume_command_stream(
     finished = False
     try:
         for ev in resp.iter_sse():
-            try:
-                obj = ev.json()
-            except ValueError:
-                obj = {"data": ev.data}
-            if not isinstance(obj, dict):
-                obj = {"data": obj}
-            kind = obj.get("type") or obj.get("stream") or ev.event
+            kind, obj = ev.payload()
             if kind == "start":
                 if obj.get("pid") is not None:
                     pid = int(obj["pid"])

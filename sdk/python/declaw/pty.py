@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
 
-from ._http import Response, path_segment
+from ._http import Response, killed_flag, path_segment
 from .exceptions import NotFoundException, SandboxException
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,10 +72,7 @@ class PtyHandle:
             resp = self._open()
             try:
                 for ev in resp.iter_sse():
-                    obj = ev.json() if ev.data else {}
-                    if not isinstance(obj, dict):
-                        continue
-                    kind = obj.get("type") or ev.event
+                    kind, obj = ev.payload()
                     if kind == "exit" or "exit_code" in obj:
                         ec = obj.get("exit_code")
                         self._exit_code = int(ec) if ec is not None else -1
@@ -168,7 +165,6 @@ class Pty:
 
     def kill(self, pid: int) -> bool:
         try:
-            data = self._sandbox._request("DELETE", f"/pty/{path_segment(int(pid))}").json()
+            return killed_flag(self._sandbox._request("DELETE", f"/pty/{path_segment(int(pid))}"))
         except NotFoundException:
             return False
-        return bool(data.get("killed", True)) if isinstance(data, dict) else True

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlencode
 
 from ._http import DEFAULT as DEFAULT_TIMEOUT
-from ._http import HTTPClient, Response, encode_query, new_idempotency_key, path_segment
+from ._http import HTTPClient, Response, killed_flag, new_idempotency_key, path_segment
 from .commands import Commands
 from .connection_config import ConnectionConfig
 from .exceptions import InvalidArgumentException, NotFoundException, SandboxException
@@ -94,16 +94,6 @@ def _time_param(value: Any) -> Optional[str]:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
-
-
-def _kill_result(resp: Response) -> bool:
-    data = resp.json()
-    if isinstance(data, dict):
-        if "killed" in data:
-            return bool(data["killed"])
-        if "queued" in data:
-            return bool(data["queued"])
-    return True
 
 
 class Sandbox:
@@ -440,7 +430,7 @@ class Sandbox:
             )
         except NotFoundException:
             return False
-        return _kill_result(resp)
+        return killed_flag(resp)
 
     kill = _dual(_kill_class, _kill_instance)
 

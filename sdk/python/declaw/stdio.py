@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
-from ._http import path_segment
+from ._http import killed_flag, path_segment
 from .exceptions import NotFoundException, SandboxException
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,10 +68,9 @@ class StdioHandle:
 
     def kill(self) -> bool:
         try:
-            data = self._stdio._sandbox._request("DELETE", self._path()).json()
+            return killed_flag(self._stdio._sandbox._request("DELETE", self._path()))
         except NotFoundException:
             return False
-        return bool(data.get("killed", True)) if isinstance(data, dict) else True
 
     def __iter__(self) -> Iterator[Tuple[str, bytes]]:
         if self._exit_code is not None:
@@ -84,10 +83,7 @@ class StdioHandle:
             )
             try:
                 for ev in resp.iter_sse():
-                    obj = ev.json() if ev.data else {}
-                    if not isinstance(obj, dict):
-                        continue
-                    kind = obj.get("type") or obj.get("stream") or ev.event
+                    kind, obj = ev.payload()
                     if kind == "exit" or "exit_code" in obj:
                         ec = obj.get("exit_code")
                         self._exit_code = int(ec) if ec is not None else -1

@@ -159,7 +159,7 @@ class CreateTest(FakeServerTest):
         self.assertEqual(self.reqs[0].headers["idempotency-key"], self.reqs[1].headers["idempotency-key"])
 
     def test_create_read_timeout_resends_same_key_then_polls(self):
-        from declaw import _http, sandbox as sbxmod
+        from declaw import sandbox as sbxmod
 
         old = sbxmod.CREATE_REQUEST_TIMEOUT
         sbxmod.CREATE_REQUEST_TIMEOUT = 0.3
