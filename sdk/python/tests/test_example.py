@@ -13,7 +13,12 @@ from fake_server import Reply
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXAMPLE = os.path.join(ROOT, "examples", "secured_vs_unsecured.py")
-SEED = "/work/shared/seed/secured-vs-unsecured.md"
+# shared/ sits beside the checkout (CI) or at /work/shared (development machines).
+SEED_CANDIDATES = (
+    os.path.join(ROOT, "..", "..", "..", "shared", "seed", "secured-vs-unsecured.md"),
+    "/work/shared/seed/secured-vs-unsecured.md",
+)
+SEED = next((p for p in SEED_CANDIDATES if os.path.exists(p)), SEED_CANDIDATES[-1])
 
 
 class SeedExampleTest(FakeServerTest):
