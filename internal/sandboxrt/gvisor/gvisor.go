@@ -329,7 +329,10 @@ func (d *Driver) consoleTail(id string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// Destroy implements sandboxrt.Runtime. It is idempotent.
+// Destroy implements sandboxrt.Runtime. It is idempotent. It kills the
+// sandbox process, lets "runsc run" tear the container down, falls back to
+// "runsc kill --all" + "runsc delete --force" and finally to killing runsc
+// processes by pid, then removes the cgroups and the bundle.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if !idRE.MatchString(id) {
 		return nil // cannot be ours
