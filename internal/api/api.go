@@ -179,7 +179,6 @@ func queryBool(r *http.Request, name string) bool {
 	return v
 }
 
-
 func contextWith(r *http.Request, t proxyTarget) context.Context {
 	return context.WithValue(r.Context(), targetKey{}, t)
 }
