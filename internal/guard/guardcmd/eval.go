@@ -43,6 +43,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	mism := fs.Bool("mismatches", false, "also list PII false positives and negatives")
 	typesFlag := fs.String("pii", "all", "PII types to score")
+	rulesOnly := fs.Bool("rules-only", false, "score injection with the rules alone (no model), for ablation")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +58,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	det, err := injection.New()
 	if err != nil {
 		return err
+	}
+	if *rulesOnly {
+		det = &injection.Detector{Model: &injection.Model{TrainedOn: []string{}}}
 	}
 	out := EvalOutput{Model: ModelInfo{
 		Description: det.Model.String(),

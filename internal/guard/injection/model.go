@@ -256,5 +256,8 @@ func Quantize(w []float32, bias float32, trainedOn []string) *Model {
 
 // String describes the model briefly.
 func (m *Model) String() string {
+	if m == nil || len(m.Weights) == 0 {
+		return "no model (rules only)"
+	}
 	return fmt.Sprintf("linear char %d-%d-grams, 2^%d buckets, trained on %s", NGramMin, NGramMax, HashBits, strings.Join(m.TrainedOn, ", "))
 }
