@@ -63,8 +63,9 @@ class SandboxException(Exception):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
-class InvalidArgumentException(SandboxException):
-    """The request was rejected as invalid (HTTP 400 / 422)."""
+class InvalidArgumentException(SandboxException, ValueError):
+    """The request was rejected as invalid (HTTP 400 / 422), or the SDK
+    refused an argument before sending it (then ``status`` is None)."""
 
 
 class AuthenticationException(SandboxException):

@@ -275,8 +275,10 @@ class Sandbox:
     ) -> Dict[str, Any]:
         if not isinstance(template, str) or not template:
             raise InvalidArgumentException("template must be a non-empty string")
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-            raise InvalidArgumentException(f"timeout must be an integer number of seconds >= 0, got {timeout!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise InvalidArgumentException(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        if isinstance(timeout, float) and timeout.is_integer():
+            timeout = int(timeout)
         body: Dict[str, Any] = {"template": template, "timeout": timeout, "secure": bool(secure)}
         if metadata:
             body["metadata"] = _str_map("metadata", metadata)

@@ -256,6 +256,15 @@ class CreateTest(FakeServerTest):
                 Sandbox.create(**kwargs, **self.kw())
         self.assertEqual(self.reqs, [])
 
+    def test_client_side_errors_are_value_errors(self):
+        with self.assertRaises(ValueError) as cm:
+            Sandbox.create(timeout=-1, **self.kw())
+        self.assertIsInstance(cm.exception, InvalidArgumentException)
+        self.assertIsNone(cm.exception.status)
+        self.fake.route("POST", "/sandboxes", Reply(201, json={"sandbox_id": "sbx-1"}))
+        Sandbox.create(timeout=60.0, **self.kw())
+        self.assertEqual(self.last().json["timeout"], 60)
+
     def test_env_configuration(self):
         self.fake.route("POST", "/sandboxes", Reply(201, json={"sandbox_id": "sbx-1"}))
         os.environ["DECLAW_API_KEY"] = "env-key"
