@@ -164,10 +164,6 @@ func MatchAt(text string, i int) (Finding, bool) {
 	return Finding{}, false
 }
 
-// Sort orders findings by Start and drops overlaps (keeping the higher
-// score).
-func Sort(fs []Finding) []Finding { return dedupe(fs) }
-
 func (r *Rule) try(text string, p int) (Finding, bool) {
 	hi := p + r.MaxLen
 	if hi > len(text) {
