@@ -71,6 +71,7 @@ func (s *Server) routes() {
 	m.HandleFunc("PATCH /sandboxes/{id}/timeout", s.auth(s.setTimeout))
 	m.HandleFunc("POST /sandboxes/{id}/timeout", s.auth(s.setTimeout))
 	m.HandleFunc("GET /sandboxes/{id}/audit", s.auth(s.listAudit))
+	m.HandleFunc("PUT /sandboxes/{id}/network", s.auth(s.updateNetwork))
 
 	// Everything envd serves is forwarded as is.
 	for _, p := range []string{"commands", "files", "pty", "stdio"} {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -149,7 +150,12 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 			return nil, badRequest("invalid_argument", fmt.Sprintf("lifecycle.on_timeout: %q is not one of kill, pause", lc.OnTimeout))
 		}
 	}
-	info, token, err := s.cfg.Sandboxes.Create(r.Context(), req)
+	// A create runs to its end even if the client goes away (a first use of
+	// a template builds it, which may outlast a client's timeout): its retry
+	// with the same Idempotency-Key then gets the finished sandbox.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Minute)
+	defer cancel()
+	info, token, err := s.cfg.Sandboxes.Create(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -381,4 +387,20 @@ func parseTime(v string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor unix seconds", v)
 	}
 	return time.Unix(0, int64(secs*1e9)), nil
+}
+
+// updateNetwork serves PUT /sandboxes/{id}/network with a NetworkPolicy
+// body ({"allow_out": [...], "deny_out": [...]}) that replaces the policy.
+func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) {
+	var body policy.Network
+	if err := decodeJSON(w, r, &body, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	info, err := s.cfg.Sandboxes.UpdateNetwork(r.Context(), r.PathValue("id"), network.Policy{AllowOut: body.AllowOut, DenyOut: body.DenyOut})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
 }

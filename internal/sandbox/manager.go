@@ -64,6 +64,7 @@ type Network interface {
 // Resolver answers the DNS queries of sandboxes on their slot's host address.
 type Resolver interface {
 	Serve(addr netip.Addr, sandboxID string, p network.Parsed) error
+	Update(addr netip.Addr, p network.Parsed) error
 	Stop(addr netip.Addr) error
 }
 
@@ -542,6 +543,42 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, timeout int) error 
 		return nil
 	})
 	return err
+}
+
+// UpdateNetwork replaces a live sandbox's network policy atomically;
+// established connections that the new policy denies are cut.
+func (m *Manager) UpdateNetwork(ctx context.Context, id string, p network.Policy) (*Info, error) {
+	parsed, err := network.ParsePolicy(p)
+	if err != nil {
+		return nil, &InvalidError{Field: "network", Msg: err.Error()}
+	}
+	inst, err := m.live(ctx, id, "update the network of")
+	if err != nil {
+		return nil, err
+	}
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.state == StateKilled || inst.dying.Load() {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrKilled)
+	}
+	if err := m.cfg.Network.Apply(ctx, inst.slot, p); err != nil {
+		return nil, fmt.Errorf("update network of sandbox %s: %w", id, err)
+	}
+	if m.cfg.DNS != nil {
+		if err := m.cfg.DNS.Update(inst.slot.HostIP, parsed); err != nil {
+			return nil, fmt.Errorf("update dns policy of sandbox %s: %w", id, err)
+		}
+	}
+	raw, _ := json.Marshal(p)
+	rec, err := m.cfg.Store.UpdateSandbox(ctx, id, func(s *store.Sandbox) error {
+		s.Network = raw
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.audit(ctx, id, "network.updated", p)
+	return infoFrom(rec), nil
 }
 
 // live returns the instance of a running or paused sandbox, or the right error.
