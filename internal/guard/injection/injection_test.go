@@ -236,3 +236,30 @@ func TestProbMatchesFeatures(t *testing.T) {
 		}
 	}
 }
+
+// The Aho-Corasick matcher reports exactly the pattern ends a brute-force
+// search finds.
+func TestACMatchesBruteForce(t *testing.T) {
+	pats := []string{"he", "she", "his", "hers", "rm -rf", "/etc/", "a"}
+	groups := []uint32{1, 2, 4, 8, 16, 32, 64}
+	m := newAC(pats, groups)
+	text := "ushers say his rm -rf /etc/ hers she a\x00he\xff"
+	got := map[int]uint32{}
+	m.scan(text, func(b uint32, end int) { got[end] |= b })
+	want := map[int]uint32{}
+	for k, p := range pats {
+		for i := 0; i+len(p) <= len(text); i++ {
+			if text[i:i+len(p)] == p {
+				want[i+len(p)] |= groups[k]
+			}
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for e, b := range want {
+		if got[e] != b {
+			t.Errorf("end %d: bits %b, want %b", e, got[e], b)
+		}
+	}
+}

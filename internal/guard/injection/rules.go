@@ -1,6 +1,7 @@
 package injection
 
 import (
+	"math/bits"
 	"regexp"
 	"strings"
 )
@@ -95,6 +96,32 @@ type prefixTrigger struct {
 	rule   int
 }
 
+// needsAC finds every rule's needed words in one pass.
+var needsAC = func() *acMatcher {
+	var pats []string
+	var groups []uint32
+	idx := map[string]int{}
+	for ri, r := range rules {
+		for _, n := range r.needs {
+			k, ok := idx[n]
+			if !ok {
+				k = len(pats)
+				idx[n] = k
+				pats = append(pats, n)
+				groups = append(groups, 0)
+			}
+			groups[k] |= 1 << uint(ri)
+		}
+	}
+	if len(pats) == 0 {
+		return nil
+	}
+	return newAC(pats, groups)
+}()
+
+// bits32 returns the index of the lowest set bit of b (b != 0).
+func bits32(b uint32) int { return bits.TrailingZeros32(b) }
+
 // ruleHit is a matched rule and the matched text.
 type ruleHit struct {
 	name   string
@@ -114,6 +141,28 @@ const maxTriggerWord = 12
 func matchRules(lower string) []ruleHit {
 	var hits []ruleHit
 	var done [32]bool
+	// ends[ri] lists where rules[ri]'s needed words end, found in one
+	// Aho-Corasick pass; ptr[ri] walks it as triggers advance.
+	var ends [32][]int32
+	var ptr [32]int
+	if needsAC != nil {
+		needsAC.scan(lower, func(bits uint32, end int) {
+			for bits != 0 {
+				ri := bits32(bits)
+				bits &= bits - 1
+				ends[ri] = append(ends[ri], int32(end))
+			}
+		})
+	}
+	hasNeed := func(ri, p, hi int) bool {
+		e := ends[ri]
+		k := ptr[ri]
+		for k < len(e) && int(e[k]) <= p {
+			k++
+		}
+		ptr[ri] = k
+		return k < len(e) && int(e[k]) <= hi
+	}
 	try := func(ri, p int) {
 		if done[ri] {
 			return
@@ -127,7 +176,7 @@ func matchRules(lower string) []ruleHit {
 			w = ruleWindow
 		}
 		hi := min(len(lower), p+w)
-		if r.needs != nil && !containsAny(lower[p:hi], r.needs) {
+		if r.needs != nil && !hasNeed(ri, p, hi) {
 			return
 		}
 		if loc := r.re.FindStringIndex(lower[p:hi]); loc != nil {
@@ -176,13 +225,4 @@ func atLineStart(s string, p int) bool {
 		}
 	}
 	return true
-}
-
-func containsAny(s string, subs []string) bool {
-	for _, x := range subs {
-		if strings.Contains(s, x) {
-			return true
-		}
-	}
-	return false
 }
