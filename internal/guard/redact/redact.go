@@ -11,7 +11,6 @@ package redact
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"sort"
 	"strconv"
@@ -136,27 +135,17 @@ type DetectFunc func(s string) []Span
 // The result is valid JSON with the same structure; values without
 // findings are copied byte for byte.
 func (r *Redactor) JSON(body []byte, detect DetectFunc) ([]byte, error) {
-	if !json.Valid(body) {
-		return nil, ErrInvalidJSON
-	}
 	if bytes.Contains(body, []byte(TokenPrefix)) {
 		r.avoid = string(body)
 		defer func() { r.avoid = "" }()
 	}
 	var out []byte
 	last := 0
-	for i := 0; i < len(body); {
-		k := bytes.IndexByte(body[i:], '"')
-		if k < 0 {
-			break
+	ok := walkJSON(body, func(open, end int, key bool) {
+		if key {
+			return
 		}
-		start := i + k
-		end := closingQuote(body, start+1)
-		i = end + 1
-		if isKey(body, i) {
-			continue
-		}
-		raw := body[start+1 : end]
+		raw := body[open+1 : end]
 		var s string
 		if bytes.IndexByte(raw, '\\') >= 0 {
 			s = unquote(raw)
@@ -165,52 +154,26 @@ func (r *Redactor) JSON(body []byte, detect DetectFunc) ([]byte, error) {
 		}
 		spans := detect(s)
 		if len(spans) == 0 {
-			continue
+			return
 		}
 		red := r.Text(s, spans)
 		if red == s {
-			continue
+			return
 		}
 		if out == nil {
 			out = make([]byte, 0, len(body)+len(body)/8)
 		}
-		out = append(out, body[last:start]...)
+		out = append(out, body[last:open]...)
 		out = AppendQuoted(out, red)
 		last = end + 1
+	})
+	if !ok {
+		return nil, ErrInvalidJSON
 	}
 	if out == nil {
 		return body, nil
 	}
 	return append(out, body[last:]...), nil
-}
-
-// closingQuote returns the index of the quote ending the string whose
-// contents start at i.
-func closingQuote(b []byte, i int) int {
-	for {
-		k := bytes.IndexByte(b[i:], '"')
-		if k < 0 {
-			return len(b) - 1
-		}
-		q := i + k
-		bs := 0
-		for p := q - 1; p >= i && b[p] == '\\'; p-- {
-			bs++
-		}
-		if bs%2 == 0 {
-			return q
-		}
-		i = q + 1
-	}
-}
-
-// isKey reports whether the string that ended just before i is an object
-// key (followed by optional whitespace and ':').
-func isKey(b []byte, i int) bool {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i < len(b) && b[i] == ':'
 }
 
 // unquote decodes the contents of a JSON string already known to be
@@ -219,11 +182,16 @@ func isKey(b []byte, i int) bool {
 func unquote(raw []byte) string {
 	b := make([]byte, 0, len(raw))
 	for i := 0; i < len(raw); {
-		c := raw[i]
-		if c != '\\' || i+1 >= len(raw) {
-			b = append(b, c)
-			i++
-			continue
+		k := bytes.IndexByte(raw[i:], '\\')
+		if k < 0 {
+			b = append(b, raw[i:]...)
+			break
+		}
+		b = append(b, raw[i:i+k]...)
+		i += k
+		if i+1 >= len(raw) {
+			b = append(b, raw[i])
+			break
 		}
 		switch e := raw[i+1]; e {
 		case 'n':
@@ -287,6 +255,15 @@ func AppendQuoted(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(s); {
+		// Copy the run of bytes that need no escaping in one go.
+		j := i
+		for j < len(s) && s[j] >= 0x20 && s[j] < utf8.RuneSelf && s[j] != '"' && s[j] != '\\' {
+			j++
+		}
+		dst = append(dst, s[i:j]...)
+		if i = j; i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			switch {

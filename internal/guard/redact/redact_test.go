@@ -236,3 +236,16 @@ func TestUnquoteMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// walkJSON accepts exactly what encoding/json.Valid accepts.
+func FuzzWalkJSON(f *testing.F) {
+	for _, s := range []string{`{}`, `[]`, `{"a":[1,-0.5e+3,true,false,null,"x\u00e9\n"]}`, `[1,]`, `{"a" 1}`, `"\ud800"`, ` 0 `, `01`, `1.`, `-`, `[[[[`, "\"\x01\"", `{"a":1}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		_, err := redact.New().JSON(in, func(string) []redact.Span { return nil })
+		if (err == nil) != json.Valid(in) {
+			t.Fatalf("JSON(%q) error %v, json.Valid %v", in, err, json.Valid(in))
+		}
+	})
+}
