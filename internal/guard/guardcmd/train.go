@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -33,6 +34,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	folds := fs.Int("folds", 5, "cross-validation folds for the out-of-fold report (0 to skip)")
 	epochs := fs.Int("epochs", 0, "SGD epochs (0: default)")
 	seed := fs.Uint64("seed", 1, "shuffle seed")
+	l2 := fs.Float64("l2", 0, "L2 regularisation (0: default)")
+	lr := fs.Float64("lr", 0, "learning rate (0: default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,7 +70,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
 		}
 	}
-	cfg := injection.TrainConfig{Epochs: *epochs, Seed: *seed}
+	cfg := injection.TrainConfig{Epochs: *epochs, Seed: *seed, L2: *l2, LearningRate: *lr}
 	pos := 0
 	for _, e := range ex {
 		if e.Malicious {
@@ -113,8 +116,18 @@ func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfi
 			}
 		}
 	}
+	// Mean log-loss of the out-of-fold scores (lower is better).
+	ll := 0.0
+	for i, e := range ex {
+		p := min(max(scores[i], 1e-6), 1-1e-6)
+		if e.Malicious {
+			ll -= math.Log(p)
+		} else {
+			ll -= math.Log(1 - p)
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "%d-fold out-of-fold scores on the training files:\n", k)
+	fmt.Fprintf(w, "%d-fold out-of-fold scores on the training files (log-loss %.4f):\n", k, ll/float64(len(ex)))
 	fmt.Fprintln(tw, "threshold\tTPR\tFPR\t")
 	for t := 0.30; t < 0.991; t += 0.05 {
 		tp, fp, p, n := 0, 0, 0, 0

@@ -99,6 +99,9 @@ const maxDepth = 2
 // Score scores text.
 func (d *Detector) Score(text string, opts Options) Result {
 	res := d.score(text, 0)
+	if !res.Normalized.Changed {
+		res.Normalized.Text = "" // the input itself; not repeated in results
+	}
 	res.Threshold = opts.threshold()
 	res.Verdict = res.Score >= res.Threshold
 	return res

@@ -14,8 +14,11 @@ import (
 // Normalized is text prepared for detection.
 type Normalized struct {
 	// Text is the NFKC form with invisible, bidi and tag characters removed
-	// (tag characters are mapped back to the ASCII they encode).
-	Text string `json:"text"`
+	// (tag characters are mapped back to the ASCII they encode). It is
+	// omitted from JSON when Changed is false.
+	Text string `json:"text,omitempty"`
+	// Changed reports whether Text differs from the input.
+	Changed bool `json:"changed"`
 	// Invisible counts removed format/private-use/unassigned/control runes.
 	Invisible int `json:"invisible,omitempty"`
 	// Bidi counts removed bidirectional controls.
@@ -51,30 +54,32 @@ func Normalize(s string) Normalized {
 	}
 	if ascii {
 		n.Text = s
-	} else {
-		var b strings.Builder
-		b.Grow(len(s))
-		for _, r := range s {
-			switch {
-			case r == '\n' || r == '\r' || r == '\t':
-				b.WriteRune(r)
-			case r >= 0xE0000 && r <= 0xE007F:
-				n.Tags++
-				if r >= 0xE0020 && r <= 0xE007E {
-					b.WriteByte(byte(r - 0xE0000))
-				}
-			case isBidi(r):
-				n.Bidi++
-			case r == utf8.RuneError:
-				b.WriteRune(r)
-			case unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Co, r) || unicode.Is(unicode.Cc, r) || !unicode.IsPrint(r) && !unicode.IsSpace(r) && !unicode.IsGraphic(r):
-				n.Invisible++
-			default:
-				b.WriteRune(r)
-			}
-		}
-		n.Text = norm.NFKC.String(b.String())
+		n.Decoded = decodePayloads(n.Text)
+		return n
 	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			b.WriteRune(r)
+		case r >= 0xE0000 && r <= 0xE007F:
+			n.Tags++
+			if r >= 0xE0020 && r <= 0xE007E {
+				b.WriteByte(byte(r - 0xE0000))
+			}
+		case isBidi(r):
+			n.Bidi++
+		case r == utf8.RuneError:
+			b.WriteRune(r)
+		case unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Co, r) || unicode.Is(unicode.Cc, r) || !unicode.IsPrint(r) && !unicode.IsSpace(r) && !unicode.IsGraphic(r):
+			n.Invisible++
+		default:
+			b.WriteRune(r)
+		}
+	}
+	n.Text = norm.NFKC.String(b.String())
+	n.Changed = n.Text != s
 	n.Decoded = decodePayloads(n.Text)
 	return n
 }
