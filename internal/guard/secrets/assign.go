@@ -83,6 +83,9 @@ func assignmentAt(t string, p int) (Finding, bool) {
 		}
 		id = append(id, c)
 	}
+	if !mentionsCredential(id) {
+		return Finding{}, false
+	}
 	password := false
 	switch {
 	case hasAny(id, keyNames) || string(id) == "key":
@@ -174,4 +177,23 @@ func isPlaceholder(v string) bool {
 		}
 	}
 	return same
+}
+
+// credentialStems cover every keyName and passName; mentionsCredential is
+// the quick rejection for the common case (JSON keys like "role",
+// "content", "model").
+var credentialStems = []string{"key", "secret", "token", "auth", "credential", "signing", "pass", "pwd"}
+
+func mentionsCredential(id []byte) bool {
+	for i, c := range id {
+		switch c {
+		case 'k', 's', 't', 'a', 'c', 'p':
+			for _, w := range credentialStems {
+				if w[0] == c && len(id)-i >= len(w) && string(id[i:i+len(w)]) == w {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -141,6 +141,10 @@ var mayStart = func() (t [256]bool) {
 	return t
 }()
 
+// MayStartPair reports whether some provider keyword starts with the two
+// bytes c, d.
+func MayStartPair(c, d byte) bool { return pairs[c][d>>6]&(1<<(d&63)) != 0 }
+
 // MatchAt tries the provider rules whose keyword occurs at text[i:]. The
 // keyword must start a token (except PEM dashes). Callers that already
 // walk the text token by token (package pii) use it to share one pass.
