@@ -72,6 +72,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /sandboxes/{id}/timeout", s.auth(s.setTimeout))
 	m.HandleFunc("GET /sandboxes/{id}/audit", s.auth(s.listAudit))
 	m.HandleFunc("PUT /sandboxes/{id}/network", s.auth(s.updateNetwork))
+	m.HandleFunc("POST /sandboxes/{id}/pause", s.auth(s.pauseSandbox))
+	m.HandleFunc("POST /sandboxes/{id}/resume", s.auth(s.resumeSandbox))
+	m.HandleFunc("GET /sandboxes/{id}/metrics", s.auth(s.sandboxMetrics))
 
 	// Everything envd serves is forwarded as is.
 	for _, p := range []string{"commands", "files", "pty", "stdio"} {

@@ -54,6 +54,8 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusGone, Code: "sandbox_killed", Message: err.Error()}
 	case errors.Is(err, sandbox.ErrPaused):
 		return &Error{Status: http.StatusConflict, Code: "sandbox_paused", Message: err.Error()}
+	case errors.Is(err, sandbox.ErrNotSupported):
+		return &Error{Status: http.StatusConflict, Code: "not_supported", Message: err.Error()}
 	case errors.Is(err, sandbox.ErrUnavailable):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}
 	}

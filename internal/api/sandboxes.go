@@ -404,3 +404,60 @@ func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, info)
 }
+
+func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Sandboxes.Pause(r.Context(), r.PathValue("id")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+// resumeSandbox serves POST /sandboxes/{id}/resume; an optional body
+// {"timeout": seconds} resets the timeout as it resumes.
+func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Timeout *float64 `json:"timeout"`
+	}
+	if err := decodeJSON(w, r, &body, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	if err := s.cfg.Sandboxes.Resume(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if body.Timeout != nil {
+		t := int(*body.Timeout)
+		if *body.Timeout < 0 {
+			t = -1
+		}
+		if err := s.cfg.Sandboxes.SetTimeout(r.Context(), id, t); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+// sandboxMetrics serves GET /sandboxes/{id}/metrics[?start=&end=].
+func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	start, err := parseTime(q.Get("start"))
+	if err != nil {
+		s.writeError(w, r, badRequest("invalid_argument", "start: "+err.Error()))
+		return
+	}
+	end, err := parseTime(q.Get("end"))
+	if err != nil {
+		s.writeError(w, r, badRequest("invalid_argument", "end: "+err.Error()))
+		return
+	}
+	ms, err := s.cfg.Sandboxes.Metrics(r.Context(), r.PathValue("id"), start, end)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ms)
+}

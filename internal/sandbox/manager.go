@@ -79,13 +79,18 @@ type Config struct {
 	RunDir    string   // per-sandbox generated files live under RunDir/<id>
 	Resources sandboxrt.Resources
 	EnvdReady time.Duration // how long to wait for envd to answer (default 30 s)
-	Logf      func(format string, args ...any)
+	// EnvdPort is the TCP port envd is reached on at the slot's guest
+	// address (0 = envdapi.Port). Tests point it at a fake envd.
+	EnvdPort int
+	Logf     func(format string, args ...any)
 }
 
 // Manager runs sandboxes. It is safe for concurrent use.
 type Manager struct {
 	cfg    Config
 	client *http.Client // to envd: keep-alive, shared with the API proxy
+
+	stopSampling context.CancelFunc
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -103,11 +108,21 @@ type instance struct {
 
 	dying atomic.Bool // an async kill was accepted: no more requests reach envd
 
+	lifecycle Lifecycle
+
 	mu      sync.Mutex // guards the fields below and serialises lifecycle ops
 	state   string
 	timer   *time.Timer
 	timeout time.Duration
 	endAt   time.Time
+	left    time.Duration // while paused: what was left of the timeout
+	metrics metricRing
+}
+
+// Lifecycle says what happens at the timeout and to requests for a paused sandbox.
+type Lifecycle struct {
+	OnTimeout  string `json:"on_timeout,omitempty"` // "kill" (default) or "pause"
+	AutoResume bool   `json:"auto_resume,omitempty"`
 }
 
 // CreateRequest is a validated-enough create call; Create checks the rest.
@@ -155,11 +170,15 @@ func New(cfg Config) *Manager {
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
-	return &Manager{
+	m := &Manager{
 		cfg:       cfg,
 		client:    &http.Client{Transport: tr},
 		instances: map[string]*instance{},
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopSampling = cancel
+	go m.sampleLoop(ctx)
+	return m
 }
 
 // Transport is the HTTP transport used to reach envd; the API's proxy shares it.
@@ -237,7 +256,18 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 		return nil, "", err
 	}
 
-	inst := &instance{id: newID("sbx-", 6), template: req.Template, token: newID("", 24), state: StateRunning, timeout: timeout}
+	var lc Lifecycle
+	if len(req.Lifecycle) > 0 && string(req.Lifecycle) != "null" {
+		if err := json.Unmarshal(req.Lifecycle, &lc); err != nil {
+			return nil, "", invalid("lifecycle", "%v", err)
+		}
+		switch lc.OnTimeout {
+		case "", "kill", "pause":
+		default:
+			return nil, "", invalid("lifecycle.on_timeout", "%q is not one of kill, pause", lc.OnTimeout)
+		}
+	}
+	inst := &instance{id: newID("sbx-", 6), template: req.Template, token: newID("", 24), state: StateRunning, timeout: timeout, lifecycle: lc}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -296,7 +326,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 	}
 	inst.undo.add("runtime", func(ctx context.Context) error { return m.cfg.Runtime.Destroy(ctx, inst.id) })
 
-	inst.base = &url.URL{Scheme: "http", Host: fmt.Sprintf("%s:%d", slot.GuestIP, envdapi.Port)}
+	inst.base = &url.URL{Scheme: "http", Host: netip.AddrPortFrom(slot.GuestIP, uint16(cmp.Or(m.cfg.EnvdPort, envdapi.Port))).String()}
 	if err := m.waitEnvd(ctx, inst); err != nil {
 		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
@@ -385,9 +415,17 @@ func (m *Manager) armTimer(inst *instance) {
 	}
 	id := inst.id
 	inst.timer = time.AfterFunc(time.Until(inst.endAt), func() {
-		m.cfg.Logf("sandbox %s: timeout reached, killing", id)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		if inst.lifecycle.OnTimeout == "pause" {
+			m.cfg.Logf("sandbox %s: timeout reached, pausing (on_timeout: pause)", id)
+			if err := m.Pause(ctx, id); err == nil {
+				return
+			} else {
+				m.cfg.Logf("sandbox %s: pause at timeout: %v; killing instead", id, err)
+			}
+		}
+		m.cfg.Logf("sandbox %s: timeout reached, killing", id)
 		if _, err := m.kill(ctx, id, "timeout"); err != nil && !errors.Is(err, ErrNotFound) {
 			m.cfg.Logf("sandbox %s: kill at timeout: %v", id, err)
 		}
@@ -618,6 +656,12 @@ func (m *Manager) Envd(ctx context.Context, id string) (Target, error) {
 	if inst.dying.Load() {
 		state = StateKilled
 	}
+	if state == StatePaused && inst.lifecycle.AutoResume {
+		if err := m.Resume(ctx, id); err != nil {
+			return Target{}, err
+		}
+		state = StateRunning
+	}
 	switch state {
 	case StatePaused:
 		return Target{}, fmt.Errorf("sandbox %s: %w", id, ErrPaused)
@@ -638,6 +682,7 @@ func (m *Manager) IsRunning(ctx context.Context, id string) (bool, error) {
 
 // Shutdown kills every sandbox; new creates fail afterwards.
 func (m *Manager) Shutdown(ctx context.Context) error {
+	m.stopSampling()
 	m.mu.Lock()
 	m.closed = true
 	ids := make([]string, 0, len(m.instances))
