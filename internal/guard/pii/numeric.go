@@ -505,6 +505,15 @@ func (st *scanState) tryIPv6(i int) int {
 	if colons < 2 || j < n && wordChar(t[j]) {
 		return -1
 	}
+	hexDigits := 0
+	for k := i; k < j; k++ {
+		if isHex(t[k]) {
+			hexDigits++
+		}
+	}
+	if hexDigits < 5 {
+		return -1 // "a::b", "ab::cd": more likely C++ scopes than addresses
+	}
 	a, err := netip.ParseAddr(t[i:j])
 	if err != nil || !a.Is6() {
 		return -1

@@ -87,7 +87,7 @@ func TestScanNearMisses(t *testing.T) {
 		// Emails that are not addresses.
 		"image@2x.png", "user@localhost", "@mention in chat", "a@b",
 		// IPv6-looking but not: MAC address and times.
-		"mac 00:1a:2b:3c:4d:5e", "10:30:00",
+		"mac 00:1a:2b:3c:4d:5e", "10:30:00", "call a::b or ab::cd here",
 		// IBAN with a wrong check digit.
 		"IBAN GB82 WEST 1234 5698 7654 33",
 		// Short numbers without a phone word.
