@@ -34,6 +34,12 @@ func (st *scanState) scanWords() {
 		}
 		if !wordChar(c) {
 			if (c == '+' || c == '(') && wantPhone && i+1 < n && isDigit(t[i+1]) && (i == 0 || !wordChar(t[i-1])) {
+				if c == '(' && !closesGroup(t, i+1) {
+					// "(4111 1111 ...)": the parenthesis is punctuation,
+					// not an area code.
+					i++
+					continue
+				}
 				i = st.numeric(i, i+1)
 				continue
 			}
@@ -69,6 +75,16 @@ func (st *scanState) scanWords() {
 	}
 }
 
+// closesGroup reports whether the digits starting at i are followed by ')'
+// after at most 5 digits, as in "(415) 555-0100" or "(0)8".
+func closesGroup(t string, i int) bool {
+	j := i
+	for j < len(t) && j-i <= 5 && isDigit(t[j]) {
+		j++
+	}
+	return j < len(t) && t[j] == ')'
+}
+
 func allHex(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if !isHex(s[i]) {
@@ -78,9 +94,9 @@ func allHex(s string) bool {
 	return true
 }
 
-// glued reports whether the byte at i (a separator such as '-', '.', '_',
-// ':' or '/') joins the token to alphanumerics beyond it, as in UUIDs,
-// version strings, times and paths.
+// glueByte reports separators ('-', '.', '_', ':', '/', '\\', '@') that
+// join a token to alphanumerics beyond them, as in UUIDs, version strings,
+// times and paths.
 func glueByte(c byte) bool {
 	return c == '-' || c == '.' || c == '_' || c == ':' || c == '/' || c == '\\' || c == '@'
 }

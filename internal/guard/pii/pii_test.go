@@ -38,6 +38,7 @@ func TestScanFinds(t *testing.T) {
 		{"social security number 536221234", []want{{SSN, "536221234"}}},
 		{"card 4012888888881881 exp 12/27", []want{{CreditCard, "4012888888881881"}}},
 		{"Visa: 4111 1111 1111 1111", []want{{CreditCard, "4111 1111 1111 1111"}}},
+		{"card (4111 1111 1111 1111) and (SSN 536-22-1234)", []want{{CreditCard, "4111 1111 1111 1111"}, {SSN, "536-22-1234"}}},
 		{"amex 3782-822463-10005", []want{{CreditCard, "3782-822463-10005"}}},
 		{"client ip 203.0.113.9 was blocked", []want{{IPAddress, "203.0.113.9"}}},
 		{"|106.31.73.20|", []want{{IPAddress, "106.31.73.20"}}},
