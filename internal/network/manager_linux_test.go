@@ -133,7 +133,10 @@ func listenInNS(t *testing.T, nsPath, network, addr string) *hostListener {
 			if err != nil {
 				return
 			}
-			h.conns <- originalDst(c)
+			select {
+			case h.conns <- originalDst(c):
+			default: // nobody is waiting for it
+			}
 			go func() { // echo, so clients can tell they got through
 				defer c.Close()
 				io.Copy(c, c)
@@ -141,6 +144,18 @@ func listenInNS(t *testing.T, nsPath, network, addr string) *hostListener {
 		}
 	}()
 	return h
+}
+
+// next returns the original destination of the next accepted connection.
+func (h *hostListener) next(t *testing.T) netip.AddrPort {
+	t.Helper()
+	select {
+	case a := <-h.conns:
+		return a
+	case <-time.After(3 * time.Second):
+		t.Fatal("no connection accepted within 3s")
+		return netip.AddrPort{}
+	}
 }
 
 func originalDst(c net.Conn) netip.AddrPort {
@@ -196,6 +211,7 @@ func TestFirewall(t *testing.T) {
 	listenInNS(t, n.hostPath, "tcp4", ":53")
 	udpEchoInNS(t, n.hostPath, ":53")
 	proxy := listenInNS(t, n.hostPath, "tcp4", ":15001")
+	listenInNS(t, n.upPath, "tcp4", "203.0.113.1:443") // a web server on the internet
 
 	// Controls: from test-host itself the uplink, the metadata stand-in
 	// and both test networks answer, so a failure below is the firewall.
@@ -276,7 +292,7 @@ func TestFirewall(t *testing.T) {
 		if err := tcpEcho(t, a.NetNSPath, ap(a.HostIP, testProx), 3*time.Second); err != nil {
 			t.Errorf("proxy port on own gateway: %v", err)
 		}
-		<-proxy.conns
+		proxy.next(t)
 	})
 	t.Run("other slots unreachable", func(t *testing.T) {
 		apply(t, m, a, Policy{AllowOut: []string{"10.0.0.0/8"}})
@@ -335,11 +351,26 @@ func TestFirewall(t *testing.T) {
 		if err := tcpEcho(t, a.NetNSPath, ap(uplinkB, 443), 3*time.Second); err != nil {
 			t.Fatalf("TCP to %s:443 with a domain rule: %v, want it redirected to the proxy", uplinkB, err)
 		}
-		if got, want := <-proxy.conns, ap(uplinkB, 443); got != want {
+		if got, want := proxy.next(t), ap(uplinkB, 443); got != want {
 			t.Errorf("proxy saw original destination %s, want %s", got, want)
 		}
 		wantTCPDropped(t, a, ap(uplinkB, echoPort)) // other ports stay denied
 		wantReach(t, a, uplinkA)                    // allowed IPs bypass the proxy
+	})
+	t.Run("domain policy cuts established direct web flows", func(t *testing.T) {
+		apply(t, m, a, Policy{})
+		c, err := dialTCP(t, a.NetNSPath, ap(uplinkB, 443), 3*time.Second)
+		if err != nil {
+			t.Fatalf("dial %s:443 under allow-all: %v", uplinkB, err)
+		}
+		defer c.Close()
+		if err := echoOnce(c, 3*time.Second); err != nil {
+			t.Fatalf("echo before policy change: %v", err)
+		}
+		apply(t, m, a, Policy{DenyOut: []string{"evil.example"}})
+		if err := echoOnce(c, dropWait); err == nil {
+			t.Errorf("direct flow to %s:443 still works after a domain rule sent web traffic to the proxy", uplinkB)
+		}
 	})
 	t.Run("IPv6 off in slot", func(t *testing.T) {
 		var got []byte
