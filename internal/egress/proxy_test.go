@@ -606,3 +606,53 @@ func TestProxyInterceptor(t *testing.T) {
 	}
 	_ = bytes.Clone
 }
+
+func TestProxyStartAndLimits(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Error("New(Config{}) succeeded without a resolver or DNS upstream")
+	}
+	if _, err := New(Config{DNSUpstream: "1.2.3.4"}); err == nil {
+		t.Error("New accepted a DNS upstream without a port")
+	}
+	events := make(chan Event, 10)
+	p, err := New(Config{Listen: "127.0.0.1:0", Resolver: &mapResolver{}, MaxConns: 2, Events: func(ev Event) { events <- ev }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.origDst = func(*net.TCPConn) (netip.AddrPort, error) { return netip.MustParseAddrPort("198.51.100.10:80"), nil }
+	ap, err := p.Start()
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if ap.Port() == 0 || ap.Addr() != loopback {
+		t.Errorf("Start bound %v", ap)
+	}
+	p.Register(loopback, "sbx", network.Parsed{})
+	var conns []net.Conn
+	for range 2 { // two connections waiting in the peek: the limit
+		c, err := net.Dial("tcp4", ap.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	c, err := net.Dial("tcp4", ap.String())
+	if err == nil {
+		c.SetDeadline(time.Now().Add(time.Second)) // well before the peek timeout
+		wantReset(t, c, nil)
+		c.Close()
+	}
+	if ev := <-events; ev.Reason != "too many connections" {
+		t.Errorf("event %+v, want too many connections", ev)
+	}
+	p.Close()
+	for _, c := range conns {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		wantReset(t, c, nil)
+	}
+	if _, err := p.Start(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close: %v, want ErrClosed", err)
+	}
+}
