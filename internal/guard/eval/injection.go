@@ -65,7 +65,7 @@ func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...f
 		name string
 		t    float64
 	}
-	levels := []level{{"low", injection.Thresholds[injection.Low]}, {"medium", injection.Thresholds[injection.Medium]}, {"high", injection.Thresholds[injection.High]}}
+	levels := []level{{"low", injection.Low.Threshold()}, {"medium", injection.Medium.Threshold()}, {"high", injection.High.Threshold()}}
 	for _, t := range extra {
 		levels = append(levels, level{fmt.Sprintf("custom(%.2f)", t), t})
 	}
@@ -95,6 +95,46 @@ func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...f
 			r.FPR = &v
 		}
 		out = append(out, r)
+	}
+	return out
+}
+
+// Pool sums the rows of the given split (trained or held out) per
+// sensitivity into one row each, named "train (pooled)" or
+// "held-out (pooled)": TPR over all attack rows, FPR over all benign rows.
+func Pool(rows []InjectionScore, trained bool) []InjectionScore {
+	name := "held-out (pooled)"
+	if trained {
+		name = "train (pooled)"
+	}
+	var out []InjectionScore
+	idx := map[string]int{}
+	for _, r := range rows {
+		if r.Trained != trained {
+			continue
+		}
+		k, ok := idx[r.Sensitivity]
+		if !ok {
+			k = len(out)
+			idx[r.Sensitivity] = k
+			out = append(out, InjectionScore{File: name, Sensitivity: r.Sensitivity, Threshold: r.Threshold, Trained: trained})
+		}
+		p := &out[k]
+		p.Malicious += r.Malicious
+		p.Benign += r.Benign
+		p.TP += r.TP
+		p.FP += r.FP
+	}
+	for i := range out {
+		p := &out[i]
+		if p.Malicious > 0 {
+			v := float64(p.TP) / float64(p.Malicious)
+			p.TPR = &v
+		}
+		if p.Benign > 0 {
+			v := float64(p.FP) / float64(p.Benign)
+			p.FPR = &v
+		}
 	}
 	return out
 }

@@ -17,10 +17,12 @@ import (
 
 // EvalOutput is what eval --json prints.
 type EvalOutput struct {
-	Model     ModelInfo                  `json:"model"`
-	PII       []PIIFileResult            `json:"pii,omitempty"`
-	Injection []eval.InjectionScore      `json:"injection,omitempty"`
-	Mismatch  map[string][]eval.Mismatch `json:"mismatches,omitempty"`
+	Model     ModelInfo             `json:"model"`
+	PII       []PIIFileResult       `json:"pii,omitempty"`
+	Injection []eval.InjectionScore `json:"injection,omitempty"`
+	// Pooled sums the injection rows per split and sensitivity.
+	Pooled   []eval.InjectionScore      `json:"injection_pooled,omitempty"`
+	Mismatch map[string][]eval.Mismatch `json:"mismatches,omitempty"`
 }
 
 // ModelInfo describes the injection model used.
@@ -66,7 +68,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		Description: det.Model.String(),
 		TrainedOn:   det.Model.TrainedOn,
 		Thresholds: map[string]float64{
-			"low": injection.Thresholds[injection.Low], "medium": injection.Thresholds[injection.Medium], "high": injection.Thresholds[injection.High],
+			"low": injection.Low.Threshold(), "medium": injection.Medium.Threshold(), "high": injection.High.Threshold(),
 		},
 	}}
 	if *mism {
@@ -98,6 +100,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		default:
 			return fmt.Errorf("%s: unknown format (want .json presidio spans or .yaml cases)", f)
 		}
+	}
+	if len(out.Injection) > 0 {
+		out.Pooled = append(eval.Pool(out.Injection, false), eval.Pool(out.Injection, true)...)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -132,6 +137,9 @@ func printEval(w io.Writer, out EvalOutput) {
 				split = "TRAIN"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%d\t%d\t%s\t%s\t\n", r.File, split, r.Sensitivity, r.Threshold, r.Malicious, r.Benign, pct(r.TPR), pct(r.FPR))
+		}
+		for _, r := range out.Pooled {
+			fmt.Fprintf(tw, "%s\t\t%s\t%.2f\t%d\t%d\t%s\t%s\t\n", r.File, r.Sensitivity, r.Threshold, r.Malicious, r.Benign, pct(r.TPR), pct(r.FPR))
 		}
 		tw.Flush()
 	}

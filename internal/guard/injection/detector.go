@@ -26,13 +26,24 @@ const (
 	High   Sensitivity = "high"
 )
 
-// Thresholds maps each sensitivity to its score threshold. They were
-// chosen on the training files' out-of-fold scores (see cmd/train), not on
-// the held-out evaluation files.
-var Thresholds = map[Sensitivity]float64{
-	Low:    0.90,
-	Medium: 0.75,
-	High:   0.55,
+// Preset thresholds. They were chosen on the training files' out-of-fold
+// scores (see cmd/train), not on the held-out evaluation files.
+const (
+	LowThreshold    = 0.90
+	MediumThreshold = 0.75
+	HighThreshold   = 0.55
+)
+
+// Threshold returns the score threshold of the preset; unknown values
+// (including "") get the medium threshold.
+func (s Sensitivity) Threshold() float64 {
+	switch s {
+	case Low:
+		return LowThreshold
+	case High:
+		return HighThreshold
+	}
+	return MediumThreshold
 }
 
 // ParseSensitivity accepts "low", "medium" or "high" (empty means medium).
@@ -60,10 +71,7 @@ func (o Options) threshold() float64 {
 	if o.Threshold > 0 && o.Threshold <= 1 {
 		return o.Threshold
 	}
-	if t, ok := Thresholds[o.Sensitivity]; ok {
-		return t
-	}
-	return Thresholds[Medium]
+	return o.Sensitivity.Threshold()
 }
 
 // Result is the outcome of Score.
