@@ -91,6 +91,8 @@ func (u *upstream) requests() []string {
 }
 
 type harness struct {
+	dialMu sync.Mutex
+	dialed []string // every upstream dial
 	p      *Proxy
 	addr   string
 	res    *mapResolver
@@ -111,6 +113,14 @@ func newHarness(t testing.TB, cfg Config, pol network.Parsed) *harness {
 	}
 	cfg.Events = func(ev Event) { h.events <- ev }
 	cfg.Logf = t.Logf
+	if cfg.Dial == nil {
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			h.dialMu.Lock()
+			h.dialed = append(h.dialed, addr)
+			h.dialMu.Unlock()
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+	}
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -337,6 +347,11 @@ func TestProxyTLS(t *testing.T) {
 			t.Fatalf("TLS through proxy: %v", err)
 		}
 		c.Close()
+		h.dialMu.Lock()
+		if dialed := h.dialed; len(dialed) != 1 || dialed[0] != fmt.Sprintf("127.0.0.1:%d", up.port) {
+			t.Errorf("upstream dials %v, want only the resolved 127.0.0.1:%d", dialed, up.port)
+		}
+		h.dialMu.Unlock()
 		ev := h.event(t)
 		if ev.Proto != ProtoTLS || ev.Host != "example.com" || ev.Decision != DecisionAllow || ev.Upstream.Addr() != loopback || ev.Dst.String() != dst {
 			t.Errorf("event %+v, want TLS example.com to 127.0.0.1", ev)
