@@ -158,20 +158,16 @@ func (e *e2e) event(t *testing.T) Event {
 	}
 }
 
-// quiet waits briefly and fails if any connection, request or query for
-// the given names, or any TCP SYN at all, reached the uplink since Reset.
+// quiet waits briefly and fails if any connection, request or DNS query
+// reached the uplink since Reset. (Those are recorded synchronously; the
+// packet capture lags, so packets of the previous subtest's connection can
+// show up after a Reset and are not used here. Every uplink address serves
+// TCP 80/443, so a leaked connection would be recorded as a Conn.)
 func (e *e2e) quiet(t *testing.T) {
 	t.Helper()
 	time.Sleep(300 * time.Millisecond)
-	r := e.n.Records()
-	syn := 0
-	for _, p := range r.Packets {
-		if p.Proto == "tcp" && p.TCPFlags&0x02 != 0 {
-			syn++
-		}
-	}
-	if len(r.Conns)+len(r.HTTP)+len(r.DNS)+syn > 0 {
-		t.Errorf("expected nothing to leave for the uplink, got %d SYNs; %v", syn, r)
+	if r := e.n.Records(); len(r.Conns)+len(r.HTTP)+len(r.DNS) > 0 {
+		t.Errorf("expected nothing to reach the uplink, got %v", r)
 	}
 }
 
