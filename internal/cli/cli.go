@@ -27,11 +27,16 @@ const usage = `declaw: a secure runtime for AI agents
 
 Usage:
   declaw server [flags]             run the API server and orchestrator
+  declaw sandbox COMMAND            (alias sbx) create|list|info|status|kill|set-timeout|
+                                    pause|resume|exec|connect|files ls|read|write
+  declaw audit ID [--follow]        print a sandbox's audit trail
   declaw template build|list|delete manage sandbox templates
   declaw guard scan|eval            run the PII / secrets / injection detectors
   declaw version                    print the version
 
-Run "declaw COMMAND -h" for the flags of a command.
+Run "declaw COMMAND -h" for the flags of a command. The sandbox and audit
+commands talk to a server: DECLAW_API_KEY, DECLAW_DOMAIN (host:port) or
+DECLAW_API_URL, or --api-key, --domain, --api-url; --json prints JSON.
 `
 
 // Run runs the CLI with args (without the program name) and returns the exit code.
@@ -44,9 +49,16 @@ func run(e *env, args []string) int {
 		fmt.Fprint(e.stderr, usage)
 		return 2
 	}
+	if n := leadingClientFlags(args); n > 0 {
+		return runClientGlobals(e, args[:n], args[n:])
+	}
 	switch args[0] {
 	case "server":
 		return runServer(e, args[1:])
+	case "sandbox", "sbx", "sandboxes":
+		return runSandbox(e, nil, args[1:])
+	case "audit":
+		return runAudit(e, nil, args[1:])
 	case "template", "templates":
 		return runTemplate(e, args[1:])
 	case "guard":

@@ -1,0 +1,232 @@
+package apiclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sandbox is the sandbox object of GET /sandboxes/{id} (and of create,
+// list and timeout answers).
+type Sandbox struct {
+	SandboxID  string            `json:"sandbox_id"`
+	TemplateID string            `json:"template_id"`
+	Alias      string            `json:"alias,omitempty"`
+	State      string            `json:"state"` // running, paused or killed
+	Metadata   map[string]string `json:"metadata"`
+	Envs       map[string]string `json:"envs,omitempty"` // secret-looking values are masked by the server
+	Timeout    int               `json:"timeout"`
+	StartedAt  time.Time         `json:"started_at"`
+	EndAt      *time.Time        `json:"end_at"` // nil: no timeout
+	KilledAt   *time.Time        `json:"killed_at,omitempty"`
+	GuestIP    string            `json:"guest_ip,omitempty"`
+	EnvdPort   int               `json:"envd_port,omitempty"`
+	Runtime    string            `json:"runtime,omitempty"`
+	Network    json.RawMessage   `json:"network,omitempty"`
+
+	// Raw is the object as the server sent it, with the fields this type
+	// does not name (on create: envd_access_token, sandbox_domain).
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON decodes the fields and keeps the raw object in Raw.
+func (s *Sandbox) UnmarshalJSON(b []byte) error {
+	type plain Sandbox
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*s = Sandbox(p)
+	s.Raw = append(json.RawMessage(nil), b...)
+	return nil
+}
+
+// Network is the egress policy of a sandbox: entries are IPs, CIDRs,
+// domains, "*.domain" or "*"; allow wins over deny.
+type Network struct {
+	AllowOut []string `json:"allow_out,omitempty"`
+	DenyOut  []string `json:"deny_out,omitempty"`
+}
+
+// CreateRequest is POST /sandboxes. Nil and empty fields are left out and
+// get the server's defaults (template base, timeout 300 s).
+type CreateRequest struct {
+	Template string            `json:"template,omitempty"`
+	Timeout  *int              `json:"timeout,omitempty"` // seconds; 0 = never
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Envs     map[string]string `json:"envs,omitempty"`
+	Network  *Network          `json:"network,omitempty"`
+	// Security is a SecurityPolicy object (or {"policy_json": "..."}).
+	Security json.RawMessage `json:"security,omitempty"`
+	// IdempotencyKey is sent as Idempotency-Key, and reused when the
+	// create is retried; empty: a random one.
+	IdempotencyKey string `json:"-"`
+}
+
+// CreateSandbox creates a sandbox; it answers once commands can run. A
+// create still running under the same key (409 idempotency_in_progress)
+// is waited for, honouring Retry-After.
+func (c *Client) CreateSandbox(ctx context.Context, req CreateRequest) (*Sandbox, error) {
+	key := req.IdempotencyKey
+	if key == "" {
+		key = newIdempotencyKey()
+	}
+	for attempt := 1; ; attempt++ {
+		var sb Sandbox
+		err := c.call(ctx, request{method: http.MethodPost, path: "/sandboxes", json: req,
+			header: http.Header{"Idempotency-Key": {key}}}, &sb)
+		var e *Error
+		if errors.As(err, &e) && e.Status == http.StatusConflict && e.Code == "idempotency_in_progress" && attempt < 10 {
+			wait := min(max(e.RetryAfter, time.Second), 60*time.Second)
+			if sleepCtx(ctx, wait) {
+				continue
+			}
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &sb, nil
+	}
+}
+
+// ListQuery filters GET /sandboxes.
+type ListQuery struct {
+	States    []string          // running, paused, killed; none: running and paused
+	Metadata  map[string]string // every pair must match
+	Limit     int               // page size, 1..1000; 0: the server's default (100)
+	NextToken string
+}
+
+// ListPage is one page of sandboxes.
+type ListPage struct {
+	Sandboxes []Sandbox `json:"sandboxes"`
+	NextToken string    `json:"next_token"` // empty on the last page
+}
+
+// ListSandboxes returns one page of sandboxes, in creation order.
+func (c *Client) ListSandboxes(ctx context.Context, q ListQuery) (*ListPage, error) {
+	var kv []string
+	if len(q.Metadata) > 0 {
+		keys := make([]string, 0, len(q.Metadata))
+		for k := range q.Metadata {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var pairs []string
+		for _, k := range keys {
+			pairs = append(pairs, query(k, q.Metadata[k]))
+		}
+		kv = append(kv, "metadata", strings.Join(pairs, "&"))
+	}
+	for _, s := range q.States {
+		kv = append(kv, "state", s)
+	}
+	if q.Limit > 0 {
+		kv = append(kv, "limit", strconv.Itoa(q.Limit))
+	}
+	kv = append(kv, "next_token", q.NextToken)
+	var raw json.RawMessage
+	if err := c.call(ctx, request{method: http.MethodGet, path: "/sandboxes", query: query(kv...)}, &raw); err != nil {
+		return nil, err
+	}
+	var page struct {
+		Sandboxes []Sandbox `json:"sandboxes"`
+		NextToken *string   `json:"next_token"`
+	}
+	if len(raw) > 0 && raw[0] == '[' { // a bare list is accepted, as by the SDK
+		if err := json.Unmarshal(raw, &page.Sandboxes); err != nil {
+			return nil, fmt.Errorf("GET /sandboxes: decode answer: %w", err)
+		}
+	} else if err := json.Unmarshal(raw, &page); err != nil {
+		return nil, fmt.Errorf("GET /sandboxes: decode answer: %w", err)
+	}
+	out := &ListPage{Sandboxes: page.Sandboxes}
+	if page.NextToken != nil {
+		out.NextToken = *page.NextToken
+	}
+	if out.Sandboxes == nil {
+		out.Sandboxes = []Sandbox{}
+	}
+	return out, nil
+}
+
+// GetSandbox describes one sandbox, killed ones included.
+func (c *Client) GetSandbox(ctx context.Context, id string) (*Sandbox, error) {
+	var sb Sandbox
+	if err := c.call(ctx, request{method: http.MethodGet, path: sandboxPath(id, "")}, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// KillSandbox kills a sandbox and waits for it; killed is false when it
+// was already killed.
+func (c *Client) KillSandbox(ctx context.Context, id string) (killed bool, err error) {
+	var out struct {
+		Killed bool `json:"killed"`
+	}
+	if err := c.call(ctx, request{method: http.MethodDelete, path: sandboxPath(id, "")}, &out); err != nil {
+		return false, err
+	}
+	return out.Killed, nil
+}
+
+// Status is GET /sandboxes/{id}/status.
+type Status struct {
+	IsRunning bool   `json:"is_running"`
+	State     string `json:"state"`
+}
+
+// SandboxStatus returns whether the sandbox runs.
+func (c *Client) SandboxStatus(ctx context.Context, id string) (*Status, error) {
+	var st Status
+	if err := c.call(ctx, request{method: http.MethodGet, path: sandboxPath(id, "/status")}, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// SetTimeout sets the sandbox's timeout to seconds from now (0: never) and
+// returns the sandbox.
+func (c *Client) SetTimeout(ctx context.Context, id string, seconds int) (*Sandbox, error) {
+	var raw json.RawMessage
+	err := c.call(ctx, request{method: http.MethodPatch, path: sandboxPath(id, "/timeout"),
+		json: map[string]int{"timeout": seconds}}, &raw)
+	if err != nil {
+		return nil, err
+	}
+	var sb Sandbox
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &sb); err != nil {
+			return nil, fmt.Errorf("PATCH /timeout: decode answer: %w", err)
+		}
+	}
+	return &sb, nil
+}
+
+// Pause freezes the sandbox (POST /sandboxes/{id}/pause) and returns the
+// server's answer (JSON, possibly empty).
+func (c *Client) Pause(ctx context.Context, id string) (json.RawMessage, error) {
+	var raw json.RawMessage
+	err := c.call(ctx, request{method: http.MethodPost, path: sandboxPath(id, "/pause"), json: struct{}{}}, &raw)
+	return raw, err
+}
+
+// Resume continues a paused sandbox (POST /sandboxes/{id}/resume); a
+// non-nil timeout resets its timeout in seconds.
+func (c *Client) Resume(ctx context.Context, id string, timeout *int) (json.RawMessage, error) {
+	body := map[string]any{}
+	if timeout != nil {
+		body["timeout"] = *timeout
+	}
+	var raw json.RawMessage
+	err := c.call(ctx, request{method: http.MethodPost, path: sandboxPath(id, "/resume"), json: body}, &raw)
+	return raw, err
+}
