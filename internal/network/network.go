@@ -45,21 +45,30 @@
 //
 // Everything lives in one table, family inet, named after the prefix:
 //
-//	chain forward     filter/forward, policy accept: drop IPv6, non-unicast
-//	                  and @blocked4 from slots; let established traffic into
-//	                  slots and nothing else; jump fwd-slots; drop the rest
-//	chain input       filter/input, policy accept: established from slots
-//	                  accepted; jump in-slots; drop the rest from slots
-//	chain prerouting  nat/dstnat: jump nat-slots
-//	chain postrouting nat/srcnat: masquerade the CIDR leaving by a non-slot
-//	                  interface
-//	chain fwd-slots   iifname "<prefix>h<i>" jump slot-<i>   (one per slot)
-//	chain in-slots    iifname "<prefix>h<i>" jump slot-<i>-in
-//	chain nat-slots   iifname "<prefix>h<i>" jump slot-<i>-nat
-//	chain slot-<i>    the policy (replaced atomically by Apply)
-//	chain slot-<i>-in DNS and proxy ports on the slot's gateway address
-//	chain slot-<i>-nat the proxy redirect (replaced by Apply)
-//	set blocked4, slot-<i>-allow, slot-<i>-deny   IPv4 interval sets
+//	chain forward      filter/forward, policy accept: drop IPv6, non-unicast
+//	                   and @blocked4 from slots; let established traffic into
+//	                   slots and nothing else; jump fwd-slots; drop the rest
+//	chain input        filter/input, policy accept: established from slots
+//	                   accepted; jump in-slots; drop the rest from slots
+//	chain prerouting   nat/dstnat: jump nat-slots
+//	chain postrouting  nat/srcnat: masquerade the CIDR leaving by a non-slot
+//	                   interface
+//	chain fwd-slots    iifname "<prefix>h<i>" jump slot-<i>   (one per slot)
+//	chain in-slots     iifname "<prefix>h<i>" jump slot-<i>-in
+//	chain nat-slots    iifname "<prefix>h<i>" jump slot-<i>-nat
+//	chain slot-<i>     the policy, replaced atomically by Apply: drop
+//	                    non-IPv4 and spoofed sources; ip daddr @slot-<i>-allow
+//	                    accept; then drop (deny-all) or ip daddr
+//	                    @slot-<i>-deny drop, accept. Until the first Apply:
+//	                    drop.
+//	chain slot-<i>-in  accept UDP+TCP DNSPort and TCP ProxyPort to the
+//	                    slot's gateway address (static)
+//	chain slot-<i>-nat the proxy redirect of TCP 80/443 (replaced by Apply)
+//	set blocked4       0/8, 127/8, 169.254/16, 224/3 and the sandbox CIDR
+//	set slot-<i>-allow, slot-<i>-deny   IPv4 interval sets of the policy
+//
+// Per-slot rules in the dispatch chains carry the slot chain's name as
+// UserData, so a slot's objects can be found and deleted by name.
 package network
 
 import (
