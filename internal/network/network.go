@@ -57,12 +57,12 @@
 //	chain in-slots     iifname "<prefix>h<i>" jump slot-<i>-in
 //	chain nat-slots    iifname "<prefix>h<i>" jump slot-<i>-nat
 //	chain slot-<i>     the policy, replaced atomically by Apply: drop
-//	                    non-IPv4 and spoofed sources; ip daddr @slot-<i>-allow
-//	                    accept; then drop (deny-all) or ip daddr
-//	                    @slot-<i>-deny drop, accept. Until the first Apply:
-//	                    drop.
+//	                   non-IPv4 and spoofed sources; ip daddr @slot-<i>-allow
+//	                   accept; then drop (deny-all) or ip daddr
+//	                   @slot-<i>-deny drop, accept. Until the first Apply:
+//	                   drop.
 //	chain slot-<i>-in  accept UDP+TCP DNSPort and TCP ProxyPort to the
-//	                    slot's gateway address (static)
+//	                   slot's gateway address (static)
 //	chain slot-<i>-nat the proxy redirect of TCP 80/443 (replaced by Apply)
 //	set blocked4       0/8, 127/8, 169.254/16, 224/3 and the sandbox CIDR
 //	set slot-<i>-allow, slot-<i>-deny   IPv4 interval sets of the policy
