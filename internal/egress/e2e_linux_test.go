@@ -51,7 +51,7 @@ func newE2E(t *testing.T) *e2e {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := n.Host.Listen("tcp4", "0.0.0.0:0")
+	ln, err := n.Host.Listen("tcp", ":0") // dual-stack, as Start does
 	if err != nil {
 		t.Fatalf("listen in test-host: %v", err)
 	}

@@ -46,7 +46,7 @@ func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
 			return
 		}
 		p := (*[2]byte)(unsafe.Pointer(&m.Addr.Port))
-		out = netip.AddrPortFrom(netip.AddrFrom16(m.Addr.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
+		out = netip.AddrPortFrom(netip.AddrFrom16(m.Addr.Addr), uint16(p[0])<<8|uint16(p[1]))
 	})
 	if err == nil {
 		err = serr

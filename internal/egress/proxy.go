@@ -315,7 +315,7 @@ func (p *Proxy) handle(s *session) {
 	c := s.client
 	ev := Event{Time: time.Now(), Decision: DecisionBlock}
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ev.Src = ra.AddrPort()
+		ev.Src = unmap(ra.AddrPort())
 	}
 	src := ev.Src.Addr().Unmap()
 	block := func(reason string) {
@@ -341,7 +341,7 @@ func (p *Proxy) handle(s *session) {
 		return
 	}
 	ev.Dst = dst
-	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && la.AddrPort() == dst {
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && unmap(la.AddrPort()) == dst {
 		block("not redirected")
 		return
 	}
@@ -424,6 +424,10 @@ func (p *Proxy) handle(s *session) {
 	}
 	s.finish()
 	p.emit(ev)
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 func peekReason(err error) string {
