@@ -496,6 +496,7 @@ func TestBackgroundTimeout(t *testing.T) {
 // sseEvent is one parsed server-sent event.
 type sseEvent struct {
 	name string
+	id   string // the SSE id, "" if none
 	data envdapi.StreamEvent
 }
 
@@ -514,6 +515,8 @@ func readSSE(t *testing.T, r io.Reader, each func(sseEvent) bool) {
 			ev = sseEvent{}
 		case strings.HasPrefix(line, "event: "):
 			ev.name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "id: "):
+			ev.id = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "data: "):
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev.data); err != nil {
 				t.Fatalf("SSE data %q: %v", line, err)

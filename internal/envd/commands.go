@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/declaw/declaw/internal/envd/process"
 	"github.com/declaw/declaw/internal/envd/sysuser"
@@ -161,7 +162,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		if envs == nil {
 			envs = map[string]string{}
 		}
-		out = append(out, envdapi.ProcessInfo{Pid: p.Pid, Cmd: p.Cmd, IsPty: p.IsPty, Envs: envs, Tag: p.Tag, Cwd: p.Cwd})
+		out = append(out, envdapi.ProcessInfo{Pid: p.Pid, Cmd: p.Cmd, IsPty: p.IsPty, Envs: envs, Tag: p.Tag, Cwd: p.Cwd, User: p.User, Kind: p.Kind})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -318,4 +319,83 @@ func (s *Server) streamOutput(ctx context.Context, sse *sseWriter, h *process.Ha
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// handleCommandStream is GET /commands/{pid}/stream[?last_entry_id=N]:
+// follow a process started by anyone, e.g. a background command from
+// another client. The events are those of POST /commands/stream, with
+// entry ids: the retained output from the start (or after entry N), then
+// live output, then "exit" or "error". Unlike POST /commands/stream, a
+// disconnect leaves the process running and its result available.
+func (s *Server) handleCommandStream(w http.ResponseWriter, r *http.Request) {
+	h, err := s.lookupProcess(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cursor, _, err := resumeCursor(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, errors.New("streaming unsupported by the connection"))
+		return
+	}
+	sse := newSSEWriter(w, flusher)
+	sse.header()
+	ctx := r.Context()
+	if !sse.event("start", envdapi.StreamEvent{Type: "start", Pid: h.Pid()}) {
+		return
+	}
+	log := h.Output()
+	// Bytes of an incomplete UTF-8 sequence at the end of entry N were held
+	// back, not sent (see utf8Carry): a stream resumed after N starts with
+	// them pending again, so nothing is lost or repeated.
+	var carry [3]utf8Carry
+	for st := range carry {
+		if cursor > 0 {
+			carry[st].split(log.TailBytes(process.Stream(st), cursor, utf8.UTFMax-1))
+		}
+	}
+	name := func(st process.Stream) string {
+		if st == process.PtyStream {
+			return "stdout" // the terminal's output
+		}
+		return st.String()
+	}
+	emit := func(e process.Entry) bool {
+		text := carry[e.Stream].split(e.Data)
+		if text == "" {
+			return true
+		}
+		n := name(e.Stream)
+		return sse.eventID(n, e.ID, envdapi.StreamEvent{Type: n, Stream: n, Data: text, EntryID: e.ID})
+	}
+	gap := func(after uint64) bool {
+		carry = [3]utf8Carry{} // what was held back belongs to dropped output
+		return sse.event("gap", envdapi.StreamEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
+	}
+	if !followLog(ctx, log, cursor, emit, gap) {
+		return
+	}
+	for st := range carry {
+		if rest := carry[st].flush(); rest != "" {
+			n := name(process.Stream(st))
+			if !sse.event(n, envdapi.StreamEvent{Type: n, Stream: n, Data: rest}) {
+				return
+			}
+		}
+	}
+	if !waitDone(ctx, h) {
+		return
+	}
+	res := h.Result()
+	if res.TimedOut {
+		sse.event("error", envdapi.StreamEvent{Type: "error", Error: res.Error})
+		return
+	}
+	code := res.ExitCode
+	sse.event("exit", envdapi.StreamEvent{Type: "exit", ExitCode: &code, Error: res.Error})
 }

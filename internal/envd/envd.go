@@ -93,6 +93,14 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("DELETE /commands/{pid}", s.handleKill)
 	api.HandleFunc("POST /commands/{pid}/stdin", s.handleStdin)
 	api.HandleFunc("GET /commands/{pid}/wait", s.handleWait)
+	api.HandleFunc("GET /commands/{pid}/stream", s.handleCommandStream)
+
+	api.HandleFunc("POST /stdio", s.handleStartStdio)
+	api.HandleFunc("GET /stdio", s.handleListStdio)
+	api.HandleFunc("POST /stdio/{cmd_id}/stdin", s.handleStdioStdin)
+	api.HandleFunc("POST /stdio/{cmd_id}/stdin/close", s.handleStdioClose)
+	api.HandleFunc("DELETE /stdio/{cmd_id}", s.handleStdioKill)
+	api.HandleFunc("GET /stdio/{cmd_id}/stream", s.handleStdioStream)
 
 	api.HandleFunc("POST /pty", s.handleStartPty)
 	api.HandleFunc("GET /pty/{pid}/stream", s.handlePtyStream)

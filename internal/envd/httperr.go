@@ -31,7 +31,7 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "body_too_large"
 	case errors.Is(err, sysuser.ErrUnknownUser):
 		return http.StatusBadRequest, "unknown_user"
-	case errors.Is(err, process.ErrNotFound), errors.Is(err, errNotPty):
+	case errors.Is(err, process.ErrNotFound), errors.Is(err, errNotPty), errors.Is(err, errNotStdio):
 		return http.StatusNotFound, "process_not_found"
 	case errors.Is(err, process.ErrNoStdin), errors.Is(err, process.ErrStdinClosed):
 		return http.StatusConflict, "stdin_unavailable"

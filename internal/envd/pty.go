@@ -79,10 +79,19 @@ func (s *Server) lookupPty(r *http.Request) (*process.Handler, error) {
 	return h, nil
 }
 
-// handlePtyStream is GET /pty/{pid}/stream: the terminal output from now
-// on as base64 "data" events, then "exit".
+// handlePtyStream is GET /pty/{pid}/stream[?last_entry_id=N]: the
+// terminal output as base64 "data" events, then "exit". The first
+// subscriber of a PTY gets all its output from the start, so nothing the
+// process wrote before the client connected is lost; later ones get the
+// last envdapi.PtyScrollback bytes first; ?last_entry_id=N resumes after
+// entry N. Any number may follow one PTY; a disconnect does not end it.
 func (s *Server) handlePtyStream(w http.ResponseWriter, r *http.Request) {
 	h, err := s.lookupPty(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cursor, resume, err := resumeCursor(r)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -92,34 +101,20 @@ func (s *Server) handlePtyStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errors.New("streaming unsupported by the connection"))
 		return
 	}
+	if !resume && !h.FirstSubscriber() {
+		cursor = h.Output().TailCursor(process.PtyStream, envdapi.PtyScrollback)
+	}
 	sse := newSSEWriter(w, flusher)
 	sse.header()
 	ctx := r.Context()
-	last := h.Output().LastID()
-	for {
-		entries, changed, closed := h.Output().Since(last, 64)
-		for _, e := range entries {
-			last = e.ID
-			if !sse.event("data", envdapi.PtyEvent{Type: "data", Data: base64.StdEncoding.EncodeToString(e.Data)}) {
-				return
-			}
-		}
-		if len(entries) > 0 {
-			continue
-		}
-		if closed {
-			break
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return // the process keeps running
-		}
+	emit := func(e process.Entry) bool {
+		return sse.eventID("data", e.ID, envdapi.PtyEvent{Type: "data", Data: base64.StdEncoding.EncodeToString(e.Data), EntryID: e.ID})
 	}
-	select {
-	case <-h.Done():
-	case <-ctx.Done():
-		return
+	gap := func(after uint64) bool {
+		return sse.event("gap", envdapi.PtyEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
+	}
+	if !followLog(ctx, h.Output(), cursor, emit, gap) || !waitDone(ctx, h) {
+		return // the process keeps running
 	}
 	res := h.Result()
 	code := res.ExitCode

@@ -43,3 +43,21 @@ func (s *sseWriter) event(name string, data any) bool {
 	s.flusher.Flush()
 	return true
 }
+
+// eventID writes one event with an SSE id (the entry id it carries).
+func (s *sseWriter) eventID(name string, id uint64, data any) bool {
+	if s.failed {
+		return false
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		s.failed = true
+		return false
+	}
+	if _, err := fmt.Fprintf(s.w, "id: %d\nevent: %s\ndata: %s\n\n", id, name, b); err != nil {
+		s.failed = true
+		return false
+	}
+	s.flusher.Flush()
+	return true
+}

@@ -84,6 +84,8 @@ type ProcessInfo struct {
 	Envs  map[string]string `json:"envs"`
 	Tag   string            `json:"tag,omitempty"`
 	Cwd   string            `json:"cwd,omitempty"`
+	User  string            `json:"user,omitempty"`
+	Kind  string            `json:"kind,omitempty"` // "command", "pty" or "stdio"
 }
 
 // StdinRequest is POST /commands/{pid}/stdin.
@@ -106,6 +108,12 @@ type StreamEvent struct {
 	Pid      int    `json:"pid,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// EntryID numbers output events (stdout/stderr) in output order across
+	// both streams; GET /commands/{pid}/stream?last_entry_id=N resumes
+	// after entry N. Also sent as the SSE id.
+	EntryID uint64 `json:"entry_id,omitempty"`
+	// Code is set on "gap" events: CodeOutputDropped.
+	Code string `json:"code,omitempty"`
 }
 
 // WriteRequest is POST /files (text write).
@@ -212,10 +220,11 @@ type PtyResizeRequest struct {
 }
 
 // PtyEvent is the JSON data of one SSE event of GET /pty/{pid}/stream.
-// Events: "data" {type:"data", data: base64 of terminal output}, then
-// "exit" {type:"exit", exit_code, error?}. A stream starts with the output
-// produced after it connected (no scrollback); several may run at once,
-// and a disconnect does not end the process. POST /pty/{pid}/stdin takes a
+// Events: "data" {type:"data", data: base64 of terminal output, entry_id},
+// "gap" if output was dropped (see OutputCap), then "exit" {type:"exit",
+// exit_code, error?}. What a stream starts with is described at
+// PtyScrollback; several may run at once, and a disconnect does not end
+// the process. POST /pty/{pid}/stdin takes a
 // StdinRequest whose data is text (not base64); DELETE /pty/{pid} answers
 // KillResult.
 type PtyEvent struct {
@@ -223,4 +232,99 @@ type PtyEvent struct {
 	Data     string `json:"data,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
 	Error    string `json:"error,omitempty"`
+	EntryID  uint64 `json:"entry_id,omitempty"` // see PtyScrollback; ?last_entry_id=N resumes after entry N
+	Code     string `json:"code,omitempty"`     // "gap" events: CodeOutputDropped
+}
+
+// PtyScrollback is how much recent terminal output (bytes) GET
+// /pty/{pid}/stream replays to a subscriber that is not the first one and
+// gives no last_entry_id. The first subscriber of a PTY gets all its
+// output from the start (up to OutputCap), so output the process wrote
+// before the client connected is not lost.
+const PtyScrollback = 64 << 10
+
+// OutputCap is how many bytes of output envd retains per stream (stdout,
+// stderr, pty) of each process; older output is dropped. A stream resumed
+// from before dropped output gets a "gap" event first.
+const OutputCap = 16 << 20
+
+// CodeOutputDropped is the code of a "gap" event: output between the
+// reader's position and the next event was dropped (see OutputCap) and
+// cannot be delivered. The stream continues after it.
+const CodeOutputDropped = "output_dropped"
+
+// StdioRequest is POST /stdio: a process whose stdin stays open as a pipe
+// until POST /stdio/{cmd_id}/stdin/close. The answer is StdioStarted.
+type StdioRequest struct {
+	Cmd     string            `json:"cmd"`               // run with bash -c (sh without bash)
+	User    string            `json:"user,omitempty"`    // default root
+	Envs    map[string]string `json:"envs,omitempty"`    // merged over the sandbox envs
+	Cwd     string            `json:"cwd,omitempty"`     // default: the user's home
+	Timeout *float64          `json:"timeout,omitempty"` // seconds; nil or 0 = none
+	Tag     string            `json:"tag,omitempty"`
+}
+
+// StdioStarted answers POST /stdio. CmdID names the session in the
+// /stdio/{cmd_id} routes; it is the pid in decimal.
+type StdioStarted struct {
+	CmdID string `json:"cmd_id"`
+	Pid   int    `json:"pid"`
+}
+
+// StdioStdinRequest is POST /stdio/{cmd_id}/stdin: Data is base64
+// (standard alphabet, padding optional) of the bytes to write.
+type StdioStdinRequest struct {
+	Data string `json:"data"`
+}
+
+// StdioEvent is the JSON data of one SSE event of GET
+// /stdio/{cmd_id}/stream. Events: "stdout"/"stderr" {type, stream, data:
+// base64, entry_id}, "gap" {type:"gap", code, error} when output was
+// dropped before it could be delivered, then one "exit" {type:"exit",
+// exit_code, error?}. Entry ids count output chunks of both streams in
+// order from 1; ?last_entry_id=N (or the Last-Event-ID header) resumes
+// after entry N, with nothing lost or repeated.
+type StdioEvent struct {
+	Type     string `json:"type"`
+	Stream   string `json:"stream,omitempty"`
+	Data     string `json:"data,omitempty"`
+	EntryID  uint64 `json:"entry_id,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Code     string `json:"code,omitempty"`
+}
+
+// StdioInfo is one entry of GET /stdio (running sessions, by pid).
+type StdioInfo struct {
+	CmdID string `json:"cmd_id"`
+	Pid   int    `json:"pid"`
+	Cmd   string `json:"cmd"`
+	Tag   string `json:"tag,omitempty"`
+}
+
+// WatchRequest is POST /files/watch. The answer is WatchStarted.
+type WatchRequest struct {
+	Path      string `json:"path"` // a directory; relative to the user's home
+	Recursive bool   `json:"recursive,omitempty"`
+	Username  string `json:"username,omitempty"` // resolves relative paths; default root
+}
+
+// WatchStarted answers POST /files/watch.
+type WatchStarted struct {
+	WatcherID string `json:"watcher_id"`
+}
+
+// WatchEvent is the JSON data of one SSE event of GET
+// /files/watch/{watcher_id}/stream. Type is the event name: "create",
+// "write", "remove", "rename", "chmod", "gap" (events were lost: the
+// kernel queue or the watcher's buffer overflowed) or "error". Path is
+// absolute, Name relative to the watched directory.
+type WatchEvent struct {
+	Type      string `json:"type"`
+	Path      string `json:"path,omitempty"`
+	Name      string `json:"name,omitempty"`
+	IsDir     bool   `json:"is_dir,omitempty"`
+	Timestamp string `json:"timestamp"` // RFC 3339, UTC, nanoseconds
+	EventID   uint64 `json:"event_id,omitempty"`
+	Error     string `json:"error,omitempty"`
 }

@@ -29,6 +29,7 @@ type Info struct {
 	User  string
 	Envs  map[string]string // the request's own envs, not the full environment
 	IsPty bool
+	Kind  string // see Spec.Kind
 }
 
 // Result is the outcome of a process, or its state so far while it runs.
@@ -57,6 +58,7 @@ type Handler struct {
 	stdin       *os.File // nil without a stdin pipe; immutable (the master for a pty)
 	pty         *os.File // pty master, nil without a pty; immutable
 	stdinClosed atomic.Bool
+	subscribed  atomic.Bool // see FirstSubscriber
 
 	outputs     []*os.File    // the parent's ends of the outputs; immutable
 	readersDone chan struct{} // closed when the output was copied (see copyOutput)
@@ -80,6 +82,12 @@ func (h *Handler) Info() Info {
 	info.Pid = h.pid
 	info.Envs = maps.Clone(h.info.Envs)
 	return info
+}
+
+// FirstSubscriber reports true exactly once per process: to the first
+// caller. Streams use it to replay all output to the first subscriber.
+func (h *Handler) FirstSubscriber() bool {
+	return h.subscribed.CompareAndSwap(false, true)
 }
 
 // Output returns the process's output log.

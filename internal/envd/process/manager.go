@@ -97,7 +97,15 @@ type Spec struct {
 	Pty     *Size             // run on a new pseudo-terminal of this size (implies a stdin); Cmd "" = interactive shell
 	Timeout time.Duration     // kill the tree after this long; 0 = never
 	Tag     string
+	Kind    string // how the process was started, for listing: KindCommand (default), KindPty, KindStdio
 }
+
+// Kinds of processes (Spec.Kind, Info.Kind).
+const (
+	KindCommand = "command"
+	KindPty     = "pty"
+	KindStdio   = "stdio"
+)
 
 // Manager starts processes and tracks their handlers. Safe for concurrent use.
 type Manager struct {
@@ -146,9 +154,15 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		return nil, fmt.Errorf("%w: cwd %q is not a directory", ErrBadRequest, spec.Dir)
 	}
 
+	if spec.Kind == "" {
+		spec.Kind = KindCommand
+		if spec.Pty != nil {
+			spec.Kind = KindPty
+		}
+	}
 	h := &Handler{
 		m:           m,
-		info:        Info{Cmd: spec.Cmd, Tag: spec.Tag, Cwd: spec.Dir, User: spec.User.Name, Envs: spec.Envs, IsPty: spec.Pty != nil},
+		info:        Info{Cmd: spec.Cmd, Tag: spec.Tag, Cwd: spec.Dir, User: spec.User.Name, Envs: spec.Envs, IsPty: spec.Pty != nil, Kind: spec.Kind},
 		log:         NewLog(m.cfg.outputLimit()),
 		timeout:     spec.Timeout,
 		readersDone: make(chan struct{}),

@@ -55,8 +55,9 @@ type Log struct {
 type streamLog struct {
 	entries []Entry // entries[head:] are retained
 	head    int
-	size    int   // bytes retained
-	total   int64 // bytes ever appended
+	size    int    // bytes retained
+	total   int64  // bytes ever appended
+	dropped uint64 // id of the newest entry any of whose bytes were dropped
 }
 
 // NewLog returns a Log keeping at most limit bytes per stream (minimum 1).
@@ -92,6 +93,7 @@ func (sl *streamLog) trim(limit int) {
 	for sl.size > limit {
 		e := &sl.entries[sl.head]
 		excess := sl.size - limit
+		sl.dropped = e.ID
 		if len(e.Data) <= excess {
 			sl.size -= len(e.Data)
 			sl.entries[sl.head] = Entry{}
@@ -127,8 +129,20 @@ func (l *Log) Close() {
 // whether the log is closed (no entry will ever follow the returned ones
 // once a call returns no entries and closed is true).
 func (l *Log) Since(after uint64, maxEntries int) (entries []Entry, changed <-chan struct{}, closed bool) {
+	entries, _, changed, closed = l.Read(after, maxEntries)
+	return entries, changed, closed
+}
+
+// Read is Since that also returns dropped, the id of the newest entry any
+// of whose bytes were dropped by the cap (0 if none). Output with an id
+// greater than after was lost to the reader iff dropped > after; a reader
+// reports such a gap once, not again for the same dropped id.
+func (l *Log) Read(after uint64, maxEntries int) (entries []Entry, dropped uint64, changed <-chan struct{}, closed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for s := range l.streams {
+		dropped = max(dropped, l.streams[s].dropped)
+	}
 	var tails [numStreams][]Entry
 	for s := range tails {
 		sl := &l.streams[s]
@@ -150,7 +164,45 @@ func (l *Log) Since(after uint64, maxEntries int) (entries []Entry, changed <-ch
 		entries = append(entries, tails[best][0])
 		tails[best] = tails[best][1:]
 	}
-	return entries, l.changed, l.closed
+	return entries, dropped, l.changed, l.closed
+}
+
+// TailCursor returns a cursor from which Read yields the newest entries of
+// stream s that together hold at most maxBytes (whole entries only, none
+// partly dropped): a bounded scrollback.
+func (l *Log) TailCursor(s Stream, maxBytes int) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sl := &l.streams[s]
+	live := sl.entries[sl.head:]
+	cursor, n := l.lastID, 0
+	for i := len(live) - 1; i >= 0; i-- {
+		if n+len(live[i].Data) > maxBytes || live[i].ID <= sl.dropped {
+			break
+		}
+		n += len(live[i].Data)
+		cursor = live[i].ID - 1
+	}
+	return cursor
+}
+
+// TailBytes returns the last (at most n) retained bytes of stream s among
+// the entries with an id of at most through.
+func (l *Log) TailBytes(s Stream, through uint64, n int) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sl := &l.streams[s]
+	live := sl.entries[sl.head:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].ID > through })
+	var out []byte
+	for i--; i >= 0 && len(out) < n; i-- {
+		d := live[i].Data
+		if k := n - len(out); len(d) > k {
+			d = d[len(d)-k:]
+		}
+		out = append(append([]byte(nil), d...), out...)
+	}
+	return out
 }
 
 // LastID returns the id of the last entry appended (0 if none), so a

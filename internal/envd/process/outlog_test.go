@@ -143,3 +143,86 @@ func TestLogCompacts(t *testing.T) {
 		t.Errorf("entries slice grew to %d with 10 retained: not compacted", len(sl.entries))
 	}
 }
+
+func TestLogReadDropped(t *testing.T) {
+	l := NewLog(4)
+	l.Append(Stdout, []byte("ab")) // 1
+	l.Append(Stderr, []byte("E"))  // 2
+	l.Append(Stdout, []byte("cd")) // 3
+	if _, dropped, _, _ := l.Read(0, 0); dropped != 0 {
+		t.Fatalf("Read(0) dropped = %d before the cap was reached, want 0", dropped)
+	}
+	l.Append(Stdout, []byte("e")) // 4: drops 1 byte of entry 1
+	tests := []struct {
+		after       uint64
+		wantDropped uint64
+		wantLost    bool
+		want        string
+	}{
+		{0, 1, true, "1b 2E 3cd 4e "},
+		{1, 1, false, "2E 3cd 4e "},
+		{3, 1, false, "4e "},
+	}
+	for _, tt := range tests {
+		es, dropped, _, _ := l.Read(tt.after, 0)
+		var b bytes.Buffer
+		for _, e := range es {
+			fmt.Fprintf(&b, "%d%s ", e.ID, e.Data)
+		}
+		if b.String() != tt.want || dropped != tt.wantDropped || (dropped > tt.after) != tt.wantLost {
+			t.Errorf("Read(%d) = %q, dropped %d; want %q, dropped %d (lost %v)", tt.after, b.String(), dropped, tt.want, tt.wantDropped, tt.wantLost)
+		}
+	}
+	l.Append(Stdout, []byte("fgh")) // 5: drops the rest of 1 and all of 3
+	if es, dropped, _, _ := l.Read(2, 0); dropped != 3 || len(es) != 2 || es[0].ID != 4 {
+		t.Errorf("Read(2) = %v, dropped %d; want entries 4, 5 and dropped 3", es, dropped)
+	}
+	if got := string(l.Bytes(Stderr)); got != "E" {
+		t.Errorf("stderr = %q, want E", got)
+	}
+}
+
+func TestLogTail(t *testing.T) {
+	l := NewLog(100)
+	for _, c := range []string{"aaaa", "bb", "ccc", "d"} { // ids 1..4
+		l.Append(PtyStream, []byte(c))
+	}
+	tests := []struct {
+		max  int
+		want string
+	}{
+		{0, ""}, {1, "d"}, {3, "d"}, {4, "cccd"}, {6, "bbcccd"}, {9, "bbcccd"}, {10, "aaaabbcccd"}, {1000, "aaaabbcccd"},
+	}
+	for _, tt := range tests {
+		es, _, _, _ := l.Read(l.TailCursor(PtyStream, tt.max), 0)
+		var b bytes.Buffer
+		for _, e := range es {
+			b.Write(e.Data)
+		}
+		if b.String() != tt.want {
+			t.Errorf("tail of %d bytes = %q, want %q", tt.max, b.String(), tt.want)
+		}
+	}
+	// A partly dropped entry is never part of the tail.
+	small := NewLog(5)
+	small.Append(PtyStream, []byte("xyz"))
+	small.Append(PtyStream, []byte("uvw"))
+	if c := small.TailCursor(PtyStream, 100); c != 1 {
+		t.Errorf("TailCursor after a partial drop = %d, want 1", c)
+	}
+
+	bl := NewLog(100)
+	bl.Append(Stdout, []byte("ab"))
+	bl.Append(Stderr, []byte("XY"))
+	bl.Append(Stdout, []byte("c"))
+	bl.Append(Stdout, []byte("de"))
+	for _, tt := range []struct {
+		through uint64
+		n       int
+		want    string
+	}{{0, 3, ""}, {1, 3, "ab"}, {2, 3, "ab"}, {3, 3, "abc"}, {3, 2, "bc"}, {4, 3, "cde"}, {4, 1, "e"}} {
+		if got := string(bl.TailBytes(Stdout, tt.through, tt.n)); got != tt.want {
+			t.Errorf("TailBytes(Stdout, %d, %d) = %q, want %q", tt.through, tt.n, got, tt.want)
+		}
+	}
+}

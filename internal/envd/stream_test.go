@@ -1,0 +1,180 @@
+package envd
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sseStream is an open SSE response whose events arrive on a channel.
+type sseStream struct {
+	events chan sseEvent // closed at the end of the stream
+	cancel context.CancelFunc
+}
+
+// openSSE opens GET path and parses its events in a goroutine. The stream
+// is closed by cancel or at the end of the test.
+func (c *testClient) openSSE(t *testing.T, path string) *sseStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	resp, err := http.DefaultClient.Do(c.request(ctx, "GET", path, nil))
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		cancel()
+		t.Fatalf("GET %s = %d %q, want an event stream", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	s := &sseStream{events: make(chan sseEvent, 1024), cancel: cancel}
+	t.Cleanup(cancel)
+	go func() {
+		defer close(s.events)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" {
+					select {
+					case s.events <- ev:
+					case <-ctx.Done():
+						return
+					}
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "event: "):
+				ev.name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "id: "):
+				ev.id = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, "data: "):
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev.data); err != nil {
+					t.Errorf("GET %s: SSE data %q: %v", path, line, err)
+					return
+				}
+			default:
+				t.Errorf("GET %s: unexpected SSE line %q", path, line)
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// next returns the next event; it fails the test after a timeout or at the
+// end of the stream.
+func (s *sseStream) next(t *testing.T) sseEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-s.events:
+		if !ok {
+			t.Fatal("event stream ended unexpectedly")
+		}
+		return ev
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event within 20s")
+	}
+	panic("unreachable")
+}
+
+// outputUntil reads events, decoding output (base64 if b64), until the
+// accumulated output contains want. It returns the output and the last
+// entry id seen, and fails on any event but output.
+func (s *sseStream) outputUntil(t *testing.T, b64 bool, want string) (string, uint64) {
+	t.Helper()
+	var out strings.Builder
+	var last uint64
+	for !strings.Contains(out.String(), want) {
+		ev := s.next(t)
+		switch ev.name {
+		case "stdout", "stderr", "data":
+			out.WriteString(decodeData(t, ev, b64))
+			checkEntryID(t, ev, last)
+			last = ev.data.EntryID
+		default:
+			t.Fatalf("event %s %+v while waiting for output %q (have %q)", ev.name, ev.data, want, out.String())
+		}
+	}
+	return out.String(), last
+}
+
+func decodeData(t *testing.T, ev sseEvent, b64 bool) string {
+	t.Helper()
+	if !b64 {
+		return ev.data.Data
+	}
+	b, err := base64.StdEncoding.DecodeString(ev.data.Data)
+	if err != nil {
+		t.Fatalf("%s data %q is not base64: %v", ev.name, ev.data.Data, err)
+	}
+	return string(b)
+}
+
+// checkEntryID checks that an output event carries an entry id greater
+// than the previous one, also as its SSE id.
+func checkEntryID(t *testing.T, ev sseEvent, prev uint64) {
+	t.Helper()
+	if ev.data.EntryID <= prev {
+		t.Errorf("%s event entry_id %d after %d: not increasing", ev.name, ev.data.EntryID, prev)
+	}
+	if ev.id != fmt.Sprint(ev.data.EntryID) {
+		t.Errorf("%s event SSE id %q, want the entry_id %d", ev.name, ev.id, ev.data.EntryID)
+	}
+}
+
+// collected is what a stream delivered up to its terminal event.
+type collected struct {
+	stdout, stderr strings.Builder
+	names          []string
+	last           uint64
+	terminal       *sseEvent // exit or error
+}
+
+// collect reads events until exit/error (or the end of the stream).
+func (s *sseStream) collect(t *testing.T, b64 bool) *collected {
+	t.Helper()
+	c := &collected{}
+	for {
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				return c
+			}
+			c.names = append(c.names, ev.name)
+			switch ev.name {
+			case "stdout", "stderr", "data":
+				if ev.data.EntryID != 0 {
+					checkEntryID(t, ev, c.last)
+					c.last = ev.data.EntryID
+				}
+				if ev.name == "stderr" {
+					c.stderr.WriteString(decodeData(t, ev, b64))
+				} else {
+					c.stdout.WriteString(decodeData(t, ev, b64))
+				}
+			case "exit", "error":
+				c.terminal = &ev
+				return c
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("stream did not end within 60s; events so far %v", c.names)
+		}
+	}
+}
+
+func (c *collected) exitCode(t *testing.T) int {
+	t.Helper()
+	if c.terminal == nil || c.terminal.name != "exit" || c.terminal.data.ExitCode == nil {
+		t.Fatalf("stream ended with %+v, want an exit event with exit_code (events %v)", c.terminal, c.names)
+	}
+	return *c.terminal.data.ExitCode
+}
