@@ -151,8 +151,7 @@ func (p *Proxy) serve(ln net.Listener) error {
 			if p.ctx.Err() != nil {
 				return ErrClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporaryAccept(err)) {
+			if isTemporary(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				p.cfg.Logf("egress: accept: %v; retrying in %v", err, backoff)
 				select {
@@ -192,18 +191,12 @@ func (p *Proxy) serve(ln net.Listener) error {
 	}
 }
 
-// errTemporaryAccept returns err itself for accept errors worth retrying
-// (EMFILE, ENFILE, ECONNABORTED...), which net reports as non-timeout
-// errors; anything else yields a sentinel that never matches.
-func errTemporaryAccept(err error) error {
-	var ne interface{ Temporary() bool }
-	if errors.As(err, &ne) && ne.Temporary() {
-		return err
-	}
-	return errNever
+// isTemporary reports accept errors worth retrying (EMFILE, ENFILE,
+// ECONNABORTED...), as net/http's Server does.
+func isTemporary(err error) bool {
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
 }
-
-var errNever = errors.New("never")
 
 // Close stops accepting, resets every open connection and waits for their
 // handlers (and events) to finish.
@@ -238,10 +231,11 @@ type session struct {
 	counted *entry // set by registry.open under the registry lock
 
 	mu       sync.Mutex
-	upstream net.Conn       // +checklocks:mu
-	upAddr   netip.AddrPort // +checklocks:mu
-	dead     bool           // +checklocks:mu
-	cut      string         // +checklocks:mu why kill was called
+	cancel   context.CancelFunc // +checklocks:mu; the handler's context
+	upstream net.Conn           // +checklocks:mu
+	upAddr   netip.AddrPort     // +checklocks:mu
+	dead     bool               // +checklocks:mu
+	cut      string             // +checklocks:mu why kill was called
 }
 
 // kill resets the client and closes the upstream; the first reason sticks.
@@ -252,6 +246,9 @@ func (s *session) kill(reason string) {
 		return
 	}
 	s.dead, s.cut = true, reason
+	if s.cancel != nil {
+		s.cancel()
+	}
 	reset(s.client)
 	if s.upstream != nil {
 		s.upstream.Close()
@@ -366,6 +363,13 @@ func (p *Proxy) handle(s *session) {
 
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
+	s.mu.Lock()
+	s.cancel = cancel
+	dead := s.dead
+	s.mu.Unlock()
+	if dead {
+		cancel()
+	}
 	dialUp := func(ctx context.Context) (net.Conn, netip.AddrPort, error) {
 		up, addr, err := p.dialUpstream(ctx, pol, host, dst.Port())
 		if err != nil {
@@ -379,7 +383,6 @@ func (p *Proxy) handle(s *session) {
 
 	if ic := p.cfg.Interceptor; ic != nil {
 		client := &prefixConn{TCPConn: c, prefix: peeked}
-		ic := ic
 		meta := &Conn{
 			SandboxID: id, Proto: proto, Src: ev.Src, Dst: dst, Host: host, Rule: v.Rule, Policy: pol,
 			Client: client,
@@ -388,9 +391,7 @@ func (p *Proxy) handle(s *session) {
 				return up, err
 			},
 		}
-		stop := context.AfterFunc(ctx, func() { s.kill("proxy closed") })
 		handled := ic.Intercept(ctx, meta)
-		stop()
 		if handled {
 			ev.Decision, ev.Intercepted = DecisionAllow, true
 			ev.Upstream = s.upstreamAddr()

@@ -671,3 +671,37 @@ func TestProxyStartAndLimits(t *testing.T) {
 		t.Errorf("Start after Close: %v, want ErrClosed", err)
 	}
 }
+
+type waitInterceptor struct{ started, done chan struct{} }
+
+func (ic *waitInterceptor) Intercept(ctx context.Context, c *Conn) bool {
+	close(ic.started)
+	<-ctx.Done()
+	c.Client.Close()
+	close(ic.done)
+	return true
+}
+
+func TestProxyInterceptorCancelledByUpdate(t *testing.T) {
+	ic := &waitInterceptor{started: make(chan struct{}), done: make(chan struct{})}
+	h := newHarness(t, Config{Interceptor: ic}, mustParse(t, testPolicy.AllowOut, testPolicy.DenyOut))
+	h.setDst("198.51.100.10:80")
+	c := h.dial(t)
+	c.Write(get("api.example.test"))
+	select {
+	case <-ic.started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("interceptor not called")
+	}
+	if err := h.p.Update(loopback, mustParse(t, []string{"*.allowed.test"}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ic.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("interceptor's context not cancelled by a policy update blocking its name")
+	}
+	if ev := h.event(t); !ev.Intercepted {
+		t.Errorf("event %+v", ev)
+	}
+}
