@@ -9,9 +9,9 @@
 // gateway address. The proxy therefore sees each connection with the
 // sandbox's guest address as source, and recovers the address the sandbox
 // dialed with SO_ORIGINAL_DST (IP6T_SO_ORIGINAL_DST for IPv6). The guest
-// address identifies the sandbox: the server calls [Proxy.Register] when it
-// applies a policy with domain rules, [Proxy.Update] when the policy
-// changes and [Proxy.Unregister] when the sandbox goes. The firewall drops
+// address identifies the sandbox: the server calls [Proxy.Register] when
+// it creates the sandbox, [Proxy.Update] when the policy changes and
+// [Proxy.Unregister] when the sandbox goes. The firewall drops
 // packets whose source is not the slot's guest address, so the source
 // cannot be forged from inside a sandbox. Connections from unregistered
 // sources, or whose original destination port is not one of [Config.Ports],
@@ -32,10 +32,10 @@
 //     the client dialed: a forged SNI or Host cannot reach the address it
 //     was sent to), drop resolved addresses in [Config.Blocked], in the
 //     sandbox CIDR and in the policy's deny prefixes (no DNS rebinding into
-//     private or metadata ranges), dial the first that answers on the
-//     original destination port, replay the peeked bytes and splice both
-//     directions (splice(2) between TCP sockets) with half-close and an
-//     idle timeout.
+//     private or metadata ranges) and this host's own addresses, dial the
+//     first that answers on the original destination port, replay the
+//     peeked bytes and splice both directions (splice(2) between TCP
+//     sockets) with half-close and an idle timeout.
 //
 // Every connection ends in exactly one [Event] passed to [Config.Events]:
 // blocked ones when they are reset, allowed ones when they close (with byte
@@ -43,6 +43,28 @@
 //
 // [Proxy.Update] re-decides the open connections of the sandbox and cuts
 // those the new policy blocks; Unregister cuts them all.
+//
+// # Wiring (internal/server)
+//
+// The proxy runs in the namespace holding the slots' host ends (the
+// server's). Start it before the network Manager, whose ProxyPort is the
+// port it bound:
+//
+//	p, err := egress.New(egress.Config{
+//		Listen:      "0.0.0.0:0",        // or a fixed port
+//		DNSUpstream: cfg.DNSUpstream,    // --dns-upstream, host:port
+//		SandboxCIDR: cfg.SandboxCIDR,    // --sandbox-cidr
+//		Events:      auditEgress,        // -> audit store
+//		Logf:        logf,
+//	})
+//	addr, err := p.Start()
+//	m, err := network.New(ctx, network.Config{ProxyPort: addr.Port(), CIDR: cfg.SandboxCIDR, ...})
+//
+// Per sandbox: after m.Apply(ctx, slot, pol), p.Register(slot.GuestIP, id,
+// parsed) at create (any policy; the proxy sees traffic only when the
+// firewall redirects it) and p.Update(slot.GuestIP, parsed) on a policy
+// change; p.Unregister(slot.GuestIP) before m.Release. On shutdown, Close
+// the proxy, then the Manager.
 //
 // # Known limits of splicing
 //
@@ -94,6 +116,10 @@ type Config struct {
 	Blocked []netip.Prefix
 	// SandboxCIDR (--sandbox-cidr) is never dialed either.
 	SandboxCIDR netip.Prefix
+	// DialLocal lets upstream connections reach this host's own addresses
+	// (detected after connecting: local and remote address are equal).
+	// Only tests over loopback set it.
+	DialLocal bool
 	// Ports are the original destination ports served; nil means 80 and 443.
 	Ports []uint16
 	// PeekTimeout bounds the wait for the ClientHello or request header,

@@ -427,6 +427,13 @@ func (p *Proxy) handle(s *session) {
 	p.emit(ev)
 }
 
+// isSelf reports whether c connects this host to itself.
+func isSelf(c net.Conn) bool {
+	la, lok := c.LocalAddr().(*net.TCPAddr)
+	ra, rok := c.RemoteAddr().(*net.TCPAddr)
+	return lok && rok && la.AddrPort().Addr().Unmap() == ra.AddrPort().Addr().Unmap()
+}
+
 func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
@@ -500,9 +507,18 @@ func (p *Proxy) dialUpstream(ctx context.Context, pol network.Parsed, host strin
 		return nil, netip.AddrPort{}, fmt.Errorf("%w: %s resolves only to refused addresses %v", ErrNoUpstream, host, dropped)
 	}
 	var errs []error
+	local := 0
 	for _, a := range good {
 		ap := netip.AddrPortFrom(a, port)
 		c, err := p.dial(ctx, "tcp", ap.String())
+		if err == nil && !p.cfg.DialLocal && isSelf(c) {
+			// One of this host's own addresses (a connection to a local
+			// address takes it as its source): that would reach the
+			// server's own services.
+			c.Close()
+			local++
+			err = fmt.Errorf("%s is an address of this host", a)
+		}
 		if err == nil {
 			return c, ap, nil
 		}
@@ -510,6 +526,9 @@ func (p *Proxy) dialUpstream(ctx context.Context, pol network.Parsed, host strin
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if local == len(good) {
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: %s resolves only to this host's addresses %v", ErrNoUpstream, host, good)
 	}
 	return nil, netip.AddrPortFrom(good[0], port), fmt.Errorf("dial %s: %w", host, errors.Join(errs...))
 }

@@ -110,6 +110,7 @@ func newHarness(t testing.TB, cfg Config, pol network.Parsed) *harness {
 	}
 	if cfg.Blocked == nil {
 		cfg.Blocked = []netip.Prefix{}
+		cfg.DialLocal = true
 	}
 	cfg.Events = func(ev Event) { h.events <- ev }
 	cfg.Logf = t.Logf
@@ -703,5 +704,20 @@ func TestProxyInterceptorCancelledByUpdate(t *testing.T) {
 	}
 	if ev := h.event(t); !ev.Intercepted {
 		t.Errorf("event %+v", ev)
+	}
+}
+
+func TestProxyRefusesThisHost(t *testing.T) {
+	up := newUpstream(t, false)
+	// Blocked is empty, but 127.0.0.1 is still this host.
+	h := newHarness(t, Config{Blocked: []netip.Prefix{}, Ports: []uint16{up.port}}, mustParse(t, testPolicy.AllowOut, nil))
+	h.res.set("api.example.test", "127.0.0.1")
+	h.setDst(fmt.Sprintf("198.51.100.10:%d", up.port))
+	wantReset(t, h.dial(t), get("api.example.test"))
+	if ev := h.event(t); ev.Decision != DecisionBlock || ev.Reason != "no permitted address for the name" {
+		t.Errorf("event %+v, want block: resolves to this host", ev)
+	}
+	if got := up.requests(); len(got) != 0 {
+		t.Errorf("upstream on this host got %v", got)
 	}
 }
