@@ -203,7 +203,9 @@ type Conn struct {
 	// first. Closing it resets nothing: it closes normally.
 	Client net.Conn
 	// Dial resolves Host and connects to the first permitted address on
-	// Dst's port, as the splice path does.
+	// Dst's port, as the splice path does. It may be called more than
+	// once; the proxy closes every such connection when the sandbox's
+	// connection is cut or ends.
 	Dial func(ctx context.Context) (net.Conn, error)
 }
 

@@ -232,7 +232,7 @@ type session struct {
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc // +checklocks:mu; the handler's context
-	upstream net.Conn           // +checklocks:mu
+	upstream []net.Conn         // +checklocks:mu; the Interceptor may dial several
 	upAddr   netip.AddrPort     // +checklocks:mu
 	dead     bool               // +checklocks:mu
 	cut      string             // +checklocks:mu why kill was called
@@ -250,8 +250,8 @@ func (s *session) kill(reason string) {
 		s.cancel()
 	}
 	reset(s.client)
-	if s.upstream != nil {
-		s.upstream.Close()
+	for _, u := range s.upstream {
+		u.Close()
 	}
 }
 
@@ -271,8 +271,8 @@ func (s *session) finish() {
 	}
 	s.dead = true
 	s.client.Close()
-	if s.upstream != nil {
-		s.upstream.Close()
+	for _, u := range s.upstream {
+		u.Close()
 	}
 }
 
@@ -284,7 +284,7 @@ func (s *session) setUpstream(c net.Conn, addr netip.AddrPort) bool {
 		c.Close()
 		return false
 	}
-	s.upstream, s.upAddr = c, addr
+	s.upstream, s.upAddr = append(s.upstream, c), addr
 	return true
 }
 
@@ -411,8 +411,12 @@ func (p *Proxy) handle(s *session) {
 			block("no permitted address for the name")
 			return
 		}
-		s.kill("upstream unreachable")
-		ev.Decision, ev.Reason = DecisionError, "upstream unreachable"
+		reason := "upstream unreachable"
+		if errors.Is(err, errResolve) {
+			reason = "name resolution failed"
+		}
+		s.kill(reason)
+		ev.Decision, ev.Reason = DecisionError, reason
 		p.emit(ev)
 		return
 	}
@@ -455,7 +459,10 @@ func peekReason(err error) string {
 	return "read error before ClientHello or request"
 }
 
-var errTooLarge = errors.New("peek limit exceeded")
+var (
+	errTooLarge = errors.New("peek limit exceeded")
+	errResolve  = errors.New("resolve")
+)
 
 // sniff reads until the SNI or Host is known, within MaxPeek bytes and
 // PeekTimeout. It returns the bytes read, for replay.
@@ -500,7 +507,7 @@ func (p *Proxy) dialUpstream(ctx context.Context, pol network.Parsed, host strin
 	defer cancel()
 	addrs, err := p.resolver.Resolve(ctx, host)
 	if err != nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("%w: %w", ErrNoUpstream, err)
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: %w", errResolve, err)
 	}
 	good, dropped := permitted(addrs, pol, p.blocked)
 	if len(good) == 0 {

@@ -404,8 +404,12 @@ func TestProxyRefusedAddresses(t *testing.T) {
 	}
 	h.res.set("ok.allowed.test", "198.51.100.10")
 	wantReset(t, h.dial(t), get("ok.allowed.test"))
-	if ev := h.event(t); ev.Decision != DecisionError {
+	if ev := h.event(t); ev.Decision != DecisionError || ev.Reason != "upstream unreachable" {
 		t.Errorf("event %+v, want error (dial refused)", ev)
+	}
+	wantReset(t, h.dial(t), get("nx.allowed.test"))
+	if ev := h.event(t); ev.Decision != DecisionError || ev.Reason != "name resolution failed" {
+		t.Errorf("event %+v, want error (NXDOMAIN)", ev)
 	}
 	close(dialed)
 	var got []string
