@@ -182,10 +182,13 @@ type request struct {
 func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	var payload []byte
 	if r.json != nil {
-		var err error
-		if payload, err = json.Marshal(r.json); err != nil {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // commands are full of < > &
+		if err := enc.Encode(r.json); err != nil {
 			return nil, fmt.Errorf("%s %s: encode body: %w", r.method, r.path, err)
 		}
+		payload = bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 	}
 	for attempt := 1; ; attempt++ {
 		req, err := c.newRequest(ctx, r, payload)

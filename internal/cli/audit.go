@@ -56,40 +56,49 @@ func runAudit(e *env, globals, args []string) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	id := pos[0]
+	if *follow {
+		q.Limit = *limit
+		return c.auditFollow(ctx, cl, pos[0], q, *interval)
+	}
+	return c.auditList(ctx, cl, pos[0], q, *limit)
+}
 
-	if !*follow {
-		var all []apiclient.AuditEvent
-		for {
-			q.Limit = 0
-			if *limit > 0 {
-				q.Limit = min(*limit-len(all), 1000)
-			}
-			page, err := cl.Audit(ctx, id, q)
-			if err != nil {
-				return c.fail(err)
-			}
-			all = append(all, page.Events...)
-			if page.NextCursor == "" || len(page.Events) == 0 || *limit > 0 && len(all) >= *limit {
-				break
-			}
-			q.Cursor = page.NextCursor
+// auditList prints the events matching q, at most limit (0: all), paging
+// through the trail.
+func (c *clientCmd) auditList(ctx context.Context, cl *apiclient.Client, id string, q apiclient.AuditQuery, limit int) int {
+	var all []apiclient.AuditEvent
+	for {
+		q.Limit = 0
+		if limit > 0 {
+			q.Limit = min(limit-len(all), 1000)
 		}
-		if c.opts.json {
-			raws := make([]json.RawMessage, len(all))
-			for i, ev := range all {
-				raws[i] = ev.Raw
-			}
-			c.printJSON(raws)
-			return 0
+		page, err := cl.Audit(ctx, id, q)
+		if err != nil {
+			return c.fail(err)
 		}
-		for _, ev := range all {
-			c.printEvent(ev)
+		all = append(all, page.Events...)
+		if page.NextCursor == "" || len(page.Events) == 0 || limit > 0 && len(all) >= limit {
+			break
 		}
+		q.Cursor = page.NextCursor
+	}
+	if c.opts.json {
+		raws := make([]json.RawMessage, len(all))
+		for i, ev := range all {
+			raws[i] = ev.Raw
+		}
+		c.printJSON(raws)
 		return 0
 	}
+	for _, ev := range all {
+		c.printEvent(ev)
+	}
+	return 0
+}
 
-	q.Limit = *limit
+// auditFollow prints the events matching q, then polls every interval for
+// newer ones (continuing from the last event seen) until ctx ends.
+func (c *clientCmd) auditFollow(ctx context.Context, cl *apiclient.Client, id string, q apiclient.AuditQuery, interval time.Duration) int {
 	for {
 		page, err := cl.Audit(ctx, id, q)
 		if err != nil {
@@ -114,7 +123,7 @@ func runAudit(e *env, globals, args []string) int {
 		if page.NextCursor != "" {
 			continue // a full page: there may be more right now
 		}
-		if !sleepCtx(ctx, *interval) {
+		if !sleepCtx(ctx, interval) {
 			return 0
 		}
 	}

@@ -118,7 +118,7 @@ func (c *clientCmd) client() (*apiclient.Client, error) {
 func (c *clientCmd) fail(err error) int {
 	var apiErr *apiclient.Error
 	if errors.As(err, &apiErr) && apiErr.Code != "" {
-		fmt.Fprintf(c.e.stderr, "%s: %s (%d %s)\n", c.name, apiErr.Message, apiErr.Status, apiErr.Code)
+		fmt.Fprintf(c.e.stderr, "%s: %v (%d %s)\n", c.name, err, apiErr.Status, apiErr.Code)
 		return 1
 	}
 	fmt.Fprintf(c.e.stderr, "%s: %v\n", c.name, err)
@@ -127,12 +127,14 @@ func (c *clientCmd) fail(err error) int {
 
 // printJSON writes v as one line of JSON.
 func (c *clientCmd) printJSON(v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		fmt.Fprintf(c.e.stderr, "%s: encode JSON: %v\n", c.name, err)
 		return
 	}
-	c.e.stdout.Write(append(b, '\n'))
+	c.e.stdout.Write(b.Bytes())
 }
 
 // printRaw writes a JSON value the server sent, compacted onto one line.

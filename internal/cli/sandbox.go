@@ -288,7 +288,7 @@ func sandboxKill(c *clientCmd, args []string) int {
 	for _, id := range pos {
 		killed, err := cl.KillSandbox(ctx, id)
 		if err != nil {
-			code = c.fail(fmt.Errorf("%s: %w", id, err))
+			code = c.fail(err) // the server's message names the sandbox
 			r := result{SandboxID: id, Error: err.Error()}
 			var apiErr *apiclient.Error
 			if errors.As(err, &apiErr) {
