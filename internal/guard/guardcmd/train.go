@@ -32,15 +32,18 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	files := fs.String("train", strings.Join(DefaultTrainFiles, ","), "comma-separated training files, relative to -data: YAML case lists, or presidio JSON whose texts are used as benign examples")
 	outPath := fs.String("out", "internal/guard/injection/model.bin", "where to write the model")
 	folds := fs.Int("folds", 5, "cross-validation folds for the out-of-fold report (0 to skip)")
+	byFile := fs.Bool("group-cv", false, "cross-validate by file instead: each training file is scored by a model trained on the others")
 	epochs := fs.Int("epochs", 0, "SGD epochs (0: default)")
 	seed := fs.Uint64("seed", 1, "shuffle seed")
 	l2 := fs.Float64("l2", 0, "L2 regularisation (0: default)")
 	lr := fs.Float64("lr", 0, "learning rate (0: default)")
+	normExp := fs.Float64("norm", 0, "length-normalisation exponent: 0.5 = 1/sqrt(n) (default), 1 = mean over n-grams")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var names []string
 	var ex []injection.Example
+	var fileOf []int // index into names per example
 	for _, f := range strings.Split(*files, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
@@ -59,6 +62,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			}
 			for _, r := range recs {
 				ex = append(ex, injection.Example{Text: r.FullText})
+				fileOf = append(fileOf, len(names)-1)
 			}
 			continue
 		}
@@ -68,9 +72,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		for _, c := range cs {
 			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
+			fileOf = append(fileOf, len(names)-1)
 		}
 	}
-	cfg := injection.TrainConfig{Epochs: *epochs, Seed: *seed, L2: *l2, LearningRate: *lr}
+	cfg := injection.TrainConfig{Epochs: *epochs, Seed: *seed, L2: *l2, LearningRate: *lr, Norm: *normExp}
 	pos := 0
 	for _, e := range ex {
 		if e.Malicious {
@@ -78,8 +83,20 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintf(stdout, "training on %d examples (%d malicious, %d benign) from %s\n", len(ex), pos, len(ex)-pos, strings.Join(names, ", "))
-	if *folds > 1 {
-		crossValidate(stdout, ex, cfg, *folds, *seed)
+	switch {
+	case *byFile:
+		crossValidate(stdout, ex, cfg, fileOf, len(names), "leave-one-file-out")
+	case *folds > 1:
+		idx := make([]int, len(ex))
+		for i := range idx {
+			idx[i] = i
+		}
+		rand.New(rand.NewPCG(*seed, 7)).Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+		fold := make([]int, len(ex))
+		for r, i := range idx {
+			fold[i] = r % *folds
+		}
+		crossValidate(stdout, ex, cfg, fold, *folds, fmt.Sprintf("%d-fold", *folds))
 	}
 	m := injection.Train(ex, cfg, names)
 	if err := os.WriteFile(*outPath, m.Encode(), 0o644); err != nil {
@@ -90,17 +107,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 }
 
 // crossValidate prints out-of-fold TPR/FPR of the full detector (rules and
-// model) over a grid of thresholds; the presets are picked from it.
-func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, k int, seed uint64) {
-	idx := make([]int, len(ex))
-	for i := range idx {
-		idx[i] = i
-	}
-	rand.New(rand.NewPCG(seed, 7)).Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-	fold := make([]int, len(ex))
-	for r, i := range idx {
-		fold[i] = r % k
-	}
+// model) over a grid of thresholds, and the out-of-fold log-loss; the
+// presets and hyperparameters are picked from it. fold[i] in [0,k) assigns
+// example i to a fold.
+func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, fold []int, k int, what string) {
 	scores := make([]float64, len(ex))
 	for f := 0; f < k; f++ {
 		var tr []injection.Example
@@ -127,7 +137,7 @@ func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfi
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "%d-fold out-of-fold scores on the training files (log-loss %.4f):\n", k, ll/float64(len(ex)))
+	fmt.Fprintf(w, "%s out-of-fold scores on the training files (log-loss %.4f):\n", what, ll/float64(len(ex)))
 	fmt.Fprintln(tw, "threshold\tTPR\tFPR\t")
 	for t := 0.30; t < 0.991; t += 0.05 {
 		tp, fp, p, n := 0, 0, 0, 0

@@ -11,27 +11,35 @@ import (
 )
 
 // The linear model: hashed, lower-cased character n-grams (NGramMin to
-// NGramMax bytes) of the normalised text, each weighted 1/sqrt(number of
-// n-grams), a dot product with the weights plus a bias, then the logistic
-// function. Weights are stored as int8 with one float32 scale.
+// NGramMax bytes) of the normalised text, each weighted
+// (RefCount/number of n-grams)^Norm, a dot product with the weights plus a
+// bias, then the logistic function. Weights are stored as int8 with one
+// float32 scale. Text longer than a window is scored window by window
+// (window bytes every stride bytes) and the maximum wins: the windows are
+// sized like the training texts (99% are under 400 bytes), because the
+// 1/sqrt(n) normalisation lets scores drift upwards on much longer text.
 
 // Feature hashing parameters; the trainer and the scorer must agree.
 const (
 	HashBits = 18
 	NGramMin = 3
 	NGramMax = 5
+	// RefCount is the n-gram count at which a feature weighs 1.
+	RefCount = 100
 )
 
 // Model is a trained linear classifier.
 type Model struct {
-	Bias    float32
-	Scale   float32
+	Bias  float32
+	Scale float32
+	// Norm is the length-normalisation exponent (0.5 or 1).
+	Norm    float32
 	Weights []int8 // len 1<<HashBits
 	// TrainedOn names the data files the weights were fitted on.
 	TrainedOn []string
 }
 
-const modelMagic = "DCLWINJ1"
+const modelMagic = "DCLWINJ2"
 
 //go:embed model.bin
 var embeddedModel []byte
@@ -46,6 +54,7 @@ func (m *Model) Encode() []byte {
 	binary.Write(&b, binary.LittleEndian, uint32(HashBits))
 	binary.Write(&b, binary.LittleEndian, m.Bias)
 	binary.Write(&b, binary.LittleEndian, m.Scale)
+	binary.Write(&b, binary.LittleEndian, m.Norm)
 	binary.Write(&b, binary.LittleEndian, uint16(len(m.TrainedOn)))
 	for _, f := range m.TrainedOn {
 		binary.Write(&b, binary.LittleEndian, uint16(len(f)))
@@ -74,7 +83,7 @@ func DecodeModel(data []byte) (*Model, error) {
 		return nil, fmt.Errorf("%w: hash bits %d", ErrBadModel, bits)
 	}
 	if binary.Read(r, binary.LittleEndian, &m.Bias) != nil || binary.Read(r, binary.LittleEndian, &m.Scale) != nil ||
-		binary.Read(r, binary.LittleEndian, &nf) != nil {
+		binary.Read(r, binary.LittleEndian, &m.Norm) != nil || binary.Read(r, binary.LittleEndian, &nf) != nil {
 		return nil, ErrBadModel
 	}
 	for i := 0; i < int(nf); i++ {
@@ -144,10 +153,11 @@ func Features(s string, fn func(end int, h uint32)) {
 	}
 }
 
-// window and stride of the model's sliding windows over long text.
+// window and stride of the model's sliding windows over long text (see
+// the Model comment).
 const (
-	window = 2048
-	stride = 1024
+	window = 256
+	stride = 128
 )
 
 // Prob returns the model's probability that s is an injection: the
@@ -228,14 +238,19 @@ func (m *Model) logit(sum float64, cnt int) float64 {
 	if cnt == 0 {
 		return sigmoid(float64(m.Bias))
 	}
-	z := float64(m.Bias) + float64(m.Scale)*sum/math.Sqrt(float64(cnt))
+	z := float64(m.Bias) + float64(m.Scale)*sum*FeatureValue(cnt, float64(m.Norm))
 	return sigmoid(z)
 }
 
 func sigmoid(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
 
+// FeatureValue is the value of each n-gram in a text of cnt n-grams.
+func FeatureValue(cnt int, norm float64) float64 {
+	return math.Pow(RefCount/float64(max(1, cnt)), norm)
+}
+
 // Quantize converts float weights to a Model.
-func Quantize(w []float32, bias float32, trainedOn []string) *Model {
+func Quantize(w []float32, bias, norm float32, trainedOn []string) *Model {
 	maxAbs := float32(0)
 	for _, x := range w {
 		if a := float32(math.Abs(float64(x))); a > maxAbs {
@@ -251,7 +266,7 @@ func Quantize(w []float32, bias float32, trainedOn []string) *Model {
 		v := math.Round(float64(x / scale))
 		q[i] = int8(max(-127, min(127, v)))
 	}
-	return &Model{Bias: bias, Scale: scale, Weights: q, TrainedOn: append([]string(nil), trainedOn...)}
+	return &Model{Bias: bias, Scale: scale, Norm: norm, Weights: q, TrainedOn: append([]string(nil), trainedOn...)}
 }
 
 // String describes the model briefly.
@@ -259,5 +274,5 @@ func (m *Model) String() string {
 	if m == nil || len(m.Weights) == 0 {
 		return "no model (rules only)"
 	}
-	return fmt.Sprintf("linear char %d-%d-grams, 2^%d buckets, trained on %s", NGramMin, NGramMax, HashBits, strings.Join(m.TrainedOn, ", "))
+	return fmt.Sprintf("linear char %d-%d-grams, 2^%d buckets, length norm ^%.1f, trained on %s", NGramMin, NGramMax, HashBits, m.Norm, strings.Join(m.TrainedOn, ", "))
 }
