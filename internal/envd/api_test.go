@@ -40,18 +40,23 @@ type testClient struct {
 // newTestServer serves a Server on a loopback httptest server.
 func newTestServer(t *testing.T, pcfg process.Config) *testClient {
 	t.Helper()
+	return newTestServerConfig(t, Config{Process: pcfg})
+}
+
+// newTestServerConfig is newTestServer with a Config; the token, hostname
+// and logging are set here.
+func newTestServerConfig(t *testing.T, cfg Config) *testClient {
+	t.Helper()
 	c := &testClient{t: t}
-	srv, err := New(Config{
-		AccessToken: testToken,
-		Process:     pcfg,
-		SetHostname: func(name string) error {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.hostnames = append(c.hostnames, name)
-			return nil
-		},
-		Logf: t.Logf,
-	})
+	cfg.AccessToken = testToken
+	cfg.Logf = t.Logf
+	cfg.SetHostname = func(name string) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.hostnames = append(c.hostnames, name)
+		return nil
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,6 +503,7 @@ type sseEvent struct {
 	name string
 	id   string // the SSE id, "" if none
 	data envdapi.StreamEvent
+	raw  []byte // the JSON data as sent
 }
 
 func readSSE(t *testing.T, r io.Reader, each func(sseEvent) bool) {

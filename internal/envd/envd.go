@@ -1,6 +1,7 @@
 // Package envd is the agent that runs as PID 1 inside every sandbox. It
 // serves the per-sandbox API (see package envdapi) on port 49983: commands
-// (package process), files (package filesystem) and the sandbox-wide
+// (package process), files (package filesystem), directory watches
+// (package watch) and the sandbox-wide
 // environment set by POST /init.
 //
 // Everything reachable here is also reachable by the sandbox's own code on
@@ -20,6 +21,7 @@ import (
 	"github.com/declaw/declaw/internal/envd/filesystem"
 	"github.com/declaw/declaw/internal/envd/process"
 	"github.com/declaw/declaw/internal/envd/sysuser"
+	"github.com/declaw/declaw/internal/envd/watch"
 	"github.com/declaw/declaw/internal/envdapi"
 )
 
@@ -34,6 +36,8 @@ type Config struct {
 	Insecure bool
 	// Process tunes the process manager.
 	Process process.Config
+	// Watch tunes directory watches (POST /files/watch).
+	Watch watch.Config
 	// Users is the user database (default /etc/passwd, /etc/group).
 	Users sysuser.DB
 	// SetHostname sets the hostname on POST /init. Default syscall.Sethostname.
@@ -46,6 +50,7 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	procs   *process.Manager
+	watches *watch.Manager
 	files   filesystem.FS
 	handler http.Handler
 
@@ -65,9 +70,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logf = log.New(os.Stderr, "envd: ", log.LstdFlags|log.Lmsgprefix).Printf
 	}
 	s := &Server{
-		cfg:   cfg,
-		procs: process.NewManager(cfg.Process),
-		files: filesystem.FS{Users: cfg.Users},
+		cfg:     cfg,
+		procs:   process.NewManager(cfg.Process),
+		watches: watch.NewManager(cfg.Watch),
+		files:   filesystem.FS{Users: cfg.Users},
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -78,9 +84,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
-// Close kills every process tree the server started.
+// Close kills every process tree the server started and stops its
+// directory watches.
 func (s *Server) Close() {
 	s.procs.KillAll()
+	s.watches.Close()
 }
 
 func (s *Server) routes() http.Handler {
@@ -119,6 +127,10 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("DELETE /files", s.handleRemove)
 	api.HandleFunc("PATCH /files", s.handleRename)
 	api.HandleFunc("POST /files/mkdir", s.handleMkdir)
+	api.HandleFunc("POST /files/watch", s.handleWatchCreate)
+	api.HandleFunc("GET /files/watch", s.handleWatchOnce)
+	api.HandleFunc("GET /files/watch/{watcher_id}/stream", s.handleWatchStream)
+	api.HandleFunc("DELETE /files/watch/{watcher_id}", s.handleWatchDelete)
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {

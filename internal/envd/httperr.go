@@ -13,6 +13,7 @@ import (
 	"github.com/declaw/declaw/internal/envd/filesystem"
 	"github.com/declaw/declaw/internal/envd/process"
 	"github.com/declaw/declaw/internal/envd/sysuser"
+	"github.com/declaw/declaw/internal/envd/watch"
 	"github.com/declaw/declaw/internal/envdapi"
 )
 
@@ -37,6 +38,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, "stdin_unavailable"
 	case errors.Is(err, process.ErrNotPty):
 		return http.StatusBadRequest, "not_pty"
+	case errors.Is(err, watch.ErrNotFound):
+		return http.StatusNotFound, "watcher_not_found"
+	case errors.Is(err, watch.ErrLimit):
+		return http.StatusConflict, "watch_limit"
+	case errors.Is(err, watch.ErrNotDir):
+		return http.StatusBadRequest, "not_directory"
 	case errors.Is(err, process.ErrStdinBlocked):
 		return http.StatusConflict, "stdin_full"
 	case errors.Is(err, errBadInput), errors.Is(err, process.ErrBadRequest), errors.Is(err, filesystem.ErrBadRequest):

@@ -249,7 +249,7 @@ func rss(t *testing.T) (cur, peak int64) {
 // client even holds a stream open without reading) neither blocks nor
 // makes envd's memory grow beyond its output cap (16 MiB per stream).
 func TestHundredMBUnread(t *testing.T) {
-	c := rootServer(t) // the default cap
+	c := rootServer(t)   // the default cap
 	debug.FreeOSMemory() // what earlier tests left behind
 	// Reset the peak RSS (VmHWM) so the growth during this test is measured.
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {

@@ -61,3 +61,16 @@ func (s *sseWriter) eventID(name string, id uint64, data any) bool {
 	s.flusher.Flush()
 	return true
 }
+
+// comment writes an SSE comment line (ignored by clients), e.g. a keepalive.
+func (s *sseWriter) comment(text string) bool {
+	if s.failed {
+		return false
+	}
+	if _, err := fmt.Fprintf(s.w, ": %s\n\n", text); err != nil {
+		s.failed = true
+		return false
+	}
+	s.flusher.Flush()
+	return true
+}

@@ -56,8 +56,10 @@ func (c *testClient) openSSE(t *testing.T, path string) *sseStream {
 				ev.name = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "id: "):
 				ev.id = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, ":"): // a comment (keepalive)
 			case strings.HasPrefix(line, "data: "):
-				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev.data); err != nil {
+				ev.raw = []byte(strings.TrimPrefix(line, "data: "))
+				if err := json.Unmarshal(ev.raw, &ev.data); err != nil {
 					t.Errorf("GET %s: SSE data %q: %v", path, line, err)
 					return
 				}

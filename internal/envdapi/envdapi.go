@@ -315,10 +315,13 @@ type WatchStarted struct {
 }
 
 // WatchEvent is the JSON data of one SSE event of GET
-// /files/watch/{watcher_id}/stream. Type is the event name: "create",
+// /files/watch/{watcher_id}/stream (and of the one-shot GET
+// /files/watch?path=&recursive=). Type is the event name: first "start"
+// {watcher_id, path} once the directory is watched, then "create",
 // "write", "remove", "rename", "chmod", "gap" (events were lost: the
 // kernel queue or the watcher's buffer overflowed) or "error". Path is
-// absolute, Name relative to the watched directory.
+// absolute, Name relative to the watched directory. EventID is also the
+// SSE id; ?last_event_id=N resumes after event N.
 type WatchEvent struct {
 	Type      string `json:"type"`
 	Path      string `json:"path,omitempty"`
@@ -327,4 +330,5 @@ type WatchEvent struct {
 	Timestamp string `json:"timestamp"` // RFC 3339, UTC, nanoseconds
 	EventID   uint64 `json:"event_id,omitempty"`
 	Error     string `json:"error,omitempty"`
+	WatcherID string `json:"watcher_id,omitempty"` // on "start"
 }
