@@ -122,19 +122,33 @@ func (d *Detector) score(text string, depth int) Result {
 	lower := strings.ToLower(n.Text)
 	var res Result
 	res.Normalized = n
-	res.ModelScore = d.Model.Prob(lower)
+	windows := d.Model.Windows(lower)
+	for _, p := range windows {
+		res.ModelScore = max(res.ModelScore, p)
+	}
 	var reasons []string
-	rule := 0.0
-	bump := func(w float64, reason string) {
-		reasons = append(reasons, reason)
-		if w > rule {
-			rule = w
+	// Phrase rules have positions: their evidence is combined (noisy-or)
+	// with the model's probability for the windows around the match only,
+	// so a weak rule hit and an unrelated model peak far away in a long
+	// document do not add up. Position-free signals (hidden characters,
+	// decoded payloads) stand on their own.
+	rule, local := 0.0, 0.0
+	for i, h := range matchRules(lower) {
+		reasons = append(reasons, fmt.Sprintf("rule:%s %q", h.name, clip(h.match, 80)))
+		if i == 0 || h.weight > rule {
+			rule = max(rule, h.weight)
 		} else {
 			rule = min(0.99, rule+0.03)
 		}
+		lo, hi := WindowsAt(h.pos, len(windows))
+		for _, p := range windows[lo:hi] {
+			local = max(local, p)
+		}
 	}
-	for _, h := range matchRules(lower) {
-		bump(h.weight, fmt.Sprintf("rule:%s %q", h.name, clip(h.match, 80)))
+	other := 0.0
+	bump := func(w float64, reason string) {
+		reasons = append(reasons, reason)
+		other = max(other, w)
 	}
 	if n.Tags > 0 {
 		bump(0.9, fmt.Sprintf("hidden:%d unicode tag characters (ASCII smuggling)", n.Tags))
@@ -157,9 +171,8 @@ func (d *Detector) score(text string, depth int) Result {
 	if res.ModelScore >= 0.5 {
 		reasons = append(reasons, fmt.Sprintf("model:%.2f", res.ModelScore))
 	}
-	res.RuleScore = rule
-	// Noisy-or of the two components.
-	res.Score = 1 - (1-res.ModelScore)*(1-rule)
+	res.RuleScore = max(rule, other)
+	res.Score = max(res.ModelScore, 1-(1-rule)*(1-local), other)
 	res.Reasons = reasons
 	return res
 }

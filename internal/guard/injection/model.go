@@ -165,8 +165,19 @@ const (
 // walks the text once, summing weights per stride-sized block; a window is
 // two adjacent blocks.
 func (m *Model) Prob(s string) float64 {
+	best := 0.0
+	for _, p := range m.Windows(s) {
+		best = max(best, p)
+	}
+	return best
+}
+
+// Windows returns the model's probability for each window of s: window k
+// covers bytes [k*stride, k*stride+window). Text of at most one window
+// gets one probability. WindowsAt maps a byte offset to its windows.
+func (m *Model) Windows(s string) []float64 {
 	if m == nil || len(m.Weights) == 0 {
-		return 0
+		return []float64{0}
 	}
 	nb := len(s)/stride + 1
 	var small, smallc [3]int32
@@ -223,15 +234,27 @@ func (m *Model) Prob(s string) float64 {
 			sum += sums[k]
 			cnt += cnts[k]
 		}
-		return m.logit(float64(sum), int(cnt))
+		return []float64{m.logit(float64(sum), int(cnt))}
 	}
-	best := 0.0
-	for k := 0; k+1 < nb; k++ {
-		if p := m.logit(float64(sums[k]+sums[k+1]), int(cnts[k]+cnts[k+1])); p > best {
-			best = p
-		}
+	out := make([]float64, nb-1)
+	for k := range out {
+		out[k] = m.logit(float64(sums[k]+sums[k+1]), int(cnts[k]+cnts[k+1]))
 	}
-	return best
+	return out
+}
+
+// WindowsAt returns the range [lo, hi) of indices into Windows(s) (of n
+// windows) whose window contains byte offset p.
+func WindowsAt(p, n int) (lo, hi int) {
+	if n <= 1 {
+		return 0, n
+	}
+	b := p / stride
+	lo, hi = max(0, b-1), min(n, b+1)
+	if lo >= hi { // p in the last, partial block
+		lo, hi = n-1, n
+	}
+	return lo, hi
 }
 
 func (m *Model) logit(sum float64, cnt int) float64 {

@@ -127,6 +127,7 @@ type ruleHit struct {
 	name   string
 	weight float64
 	match  string
+	pos    int // byte offset of the match in the scanned text
 }
 
 func wordByte(c byte) bool {
@@ -181,7 +182,7 @@ func matchRules(lower string) []ruleHit {
 		}
 		if loc := r.re.FindStringIndex(lower[p:hi]); loc != nil {
 			done[ri] = true
-			hits = append(hits, ruleHit{name: r.name, weight: r.weight, match: lower[p : p+loc[1]]})
+			hits = append(hits, ruleHit{name: r.name, weight: r.weight, match: lower[p : p+loc[1]], pos: p})
 		}
 	}
 	n := len(lower)
