@@ -170,6 +170,24 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("audit --type sandbox:\n%s", out)
 	}
 
+	// pause freezes it (commands are refused), resume continues it.
+	if out := s.mustCLI("", "sandbox", "pause", id); out != "paused "+id+"\n" {
+		t.Fatalf("pause = %q", out)
+	}
+	if out := s.mustCLI("", "sandbox", "status", id); out != "paused\n" {
+		t.Fatalf("status after pause = %q", out)
+	}
+	r = s.cli("", "sandbox", "exec", id, "--", "true")
+	if r.code != 1 || !strings.Contains(r.stderr, "409 sandbox_paused") {
+		t.Fatalf("exec in a paused sandbox: exit %d, stderr %q; want 1 and 409 sandbox_paused", r.code, r.stderr)
+	}
+	if out := s.mustCLI("", "sandbox", "resume", id, "--json"); !strings.Contains(out, `"sandbox_id":"`+id+`"`) {
+		t.Fatalf("resume --json = %q", out)
+	}
+	if r = s.cli("", "sandbox", "exec", id, "--", "cat", "/tmp/cli/a.txt"); r.stdout != "hello from the cli\n" || r.code != 0 {
+		t.Fatalf("exec after resume: stdout %q, exit %d, stderr %q", r.stdout, r.code, r.stderr)
+	}
+
 	// An API error: exit 1 with the server's message.
 	r = s.cli("", "sandbox", "info", "sbx-000000000000")
 	if r.code != 1 || !strings.Contains(r.stderr, "sandbox not found") || r.stdout != "" {

@@ -363,6 +363,21 @@ func TestSandboxCommands(t *testing.T) {
 			wantStdout: "paused sbx-1\n",
 		},
 		{
+			name:       "pause json names the sandbox",
+			args:       []string{"sandbox", "pause", "sbx-1", "--json"},
+			handle:     answer(200, `{"state": "paused"}`),
+			wantReqs:   []string{`POST /sandboxes/sbx-1/pause {}`},
+			wantStdout: `{"sandbox_id":"sbx-1","state":"paused"}` + "\n",
+		},
+		{
+			name:       "pause refused",
+			args:       []string{"sandbox", "pause", "sbx-1"},
+			handle:     answer(409, `{"message":"sandbox sbx-1 is already paused","code":"sandbox_paused"}`),
+			wantReqs:   []string{`POST /sandboxes/sbx-1/pause {}`},
+			wantStderr: "declaw sandbox pause: sandbox sbx-1 is already paused (409 sandbox_paused)\n",
+			wantCode:   1,
+		},
+		{
 			name:       "resume with timeout, json",
 			args:       []string{"sandbox", "resume", "sbx-1", "--timeout", "30", "--json"},
 			handle:     answer(200, sbx1),

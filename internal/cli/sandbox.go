@@ -373,8 +373,17 @@ func sandboxPauseResume(c *clientCmd, verb string, args []string) int {
 		return c.fail(err)
 	}
 	if c.opts.json {
-		if !json.Valid(raw) {
-			raw, _ = json.Marshal(map[string]string{"sandbox_id": pos[0]})
+		// The server's answer, naming the sandbox if it does not ({} today).
+		var obj map[string]json.RawMessage
+		if len(raw) == 0 || json.Unmarshal(raw, &obj) == nil && obj != nil {
+			if _, ok := obj["sandbox_id"]; !ok {
+				if obj == nil {
+					obj = map[string]json.RawMessage{}
+				}
+				obj["sandbox_id"], _ = json.Marshal(pos[0])
+				c.printJSON(obj)
+				return 0
+			}
 		}
 		c.printRaw(raw)
 		return 0
