@@ -31,9 +31,9 @@ const (
 // low is the lowest threshold with out-of-fold FPR <= 0.1%, medium <= 1%,
 // high <= 10%.
 const (
-	LowThreshold    = 0.80
-	MediumThreshold = 0.70
-	HighThreshold   = 0.55
+	LowThreshold    = 0.65
+	MediumThreshold = 0.55
+	HighThreshold   = 0.45
 )
 
 // Threshold returns the score threshold of the preset; unknown values
@@ -172,7 +172,7 @@ func (d *Detector) score(text string, depth int) Result {
 		reasons = append(reasons, fmt.Sprintf("model:%.2f", res.ModelScore))
 	}
 	res.RuleScore = max(rule, other)
-	res.Score = max(res.ModelScore, 1-(1-rule)*(1-local), other)
+	res.Score = max(ModelOnlyWeight*res.ModelScore, 1-(1-rule)*(1-local), other)
 	res.Reasons = reasons
 	return res
 }
@@ -191,3 +191,12 @@ func clip(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// ModelOnlyWeight discounts the model when no rule fired near its peak:
+// Score = max(ModelOnlyWeight*model, noisy-or(rules, model near the
+// match), hidden/decoded signals). The model is trained on short texts
+// from four sources and overreacts to words such as "instructions" or
+// "password" in ordinary technical prose; leave-one-file-out
+// cross-validation on the training files gave the best TPR at 1% FPR at
+// 0.8 (0.858 vs 0.835 undiscounted).
+const ModelOnlyWeight = 0.8
