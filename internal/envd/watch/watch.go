@@ -293,7 +293,7 @@ func (w *Watcher) Read(after uint64, maxEvents int) (events []Event, lost bool, 
 	defer w.mu.Unlock()
 	if len(w.events) > 0 {
 		first := w.events[0].ID
-		lost = after+1 < first
+		lost = after < first-1 // first >= 1; after+1 could overflow
 		i := 0
 		if after >= first {
 			i = int(min(after-first+1, uint64(len(w.events))))
