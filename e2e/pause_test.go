@@ -89,7 +89,7 @@ func TestOnTimeoutPause(t *testing.T) {
 	}
 	var got info
 	s.must(200, "GET", "/sandboxes/"+id, nil, &got)
-	if got.State != "running" {
-		t.Fatalf("state after auto-resume = %q", got.State)
+	if got.State != "running" || got.EndAt == nil || time.Until(*got.EndAt) < time.Second {
+		t.Fatalf("after auto-resume: state %q, end_at %v: want running with a fresh timeout", got.State, got.EndAt)
 	}
 }

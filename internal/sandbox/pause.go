@@ -75,7 +75,13 @@ func (m *Manager) Resume(ctx context.Context, id string) error {
 	}
 	inst.state = StateRunning
 	if !inst.endAt.IsZero() {
-		inst.endAt = time.Now().UTC().Add(inst.left)
+		left := inst.left
+		if left < time.Second {
+			// Paused by its timeout (on_timeout: pause): a resume starts a
+			// full timeout again rather than pausing at once.
+			left = inst.timeout
+		}
+		inst.endAt = time.Now().UTC().Add(left)
 	}
 	m.armTimer(inst)
 	endAt := inst.endAt
