@@ -204,7 +204,7 @@ func TestSandboxCommands(t *testing.T) {
 			},
 			wantStdout: "SANDBOX ID  TEMPLATE  STATE    STARTED               ENDS                  METADATA\n" +
 				"sbx-1       python    running  2026-11-27T04:00:00Z  2026-11-27T04:05:00Z  owner=me,team=a\n" +
-				"sbx-2       base      paused   2026-11-27T04:01:00Z                        \n",
+				"sbx-2       base      paused   2026-11-27T04:01:00Z  never                 -\n",
 		},
 		{
 			name: "list follows pages",

@@ -30,7 +30,8 @@ Commands:
   pause ID / resume ID [--timeout S]
   exec ID [--cwd DIR] [--user U] [--timeout 60] [-e K=V]... -- CMD [ARGS...]
                                    run a command, stream its output, exit with its exit code
-  connect ID [--user U] [--cwd DIR] an interactive terminal in the sandbox
+  connect ID [--user U] [--cwd DIR] [--timeout 0]
+                                   an interactive terminal in the sandbox
   files ls ID PATH [--depth N]     list a directory
   files read ID PATH               write a file's bytes to stdout
   files write ID PATH [LOCALFILE|-] upload a file (default: stdin)
@@ -185,8 +186,14 @@ func sandboxList(c *clientCmd, args []string) int {
 	tw := tabwriter.NewWriter(c.e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SANDBOX ID\tTEMPLATE\tSTATE\tSTARTED\tENDS\tMETADATA")
 	for _, sb := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.SandboxID, sb.TemplateID, sb.State,
-			fmtTime(&sb.StartedAt), fmtTime(sb.EndAt), fmtMap(sb.Metadata))
+		ends, meta := fmtTime(sb.EndAt), fmtMap(sb.Metadata)
+		if ends == "" {
+			ends = "never"
+		}
+		if meta == "" {
+			meta = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sb.SandboxID, sb.TemplateID, sb.State, fmtTime(&sb.StartedAt), ends, meta)
 	}
 	tw.Flush()
 	return 0
