@@ -49,6 +49,18 @@ type Config struct {
 	// MaxFinished is how many finished processes are kept at most (with
 	// their output); beyond it the oldest are dropped early. Default 128.
 	MaxFinished int
+	// MaxFinishedOutput caps the output retained by finished processes
+	// together, in bytes; beyond it the oldest finished are dropped early
+	// (the newest is always kept). Running processes are bounded by
+	// OutputLimit each. Default 256 MiB.
+	MaxFinishedOutput int
+}
+
+func (c Config) maxFinishedOutput() int {
+	if c.MaxFinishedOutput > 0 {
+		return c.MaxFinishedOutput
+	}
+	return 256 << 20
 }
 
 func (c Config) maxFinished() int {
@@ -389,7 +401,8 @@ func (m *Manager) removeLocked(h *Handler) {
 }
 
 // finished records that h finished and drops the oldest finished handlers
-// beyond Config.MaxFinished, so finished output cannot pile up.
+// beyond Config.MaxFinished and Config.MaxFinishedOutput, so finished
+// output cannot pile up.
 func (m *Manager) finished(h *Handler) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -398,6 +411,14 @@ func (m *Manager) finished(h *Handler) {
 	}
 	m.done = append(m.done, h)
 	for len(m.done) > m.cfg.maxFinished() {
+		m.removeLocked(m.done[0])
+	}
+	total := 0
+	for _, d := range m.done {
+		total += d.log.Retained()
+	}
+	for total > m.cfg.maxFinishedOutput() && len(m.done) > 1 {
+		total -= m.done[0].log.Retained()
 		m.removeLocked(m.done[0])
 	}
 }

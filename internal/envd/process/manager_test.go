@@ -269,6 +269,32 @@ func TestMaxFinished(t *testing.T) {
 	}
 }
 
+func TestMaxFinishedOutput(t *testing.T) {
+	m := NewManager(Config{MaxFinishedOutput: 25000})
+	var hs []*Handler
+	for range 4 {
+		h := start(t, m, "head -c 10000 /dev/zero", nil)
+		if r := wait(t, h); len(r.Stdout) != 10000 {
+			t.Fatalf("stdout %d bytes, want 10000", len(r.Stdout))
+		}
+		hs = append(hs, h)
+	}
+	// 4 x 10000 bytes with room for 25000: the two newest are kept.
+	for i, h := range hs {
+		_, err := m.Get(h.Pid())
+		if kept := err == nil; kept != (i >= 2) {
+			t.Errorf("finished #%d kept = %v, want %v", i, kept, i >= 2)
+		}
+	}
+	// The newest is kept even alone over the limit.
+	m2 := NewManager(Config{MaxFinishedOutput: 10})
+	h := start(t, m2, "head -c 100 /dev/zero", nil)
+	wait(t, h)
+	if _, err := m2.Get(h.Pid()); err != nil {
+		t.Errorf("the only finished process was dropped: %v", err)
+	}
+}
+
 func TestPty(t *testing.T) {
 	m := NewManager(Config{})
 	h := start(t, m, `tty; stty size; read line; echo "got:$line"; stty size`, func(s *Spec) {

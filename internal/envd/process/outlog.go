@@ -231,3 +231,14 @@ func (l *Log) Stats(s Stream) (retained int, total int64) {
 	defer l.mu.Unlock()
 	return l.streams[s].size, l.streams[s].total
 }
+
+// Retained returns how many bytes of output the log holds, all streams.
+func (l *Log) Retained() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for s := range l.streams {
+		n += l.streams[s].size
+	}
+	return n
+}
