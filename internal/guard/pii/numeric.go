@@ -25,7 +25,7 @@ func (st *scanState) scanWords() {
 	wantNum := st.mask&(typeBit(Phone)|typeBit(SSN)|typeBit(CreditCard)|typeBit(IPAddress)) != 0
 	for i := 0; i < n; {
 		c := t[i]
-		if wantKey && i+1 < n && secrets.MayStartPair(c, t[i+1]) {
+		if wantKey && secrets.MayStart(c) && i+1 < n && secrets.MayStartPair(c, t[i+1]) {
 			if f, ok := secrets.MatchAt(t, i); ok {
 				st.addSecret(f)
 				i = f.End

@@ -12,7 +12,7 @@
 package pii
 
 import (
-	"sort"
+	"slices"
 
 	"github.com/declaw/declaw/internal/guard/secrets"
 )
@@ -199,11 +199,11 @@ func resolveOverlaps(spans []Span) []Span {
 	if len(spans) < 2 {
 		return spans
 	}
-	sort.SliceStable(spans, func(i, j int) bool {
-		if spans[i].Start != spans[j].Start {
-			return spans[i].Start < spans[j].Start
+	slices.SortStableFunc(spans, func(a, b Span) int {
+		if a.Start != b.Start {
+			return a.Start - b.Start
 		}
-		return spans[i].End > spans[j].End
+		return b.End - a.End
 	})
 	out := spans[:1]
 	for _, sp := range spans[1:] {
