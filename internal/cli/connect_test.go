@@ -8,9 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	"github.com/declaw/declaw/internal/apiclient"
 )
@@ -215,5 +220,86 @@ func TestSplitUTF8(t *testing.T) {
 		if string(c) != tt.complete || string(r) != tt.rest {
 			t.Errorf("splitUTF8(%q) = %q, %q; want %q, %q", tt.in, c, r, tt.complete, tt.rest)
 		}
+	}
+}
+
+// TestConnectTerminal runs connect on a real pseudo-terminal: the PTY is
+// created with the terminal's size, the terminal is raw during the session
+// and restored after it, and SIGWINCH sends the new size.
+func TestConnectTerminal(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close(); tty.Close() })
+	if err := pty.Setsize(ptmx, &pty.Winsize{Cols: 111, Rows: 33}); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, ptmx) // nothing is echoed locally, but never block the terminal
+
+	p := newFakePty("hi", 9, func(s string) bool { return strings.Contains(s, "bye\r") })
+	f := newFakeAPI(t, p.handler())
+	var stdout, stderr bytes.Buffer
+	e := &env{stdin: tty, stdout: &stdout, stderr: &stderr,
+		getenv: func(k string) string { return map[string]string{"DECLAW_DOMAIN": f.domain()}[k] }}
+	done := make(chan int, 1)
+	go func() { done <- run(e, []string{"sandbox", "connect", "sbx-1"}) }()
+
+	io.WriteString(ptmx, "x")
+	waitTyped := func(want string) {
+		t.Helper()
+		select {
+		case got := <-p.seen:
+			if got != want {
+				t.Fatalf("typed %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q was not typed", want)
+		}
+	}
+	waitTyped("x")
+	st, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lflag&(unix.ECHO|unix.ICANON|unix.ISIG) != 0 {
+		t.Errorf("terminal not in raw mode during the session: lflag %#x", st.Lflag)
+	}
+
+	if err := pty.Setsize(ptmx, &pty.Winsize{Cols: 150, Rows: 50}); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGWINCH) // the terminal is not ours: signal as the kernel would
+	select {
+	case got := <-p.resized:
+		if got != `{"size":{"cols":150,"rows":50}}` {
+			t.Errorf("resize = %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no resize after SIGWINCH")
+	}
+
+	io.WriteString(ptmx, "bye\r")
+	waitTyped("bye\r")
+	select {
+	case code := <-done:
+		if code != 9 {
+			t.Errorf("connect = exit %d, want 9; stderr %s", code, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("connect did not return after the exit event")
+	}
+	if reqs := f.requestLines(); reqs[0] != `POST /sandboxes/sbx-1/pty {"size":{"cols":111,"rows":33},"timeout":0}` {
+		t.Errorf("create = %s, want the terminal's size", reqs[0])
+	}
+	st, err = unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Lflag&(unix.ECHO|unix.ICANON|unix.ISIG) != unix.ECHO|unix.ICANON|unix.ISIG {
+		t.Errorf("terminal not restored after the session: lflag %#x", st.Lflag)
+	}
+	if !strings.HasPrefix(stdout.String(), "hix") {
+		t.Errorf("stdout = %q, want the remote output", stdout.String())
 	}
 }
