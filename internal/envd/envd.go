@@ -1,8 +1,8 @@
 // Package envd is the agent that runs as PID 1 inside every sandbox. It
-// serves the per-sandbox API (see package envdapi) on port 49983: commands
-// (package process), files (package filesystem), directory watches
-// (package watch) and the sandbox-wide
-// environment set by POST /init.
+// serves the per-sandbox API (see package envdapi) on port 49983: commands,
+// PTYs and stdio sessions (package process), files (package filesystem),
+// directory watches (package watch) and the sandbox-wide environment set
+// by POST /init.
 //
 // Everything reachable here is also reachable by the sandbox's own code on
 // localhost, so all input is treated as hostile: bodies are bounded,

@@ -224,9 +224,8 @@ type PtyResizeRequest struct {
 // "gap" if output was dropped (see OutputCap), then "exit" {type:"exit",
 // exit_code, error?}. What a stream starts with is described at
 // PtyScrollback; several may run at once, and a disconnect does not end
-// the process. POST /pty/{pid}/stdin takes a
-// StdinRequest whose data is text (not base64); DELETE /pty/{pid} answers
-// KillResult.
+// the process. POST /pty/{pid}/stdin takes a StdinRequest whose data is
+// text (not base64); DELETE /pty/{pid} answers KillResult.
 type PtyEvent struct {
 	Type     string `json:"type"`
 	Data     string `json:"data,omitempty"`
@@ -244,7 +243,7 @@ type PtyEvent struct {
 const PtyScrollback = 64 << 10
 
 // OutputCap is how many bytes of output envd retains per stream (stdout,
-// stderr, pty) of each process; older output is dropped. A stream resumed
+// stderr, pty) of each process by default; older output is dropped. A stream resumed
 // from before dropped output gets a "gap" event first.
 const OutputCap = 16 << 20
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/declaw/declaw/internal/envdapi"
 )
 
 func TestLogCap(t *testing.T) {
@@ -281,4 +283,10 @@ func FuzzLogReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDefaultCapIsDocumented(t *testing.T) {
+	if got := (Config{}).outputLimit(); got != envdapi.OutputCap {
+		t.Errorf("default OutputLimit = %d, envdapi.OutputCap documents %d", got, envdapi.OutputCap)
+	}
 }
