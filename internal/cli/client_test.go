@@ -258,6 +258,13 @@ func TestSandboxCommands(t *testing.T) {
 			wantStdout: sbx2 + "\n",
 		},
 		{
+			name:       "client flags between the group and the verb",
+			args:       []string{"--domain", "127.0.0.1:1", "sandbox", "--json", "--domain", "DOMAIN", "info", "sbx-1"},
+			handle:     answer(200, sbx2),
+			wantReqs:   []string{`GET /sandboxes/sbx-1`},
+			wantStdout: sbx2 + "\n",
+		},
+		{
 			name:       "info not found",
 			args:       []string{"sandbox", "info", "sbx-x"},
 			handle:     notFound,
@@ -409,6 +416,11 @@ func TestSandboxCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeAPI(t, tt.handle)
+			for i, a := range tt.args {
+				if a == "DOMAIN" {
+					tt.args[i] = f.domain()
+				}
+			}
 			stdout, stderr, code := runCLI(t, f, strings.NewReader(tt.stdin), tt.env, tt.args...)
 			if code != tt.wantCode {
 				t.Errorf("run(%q) = exit %d, want %d; stderr: %s", tt.args, code, tt.wantCode, stderr)

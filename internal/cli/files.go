@@ -16,6 +16,9 @@ const filesUsage = `Usage:
 
 // runFiles runs "declaw sandbox files ls|read|write".
 func runFiles(e *env, globals, args []string) int {
+	if n := leadingClientFlags(args); n > 0 {
+		globals, args = append(globals[:len(globals):len(globals)], args[:n]...), args[n:]
+	}
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, filesUsage)
 		return 2

@@ -41,6 +41,9 @@ Commands:
 // runSandbox runs "declaw sandbox VERB ..."; globals are client flags given
 // before "sandbox".
 func runSandbox(e *env, globals, args []string) int {
+	if n := leadingClientFlags(args); n > 0 { // declaw sandbox --json list
+		globals, args = append(globals[:len(globals):len(globals)], args[:n]...), args[n:]
+	}
 	if len(args) == 0 {
 		fmt.Fprint(e.stderr, sandboxUsage)
 		return 2
