@@ -68,6 +68,14 @@ type Resolver interface {
 	Stop(addr netip.Addr) error
 }
 
+// Egress is the transparent proxy that enforces domain rules; it learns
+// which sandbox a connection comes from by the sandbox's guest address.
+type Egress interface {
+	Register(guestIP netip.Addr, sandboxID string, p network.Parsed) error
+	Update(guestIP netip.Addr, p network.Parsed) error
+	Unregister(guestIP netip.Addr)
+}
+
 // Config wires the manager. Store, Runtime, Network and Templates are required.
 type Config struct {
 	Store     store.Store
@@ -75,6 +83,7 @@ type Config struct {
 	Network   Network
 	Templates Templates
 	DNS       Resolver // optional: without it sandboxes have no name resolution
+	Egress    Egress   // optional: without it domain rules allow nothing (fail closed)
 	EnvdPath  string   // host path of the envd binary, bind-mounted into every sandbox
 	RunDir    string   // per-sandbox generated files live under RunDir/<id>
 	Resources sandboxrt.Resources
@@ -293,6 +302,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 		return nil, "", fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
 	}
 
+	if m.cfg.Egress != nil {
+		if err := m.cfg.Egress.Register(slot.GuestIP, inst.id, netPolicy); err != nil {
+			return nil, "", fmt.Errorf("create sandbox %s: register with the egress proxy: %w", inst.id, err)
+		}
+		inst.undo.add("egress", func(context.Context) error { m.cfg.Egress.Unregister(slot.GuestIP); return nil })
+	}
 	if m.cfg.DNS != nil {
 		if err := m.cfg.DNS.Serve(slot.HostIP, inst.id, netPolicy); err != nil {
 			return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
@@ -601,6 +616,11 @@ func (m *Manager) UpdateNetwork(ctx context.Context, id string, p network.Policy
 	}
 	if err := m.cfg.Network.Apply(ctx, inst.slot, p); err != nil {
 		return nil, fmt.Errorf("update network of sandbox %s: %w", id, err)
+	}
+	if m.cfg.Egress != nil {
+		if err := m.cfg.Egress.Update(inst.slot.GuestIP, parsed); err != nil {
+			return nil, fmt.Errorf("update egress policy of sandbox %s: %w", id, err)
+		}
 	}
 	if m.cfg.DNS != nil {
 		if err := m.cfg.DNS.Update(inst.slot.HostIP, parsed); err != nil {

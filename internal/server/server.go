@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/api"
+	"github.com/declaw/declaw/internal/egress"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/network/dns"
 	"github.com/declaw/declaw/internal/sandbox"
@@ -53,6 +55,7 @@ type Server struct {
 	manager   *sandbox.Manager
 	network   *network.Manager
 	dns       *dns.Server
+	egress    *egress.Proxy
 	runtime   sandboxrt.Runtime
 	store     *sqlite.Store
 	templates *template.Manager
@@ -137,6 +140,27 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("--sandbox-cidr %q: %w", cfg.SandboxCIDR, err)
 		}
 	}
+	if s.egress, err = egress.New(egress.Config{
+		Listen: "0.0.0.0:0", DNSUpstream: cfg.DNSUpstream, SandboxCIDR: cmp.Or(ncfg.CIDR, netip.MustParsePrefix(network.DefaultCIDR)), Logf: cfg.Logf,
+		Events: func(ev egress.Event) {
+			typ := "egress.allowed"
+			if ev.Decision != "allow" {
+				typ = "egress.blocked"
+			}
+			if ev.SandboxID == "" {
+				cfg.Logf("egress: %s connection from %s to %s (host %q) from no known sandbox: %s", ev.Decision, ev.Src, ev.Dst, ev.Host, ev.Reason)
+				return
+			}
+			audit(ev.SandboxID, typ, ev)
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("egress proxy: %w", err)
+	}
+	proxyAddr, err := s.egress.Start()
+	if err != nil {
+		return nil, fmt.Errorf("egress proxy: %w", err)
+	}
+	ncfg.ProxyPort = proxyAddr.Port()
 	if s.network, err = network.New(ctx, ncfg); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
@@ -144,6 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.manager = sandbox.New(sandbox.Config{
 		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
 		DNS:       s.dns,
+		Egress:    s.egress,
 		EnvdPath:  cfg.EnvdPath,
 		RunDir:    filepath.Join(cfg.StateDir, "run"),
 		Resources: sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
@@ -200,6 +225,11 @@ func (s *Server) closeParts(ctx context.Context) error {
 	}
 	if s.runtime != nil {
 		if err := s.runtime.Cleanup(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.egress != nil {
+		if err := s.egress.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
