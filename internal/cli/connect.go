@@ -57,7 +57,7 @@ func sandboxConnect(c *clientCmd, args []string) int {
 		resize := make(chan apiclient.PtySize, 1)
 		winch := make(chan os.Signal, 1)
 		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
+		defer func() { signal.Stop(winch); close(winch) }()
 		go func() {
 			for range winch {
 				if size, ok := termSize(fd); ok {
