@@ -88,6 +88,18 @@ var (
 		}
 		return m
 	}()
+	// triggerPairs is a bitset of the first two bytes of trigger words, a
+	// cheap test before the map lookup.
+	triggerPairs = func() (t [256][4]uint64) {
+		for w := range wordTriggers {
+			c1 := byte(0)
+			if len(w) > 1 {
+				c1 = w[1]
+			}
+			t[w[0]][c1>>6] |= 1 << (c1 & 63)
+		}
+		return t
+	}()
 	prefixTriggers = func() (t [256][]prefixTrigger) {
 		for i, r := range rules {
 			for _, p := range r.prefixes {
@@ -200,7 +212,11 @@ func matchRules(lower string) []ruleHit {
 			for j < n && wordByte(lower[j]) {
 				j++
 			}
-			if j-i <= maxTriggerWord {
+			c1 := byte(0)
+			if j-i > 1 {
+				c1 = lower[i+1]
+			}
+			if j-i <= maxTriggerWord && triggerPairs[c][c1>>6]&(1<<(c1&63)) != 0 {
 				if rs, ok := wordTriggers[lower[i:j]]; ok {
 					for _, ri := range rs {
 						try(ri, i)
