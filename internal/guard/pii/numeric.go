@@ -58,10 +58,16 @@ func (st *scanState) scanWords() {
 			}
 		}
 		if isDigit(c) {
-			if wantNum {
-				i = st.numeric(i, i)
-			} else {
+			k := i + 1
+			for k < j && isDigit(t[k]) {
+				k++
+			}
+			// Digits glued to letters ("4B", "2nd", "9b1e") are no
+			// candidate; an 'x' may start a phone extension.
+			if !wantNum || k < j && t[k] != 'x' && t[k] != 'X' {
 				i = j
+			} else {
+				i = st.numeric(i, i)
 			}
 			continue
 		}
