@@ -97,6 +97,11 @@ type Slot struct {
 type Policy struct {
 	AllowOut []string `json:"allow_out,omitempty"`
 	DenyOut  []string `json:"deny_out,omitempty"`
+	// Intercept sends the sandbox's web traffic (TCP 80/443) that the
+	// policy allows to the egress proxy even without domain rules, because
+	// its security policy needs to see content (PII, injection, ...).
+	// Traffic the policy denies is still dropped, never redirected.
+	Intercept bool `json:"intercept,omitempty"`
 }
 
 var (

@@ -18,6 +18,7 @@ type Parsed struct {
 	Deny         []netip.Prefix
 	AllowDomains []Domain
 	DenyDomains  []Domain
+	Intercept    bool // Policy.Intercept
 }
 
 // Domain is a domain rule: Name is lower-case, without a trailing dot.
@@ -71,6 +72,7 @@ func ParsePolicy(p Policy) (Parsed, error) {
 	if err != nil {
 		return Parsed{}, err
 	}
+	out.Intercept = p.Intercept
 	return out, nil
 }
 

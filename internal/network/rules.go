@@ -216,15 +216,51 @@ func (f *firewall) policy(s *Slot, p Parsed) ruleset {
 	}
 
 	var natRules []*nftables.Rule
-	if f.redirectsWeb(p) {
-		v4 := nfproto(expr.CmpOpEq, unix.NFPROTO_IPV4)
-		if len(allow4) > 0 {
+	v4 := nfproto(expr.CmpOpEq, unix.NFPROTO_IPV4)
+	switch {
+	case f.redirectsWeb(p):
+		// Domain rules: web traffic goes to the proxy, which matches
+		// names; explicitly allowed prefixes bypass it unless content
+		// must be inspected.
+		if len(allow4) > 0 && !p.Intercept {
 			add(&natRules, nat, v4, ip4Addr(16), lookup(allowSet), verdict(expr.VerdictReturn))
 		}
 		for _, port := range webPorts {
 			add(&natRules, nat, v4, dport(unix.IPPROTO_TCP, port), redirect(f.proxy))
 		}
+	case f.proxy != 0 && p.Intercept:
+		// Content inspection without domain rules: redirect only the web
+		// traffic the address policy lets through (allow beats deny); the
+		// rest is dropped by the filter chain, so a denied connect still
+		// times out instead of reaching the proxy.
+		redirectAllowed := func() {
+			if len(allow4) == 0 {
+				return
+			}
+			for _, port := range webPorts {
+				add(&natRules, nat, v4, ip4Addr(16), lookup(allowSet), dport(unix.IPPROTO_TCP, port), redirect(f.proxy))
+			}
+		}
+		switch {
+		case p.AllowAll:
+		case p.DenyAll:
+			redirectAllowed()
+			return f.slotRuleset(allowSet, denySet, allow4, deny4, pol, nat, polRules, natRules)
+		default:
+			redirectAllowed()
+			if len(deny4) > 0 {
+				add(&natRules, nat, v4, ip4Addr(16), lookup(denySet), verdict(expr.VerdictReturn))
+			}
+		}
+		for _, port := range webPorts {
+			add(&natRules, nat, v4, dport(unix.IPPROTO_TCP, port), redirect(f.proxy))
+		}
 	}
+	return f.slotRuleset(allowSet, denySet, allow4, deny4, pol, nat, polRules, natRules)
+}
+
+// slotRuleset assembles the sets and chains of one slot.
+func (f *firewall) slotRuleset(allowSet, denySet *nftables.Set, allow4, deny4 []netip.Prefix, pol, nat *nftables.Chain, polRules, natRules []*nftables.Rule) ruleset {
 	return ruleset{
 		sets: []setDef{
 			{set: allowSet, elems: intervalElems(allow4)},

@@ -171,6 +171,11 @@ func TestGoldenPolicy(t *testing.T) {
 		{"explicit-allow-all", Policy{AllowOut: []string{"*"}, DenyOut: []string{"*", "example.com"}}, true},
 		{"domains-proxy", Policy{DenyOut: []string{"*"}, AllowOut: []string{"*.example.com", "198.51.100.1"}}, true},
 		{"domains-noproxy", Policy{DenyOut: []string{"*"}, AllowOut: []string{"*.example.com"}}, false},
+		{"intercept-default", Policy{Intercept: true}, true},
+		{"intercept-deny-all", Policy{DenyOut: []string{"*"}, Intercept: true}, true},
+		{"intercept-allow-beats-deny", Policy{DenyOut: []string{"*"}, AllowOut: []string{"198.51.100.0/24"}, Intercept: true}, true},
+		{"intercept-deny-cidrs", Policy{DenyOut: []string{"203.0.113.0/24"}, AllowOut: []string{"203.0.113.7"}, Intercept: true}, true},
+		{"intercept-domains", Policy{DenyOut: []string{"*"}, AllowOut: []string{"*.example.com", "198.51.100.1"}, Intercept: true}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -118,6 +118,7 @@ type instance struct {
 	dying atomic.Bool // an async kill was accepted: no more requests reach envd
 
 	lifecycle Lifecycle
+	intercept bool // the security policy needs content: web traffic goes to the proxy
 
 	mu      sync.Mutex // guards the fields below and serialises lifecycle ops
 	state   string
@@ -252,13 +253,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 			return nil, "", invalid("envs", "value of %q contains a NUL byte", k)
 		}
 	}
-	netPolicy, err := network.ParsePolicy(req.Network)
-	if err != nil {
-		return nil, "", &InvalidError{Field: "network", Msg: err.Error()}
-	}
 	sec := req.Security
 	if sec == nil {
 		sec = policy.Default()
+	}
+	// Content scanning needs the sandbox's web traffic at the proxy.
+	req.Network.Intercept = sec.RequiresTLSInterception()
+	netPolicy, err := network.ParsePolicy(req.Network)
+	if err != nil {
+		return nil, "", &InvalidError{Field: "network", Msg: err.Error()}
 	}
 	rootfs, err := m.cfg.Templates.RootFS(ctx, req.Template)
 	if err != nil {
@@ -276,7 +279,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 			return nil, "", invalid("lifecycle.on_timeout", "%q is not one of kill, pause", lc.OnTimeout)
 		}
 	}
-	inst := &instance{id: newID("sbx-", 6), template: req.Template, token: newID("", 24), state: StateRunning, timeout: timeout, lifecycle: lc}
+	inst := &instance{id: newID("sbx-", 6), template: req.Template, token: newID("", 24), state: StateRunning, timeout: timeout, lifecycle: lc, intercept: req.Network.Intercept}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -601,13 +604,14 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, timeout int) error 
 // UpdateNetwork replaces a live sandbox's network policy atomically;
 // established connections that the new policy denies are cut.
 func (m *Manager) UpdateNetwork(ctx context.Context, id string, p network.Policy) (*Info, error) {
-	parsed, err := network.ParsePolicy(p)
-	if err != nil {
-		return nil, &InvalidError{Field: "network", Msg: err.Error()}
-	}
 	inst, err := m.live(ctx, id, "update the network of")
 	if err != nil {
 		return nil, err
+	}
+	p.Intercept = inst.intercept
+	parsed, err := network.ParsePolicy(p)
+	if err != nil {
+		return nil, &InvalidError{Field: "network", Msg: err.Error()}
 	}
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
