@@ -429,17 +429,16 @@ func allSame(s string) bool {
 }
 
 // validSSN applies the SSA rules: no area 000, 666 or 9xx, no group 00, no
-// serial 0000, and not a well-known invalid number.
+// serial 0000. Well-known example numbers such as 123-45-6789 are valid
+// here on purpose: they are what people paste, and a security proxy that
+// lets them through looks broken (a missed redaction costs more than a
+// needless one).
 func validSSN(d string) bool {
 	if len(d) != 9 || allSame(d) {
 		return false
 	}
 	area, group, serial := d[:3], d[3:5], d[5:]
 	if area == "000" || area == "666" || area[0] == '9' || group == "00" || serial == "0000" {
-		return false
-	}
-	switch d {
-	case "123456789", "078051120", "219099999":
 		return false
 	}
 	return true
