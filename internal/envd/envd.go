@@ -42,6 +42,9 @@ type Config struct {
 	Users sysuser.DB
 	// SetHostname sets the hostname on POST /init. Default syscall.Sethostname.
 	SetHostname func(name string) error
+	// TrustRoot is the directory the CA paths of envdapi are relative to
+	// ("/" in a sandbox; tests use a temporary directory).
+	TrustRoot string
 	// Logf logs; default log.Printf to stderr.
 	Logf func(format string, args ...any)
 }
@@ -62,6 +65,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.AccessToken == "" && !cfg.Insecure {
 		return nil, errNoToken
+	}
+	if cfg.TrustRoot == "" {
+		cfg.TrustRoot = "/"
 	}
 	if cfg.SetHostname == nil {
 		cfg.SetHostname = func(name string) error { return syscall.Sethostname([]byte(name)) }
@@ -148,6 +154,12 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range req.Envs {
 		if err := process.ValidateEnv(k, v); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if req.CACert != "" {
+		if err := installCA(s.cfg.TrustRoot, req.CACert); err != nil {
 			writeError(w, err)
 			return
 		}

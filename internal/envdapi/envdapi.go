@@ -47,7 +47,18 @@ type Error struct {
 type InitRequest struct {
 	Envs     map[string]string `json:"envs,omitempty"`
 	Hostname string            `json:"hostname,omitempty"`
+	// CACert is the PEM certificate of the sandbox's own CA (the egress
+	// proxy signs intercepted TLS with it). envd writes it to CACertPath and
+	// appends it to the system bundle SystemCABundle, once, before the
+	// sandbox runs any user command. Its key never enters the sandbox.
+	CACert string `json:"ca_cert,omitempty"`
 }
+
+// Where envd installs the sandbox CA (see InitRequest.CACert).
+const (
+	CACertPath     = "/etc/declaw/ca/declaw-ca.pem"
+	SystemCABundle = "/etc/ssl/certs/ca-certificates.crt"
+)
 
 // CommandRequest is POST /commands and POST /commands/stream.
 type CommandRequest struct {
