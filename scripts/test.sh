@@ -19,4 +19,13 @@ if [ "$(id -u)" = 0 ]; then
 fi
 go vet ./...
 go test -count=1 -timeout 40m ./...
-(cd sdk/python && python3 -m unittest discover -s tests -t . )
+(cd sdk/python && python3 -m unittest discover -s tests -t .)
+
+# Bounded fuzzing of every Fuzz target (scanners, parsers, redactor).
+fuzztime=${DECLAW_FUZZTIME:-5s}
+grep -rl --include='*_test.go' '^func Fuzz' internal | xargs -n1 dirname | sort -u | while read -r pkg; do
+	for target in $(grep -h '^func Fuzz' "$pkg"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+		echo "fuzz: ./$pkg $target ($fuzztime)"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "./$pkg"
+	done
+done
