@@ -31,8 +31,14 @@ func runServer(e *env, args []string) int {
 	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", e.envOr("DECLAW_DNS_UPSTREAM", ""), "host:port of the DNS resolver sandbox queries are forwarded to (default: the host's first nameserver)")
 	poolSize, _ := strconv.Atoi(e.envOr("DECLAW_SLOT_POOL", "4"))
 	fs.IntVar(&cfg.PoolSize, "slot-pool", poolSize, "network slots kept ready")
+	warmPool := fs.String("warm-pool", e.envOr("DECLAW_WARM_POOL", "base=1,python=1"), "booted sandboxes kept ready per template, e.g. python=4,base=1 (empty: none)")
 	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing (e.g. base,python)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var err error
+	if cfg.WarmPool, err = parseWarmPool(*warmPool); err != nil {
+		fmt.Fprintf(e.stderr, "declaw server: --warm-pool: %v\n", err)
 		return 2
 	}
 	logger := log.New(e.stderr, "", log.LstdFlags|log.Lmicroseconds)
@@ -73,4 +79,21 @@ func runServer(e *env, args []string) int {
 	}
 	fmt.Fprintln(e.stderr, "declaw server stopped")
 	return 0
+}
+
+// parseWarmPool parses "python=4,base=1".
+func parseWarmPool(v string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		name, num, ok := strings.Cut(part, "=")
+		n, err := strconv.Atoi(num)
+		if !ok || name == "" || err != nil || n < 0 || n > 1000 {
+			return nil, fmt.Errorf("%q is not TEMPLATE=COUNT", part)
+		}
+		out[name] = n
+	}
+	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -76,6 +77,16 @@ type Egress interface {
 	Unregister(guestIP netip.Addr)
 }
 
+// Content attaches content inspection to a sandbox's intercepted traffic.
+type Content interface {
+	// Attach starts inspecting the sandbox's web traffic with sec and
+	// returns the PEM certificate of the sandbox's own CA, which is
+	// installed in the sandbox's trust store.
+	Attach(guestIP netip.Addr, sandboxID string, sec *policy.Security) (caPEM []byte, err error)
+	// Detach stops it.
+	Detach(guestIP netip.Addr)
+}
+
 // Config wires the manager. Store, Runtime, Network and Templates are required.
 type Config struct {
 	Store     store.Store
@@ -84,10 +95,15 @@ type Config struct {
 	Templates Templates
 	DNS       Resolver // optional: without it sandboxes have no name resolution
 	Egress    Egress   // optional: without it domain rules allow nothing (fail closed)
-	EnvdPath  string   // host path of the envd binary, bind-mounted into every sandbox
-	RunDir    string   // per-sandbox generated files live under RunDir/<id>
-	Resources sandboxrt.Resources
-	EnvdReady time.Duration // how long to wait for envd to answer (default 30 s)
+	Content   Content  // optional: content inspection (PII, injection, ...) of intercepted traffic
+	// WarmPool is how many booted sandboxes to keep ready per template
+	// (see pool.go); empty = none.
+	WarmPool        map[string]int
+	WarmPoolMaxIdle time.Duration // pooled sandboxes older than this are replaced (default 30 min)
+	EnvdPath        string        // host path of the envd binary, bind-mounted into every sandbox
+	RunDir          string        // per-sandbox generated files live under RunDir/<id>
+	Resources       sandboxrt.Resources
+	EnvdReady       time.Duration // how long to wait for envd to answer (default 30 s)
 	// EnvdPort is the TCP port envd is reached on at the slot's guest
 	// address (0 = envdapi.Port). Tests point it at a fake envd.
 	EnvdPort int
@@ -100,6 +116,7 @@ type Manager struct {
 	client *http.Client // to envd: keep-alive, shared with the API proxy
 
 	stopSampling context.CancelFunc
+	pool         *pool
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -188,6 +205,7 @@ func New(cfg Config) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSampling = cancel
 	go m.sampleLoop(ctx)
+	m.pool = newPool(m, cfg.WarmPool, cfg.WarmPoolMaxIdle)
 	return m
 }
 
@@ -279,13 +297,19 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 			return nil, "", invalid("lifecycle.on_timeout", "%q is not one of kill, pause", lc.OnTimeout)
 		}
 	}
-	inst := &instance{id: newID("sbx-", 6), template: req.Template, token: newID("", 24), state: StateRunning, timeout: timeout, lifecycle: lc, intercept: req.Network.Intercept}
 	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
 		return nil, "", fmt.Errorf("create sandbox: %w", ErrUnavailable)
 	}
-	m.mu.Unlock()
+	start := time.Now()
+	inst, warm := m.pool.take(req.Template)
+	if !warm {
+		if inst, err = m.boot(ctx, req.Template, rootfs); err != nil {
+			return nil, "", err
+		}
+	}
 	defer func() {
 		if err != nil {
 			if cerr := inst.undo.run(ctx); cerr != nil {
@@ -293,34 +317,53 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 			}
 		}
 	}()
-	start := time.Now()
+	inst.timeout, inst.lifecycle, inst.intercept = timeout, lc, req.Network.Intercept
+	rec, err := m.claim(ctx, inst, req, netPolicy, sec)
+	if err != nil {
+		return nil, "", err
+	}
 
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		m.markKilled(ctx, inst.id, "server shutting down")
+		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, ErrUnavailable)
+	}
+	m.instances[inst.id] = inst
+	m.mu.Unlock()
+	inst.mu.Lock()
+	m.armTimer(inst)
+	inst.mu.Unlock()
+
+	took := time.Since(start)
+	m.cfg.Logf("sandbox %s: created from template %s in %v (warm=%v, slot %s, %s)", inst.id, req.Template, took.Round(time.Millisecond), warm, inst.slot.NetNS, inst.slot.GuestIP)
+	m.audit(ctx, inst.id, "sandbox.created", map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": took.Milliseconds(), "warm": warm})
+	return infoFrom(rec), inst.token, nil
+}
+
+// boot starts a sandbox that belongs to nobody yet: a network slot (which
+// drops all traffic until a policy is applied), its run files, the runtime
+// container and envd answering. No user code, env or policy is in it.
+// Every resource is on inst.undo; on error they are already freed.
+func (m *Manager) boot(ctx context.Context, template, rootfs string) (_ *instance, err error) {
+	inst := &instance{id: newID("sbx-", 6), template: template, token: newID("", 24), state: StateRunning}
+	defer func() {
+		if err != nil {
+			if cerr := inst.undo.run(ctx); cerr != nil {
+				m.cfg.Logf("sandbox %s: cleanup after failed boot: %v", inst.id, cerr)
+			}
+		}
+	}()
 	slot, err := m.cfg.Network.Acquire(ctx)
 	if err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: acquire network slot: %w", inst.id, err)
+		return nil, fmt.Errorf("create sandbox %s: acquire network slot: %w", inst.id, err)
 	}
 	inst.slot = slot
 	inst.undo.add("network slot", func(ctx context.Context) error { return m.cfg.Network.Release(ctx, slot) })
-	if err := m.cfg.Network.Apply(ctx, slot, req.Network); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
-	}
-
-	if m.cfg.Egress != nil {
-		if err := m.cfg.Egress.Register(slot.GuestIP, inst.id, netPolicy); err != nil {
-			return nil, "", fmt.Errorf("create sandbox %s: register with the egress proxy: %w", inst.id, err)
-		}
-		inst.undo.add("egress", func(context.Context) error { m.cfg.Egress.Unregister(slot.GuestIP); return nil })
-	}
-	if m.cfg.DNS != nil {
-		if err := m.cfg.DNS.Serve(slot.HostIP, inst.id, netPolicy); err != nil {
-			return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
-		}
-		inst.undo.add("dns", func(context.Context) error { return m.cfg.DNS.Stop(slot.HostIP) })
-	}
 
 	runDir := filepath.Join(m.cfg.RunDir, inst.id)
 	if err := writeRunFiles(runDir, inst.id, slot); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
 	inst.undo.add("run dir", func(context.Context) error { return os.RemoveAll(runDir) })
 
@@ -340,53 +383,89 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 		Resources: m.cfg.Resources,
 	}
 	if err := m.cfg.Runtime.Start(ctx, spec); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, m.cfg.Runtime.Name(), err)
+		return nil, fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, m.cfg.Runtime.Name(), err)
 	}
 	inst.undo.add("runtime", func(ctx context.Context) error { return m.cfg.Runtime.Destroy(ctx, inst.id) })
 
 	inst.base = &url.URL{Scheme: "http", Host: netip.AddrPortFrom(slot.GuestIP, uint16(cmp.Or(m.cfg.EnvdPort, envdapi.Port))).String()}
 	if err := m.waitEnvd(ctx, inst); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
-	if err := m.envdJSON(ctx, inst, http.MethodPost, "/init", envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}, nil); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
+	return inst, nil
+}
+
+// claim hands a booted sandbox to a user: its network policy, DNS, egress
+// and content inspection, its environment and CA (through envd's /init,
+// before any user command), and its record in the store.
+func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed, sec *policy.Security) (*store.Sandbox, error) {
+	slot := inst.slot
+	if err := m.cfg.Network.Apply(ctx, slot, req.Network); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
+	}
+	if m.cfg.Egress != nil {
+		if err := m.cfg.Egress.Register(slot.GuestIP, inst.id, netPolicy); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: register with the egress proxy: %w", inst.id, err)
+		}
+		inst.undo.add("egress", func(context.Context) error { m.cfg.Egress.Unregister(slot.GuestIP); return nil })
+	}
+	if m.cfg.DNS != nil {
+		if err := m.cfg.DNS.Serve(slot.HostIP, inst.id, netPolicy); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		}
+		inst.undo.add("dns", func(context.Context) error { return m.cfg.DNS.Stop(slot.HostIP) })
+	}
+	init := envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}
+	if inst.intercept && m.cfg.Content != nil {
+		caPEM, err := m.cfg.Content.Attach(slot.GuestIP, inst.id, sec)
+		if err != nil {
+			return nil, fmt.Errorf("create sandbox %s: content inspection: %w", inst.id, err)
+		}
+		inst.undo.add("content", func(context.Context) error { m.cfg.Content.Detach(slot.GuestIP); return nil })
+		init.CACert = string(caPEM)
+		init.Envs = maps.Clone(req.Envs)
+		if init.Envs == nil {
+			init.Envs = map[string]string{}
+		}
+		for k, v := range caEnvs {
+			if _, set := init.Envs[k]; !set {
+				init.Envs[k] = v
+			}
+		}
+	}
+	if err := m.envdJSON(ctx, inst, http.MethodPost, "/init", init, nil); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
 	}
 
 	now := time.Now().UTC()
 	rec := &store.Sandbox{
 		ID: inst.id, TemplateID: req.Template, State: StateRunning,
-		Metadata: req.Metadata, Envs: maskEnvs(sec, req.Envs), Timeout: int(timeout / time.Second),
+		Metadata: req.Metadata, Envs: maskEnvs(sec, req.Envs), Timeout: int(inst.timeout / time.Second),
 		StartedAt: now, GuestIP: slot.GuestIP.String(), Runtime: m.cfg.Runtime.Name(), Lifecycle: req.Lifecycle,
 	}
-	if timeout > 0 {
-		inst.endAt = now.Add(timeout)
+	if inst.timeout > 0 {
+		inst.endAt = now.Add(inst.timeout)
 		rec.EndAt = inst.endAt
 	}
+	var err error
 	if rec.Security, err = json.Marshal(sec); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: encode policy: %w", inst.id, err)
+		return nil, fmt.Errorf("create sandbox %s: encode policy: %w", inst.id, err)
 	}
 	if rec.Network, err = json.Marshal(req.Network); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: encode network policy: %w", inst.id, err)
+		return nil, fmt.Errorf("create sandbox %s: encode network policy: %w", inst.id, err)
 	}
 	if err := m.cfg.Store.CreateSandbox(ctx, rec); err != nil {
-		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
+	return rec, nil
+}
 
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		m.markKilled(ctx, inst.id, "server shutting down")
-		return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, ErrUnavailable)
-	}
-	m.instances[inst.id] = inst
-	m.mu.Unlock()
-	inst.mu.Lock()
-	m.armTimer(inst)
-	inst.mu.Unlock()
-
-	m.cfg.Logf("sandbox %s: created from template %s in %v (slot %s, %s)", inst.id, req.Template, time.Since(start).Round(time.Millisecond), slot.NetNS, slot.GuestIP)
-	m.audit(ctx, inst.id, "sandbox.created", map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": time.Since(start).Milliseconds()})
-	return infoFrom(rec), inst.token, nil
+// caEnvs point the usual TLS clients at the system bundle that holds the
+// sandbox CA (Python requests, curl/OpenSSL, Node).
+var caEnvs = map[string]string{
+	"SSL_CERT_FILE":       envdapi.SystemCABundle,
+	"REQUESTS_CA_BUNDLE":  envdapi.SystemCABundle,
+	"CURL_CA_BUNDLE":      envdapi.SystemCABundle,
+	"NODE_EXTRA_CA_CERTS": envdapi.CACertPath,
 }
 
 // writeRunFiles writes the files bind-mounted into the sandbox.
@@ -707,6 +786,7 @@ func (m *Manager) IsRunning(ctx context.Context, id string) (bool, error) {
 // Shutdown kills every sandbox; new creates fail afterwards.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.stopSampling()
+	poolErr := m.pool.close(ctx)
 	m.mu.Lock()
 	m.closed = true
 	ids := make([]string, 0, len(m.instances))
@@ -734,7 +814,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(errs, poolErr)...)
 }
 
 // Audit appends an event to a sandbox's audit trail (best effort: failures are logged).

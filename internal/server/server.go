@@ -31,17 +31,18 @@ import (
 
 // Config is the server's configuration (flags and env are read by the CLI).
 type Config struct {
-	Listen      string // default 127.0.0.1:8080
-	StateDir    string // default /var/lib/declaw
-	APIKey      string // added (hashed) to the store at start; may be empty if keys exist
-	SandboxCIDR string // default 10.200.0.0/16
-	NetPrefix   string // names of netns/veth/table; default "declaw"
-	EnvdPath    string // envd binary; default: "envd" beside the declaw binary
-	Runtime     string // "gvisor" (default)
-	Runsc       string // runsc binary
-	Platform    string // runsc platform
-	PoolSize    int    // network slots kept ready
-	DNSUpstream string // host:port of the resolver sandboxes' queries go to; default: the host's first nameserver
+	Listen      string         // default 127.0.0.1:8080
+	StateDir    string         // default /var/lib/declaw
+	APIKey      string         // added (hashed) to the store at start; may be empty if keys exist
+	SandboxCIDR string         // default 10.200.0.0/16
+	NetPrefix   string         // names of netns/veth/table; default "declaw"
+	EnvdPath    string         // envd binary; default: "envd" beside the declaw binary
+	Runtime     string         // "gvisor" (default)
+	Runsc       string         // runsc binary
+	Platform    string         // runsc platform
+	PoolSize    int            // network slots kept ready
+	WarmPool    map[string]int // booted sandboxes kept ready per template
+	DNSUpstream string         // host:port of the resolver sandboxes' queries go to; default: the host's first nameserver
 	CPUs        float64
 	MemoryMB    int64
 	Logf        func(format string, args ...any)
@@ -169,6 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
 		DNS:       s.dns,
 		Egress:    s.egress,
+		WarmPool:  cfg.WarmPool,
 		EnvdPath:  cfg.EnvdPath,
 		RunDir:    filepath.Join(cfg.StateDir, "run"),
 		Resources: sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
@@ -182,7 +184,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	handler := api.New(api.Config{
 		Sandboxes: s.manager, Store: s.store, OpenAPI: openapi.Spec, Logf: cfg.Logf,
-		Health: func() map[string]any { return map[string]any{"runtime": s.runtime.Name()} },
+		Health: func() map[string]any {
+			return map[string]any{"runtime": s.runtime.Name(), "warm_pool": s.manager.PoolSizes()}
+		},
 	})
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

@@ -1,0 +1,209 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// pool keeps booted sandboxes ready per template (Config.WarmPool), so a
+// create only has to claim one: apply its policy, send /init and record it.
+// Pooled sandboxes have never run user code and have no network (a fresh
+// slot drops everything until its first policy). Booting is serial and
+// stops while the host has less than MinFreeMemory available.
+type pool struct {
+	m       *Manager
+	want    map[string]int
+	maxIdle time.Duration
+	kick    chan struct{}
+	stop    context.CancelFunc
+	done    chan struct{}
+
+	mu    sync.Mutex
+	ready map[string][]*pooled
+}
+
+type pooled struct {
+	inst   *instance
+	bootAt time.Time
+}
+
+// MinFreeMemory is the host memory (MemAvailable) below which the pool
+// stops booting sandboxes.
+const MinFreeMemory = 1 << 30
+
+func newPool(m *Manager, want map[string]int, maxIdle time.Duration) *pool {
+	if maxIdle == 0 {
+		maxIdle = 30 * time.Minute
+	}
+	p := &pool{m: m, want: want, maxIdle: maxIdle, kick: make(chan struct{}, 1), ready: map[string][]*pooled{}, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	if len(want) == 0 {
+		close(p.done)
+		return p
+	}
+	go p.loop(ctx)
+	p.poke()
+	return p
+}
+
+func (p *pool) poke() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take returns a ready sandbox of template, if one is pooled.
+func (p *pool) take(template string) (*instance, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.ready[template]
+	if len(list) == 0 {
+		return nil, false
+	}
+	it := list[0]
+	p.ready[template] = list[1:]
+	p.poke()
+	return it.inst, true
+}
+
+// sizes reports how many sandboxes are ready per template.
+func (p *pool) sizes() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for t := range p.want {
+		out[t] = len(p.ready[t])
+	}
+	return out
+}
+
+func (p *pool) loop(ctx context.Context) {
+	defer close(p.done)
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		p.recycle(ctx)
+		p.fill(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// fill boots sandboxes until every template has what it wants.
+func (p *pool) fill(ctx context.Context) {
+	for ctx.Err() == nil {
+		template := p.missing()
+		if template == "" {
+			return
+		}
+		if avail := memAvailable(); avail > 0 && avail < MinFreeMemory {
+			p.m.cfg.Logf("warm pool: only %d MiB of memory available; not booting more", avail>>20)
+			return
+		}
+		rootfs, err := p.m.cfg.Templates.RootFS(ctx, template)
+		if err == nil {
+			var inst *instance
+			if inst, err = p.m.boot(ctx, template, rootfs); err == nil {
+				p.mu.Lock()
+				p.ready[template] = append(p.ready[template], &pooled{inst: inst, bootAt: time.Now()})
+				p.mu.Unlock()
+				continue
+			}
+		}
+		if ctx.Err() == nil {
+			p.m.cfg.Logf("warm pool: boot a %s sandbox: %v", template, err)
+			select { // back off before retrying
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return
+	}
+}
+
+func (p *pool) missing() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for t, n := range p.want {
+		if len(p.ready[t]) < n {
+			return t
+		}
+	}
+	return ""
+}
+
+// recycle destroys pooled sandboxes older than maxIdle (the loop boots
+// fresh ones), so the pool never hands out a long-idle sandbox.
+func (p *pool) recycle(ctx context.Context) {
+	var old []*pooled
+	p.mu.Lock()
+	for t, list := range p.ready {
+		keep := list[:0]
+		for _, it := range list {
+			if time.Since(it.bootAt) > p.maxIdle {
+				old = append(old, it)
+			} else {
+				keep = append(keep, it)
+			}
+		}
+		p.ready[t] = keep
+	}
+	p.mu.Unlock()
+	for _, it := range old {
+		it.inst.undo.run(ctx)
+	}
+}
+
+// close stops refilling and destroys every pooled sandbox.
+func (p *pool) close(ctx context.Context) error {
+	p.stop()
+	<-p.done
+	p.mu.Lock()
+	var all []*pooled
+	for _, list := range p.ready {
+		all = append(all, list...)
+	}
+	p.ready = map[string][]*pooled{}
+	p.mu.Unlock()
+	var firstErr error
+	for _, it := range all {
+		if err := it.inst.undo.run(ctx); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// memAvailable returns MemAvailable from /proc/meminfo in bytes (0 if unknown).
+func memAvailable() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// PoolSizes reports how many booted sandboxes are ready per template.
+func (m *Manager) PoolSizes() map[string]int { return m.pool.sizes() }
