@@ -19,6 +19,7 @@ import (
 
 	"github.com/declaw/declaw/internal/envdapi"
 	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/rttest"
 	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/store/sqlite"
@@ -190,6 +191,14 @@ type loggingRuntime struct {
 	*rttest.Fake
 	log  *eventLog
 	gate chan struct{} // if non-nil, Destroy waits for it to be closed
+}
+
+func (r *loggingRuntime) Start(ctx context.Context, spec sandboxrt.Spec) error {
+	if err := r.Fake.Start(ctx, spec); err != nil {
+		return err
+	}
+	r.log.add("runtime.start")
+	return nil
 }
 
 func (r *loggingRuntime) Destroy(ctx context.Context, id string) error {

@@ -234,45 +234,19 @@ func TestCreateFailureCleansUp(t *testing.T) {
 		name string
 		edit func(*harness)
 		want string // substring of the error
-		// events that must appear, in this order, after the failure
-		wantUndo []string
 	}{
-		{
-			name:     "network apply error",
-			edit:     func(h *harness) { h.net.ApplyErr = errors.New("nft boom") },
-			want:     "nft boom",
-			wantUndo: []string{"network.release"},
-		},
-		{
-			name:     "dns serve error",
-			edit:     func(h *harness) { h.dns.ServeErr = errors.New("dns boom") },
-			want:     "dns boom",
-			wantUndo: []string{"network.release"},
-		},
-		{
-			name: "runtime start error",
-			edit: func(h *harness) {
-				h.rt.StartErr = func(sandboxrt.Spec) error { return errors.New("runsc boom") }
-			},
-			want:     "runsc boom",
-			wantUndo: []string{"dns.stop", "network.release"},
-		},
-		{
-			name: "envd never healthy",
-			edit: func(h *harness) {
-				h.envd.unhealthy = true
-				h.cfg.EnvdReady = 200 * time.Millisecond
-			},
-			want:     "did not become ready",
-			wantUndo: []string{"runtime.destroy", "dns.stop", "network.release"},
-		},
-		{
-			name:     "envd init 500",
-			edit:     func(h *harness) { h.envd.initStatus = 500 },
-			want:     "init envd",
-			wantUndo: []string{"runtime.destroy", "dns.stop", "network.release"},
-		},
+		{"network apply error", func(h *harness) { h.net.ApplyErr = errors.New("nft boom") }, "nft boom"},
+		{"dns serve error", func(h *harness) { h.dns.ServeErr = errors.New("dns boom") }, "dns boom"},
+		{"runtime start error", func(h *harness) {
+			h.rt.StartErr = func(sandboxrt.Spec) error { return errors.New("runsc boom") }
+		}, "runsc boom"},
+		{"envd never healthy", func(h *harness) {
+			h.envd.unhealthy = true
+			h.cfg.EnvdReady = 200 * time.Millisecond
+		}, "did not become ready"},
+		{"envd init 500", func(h *harness) { h.envd.initStatus = 500 }, "init envd"},
 	}
+	undoOf := map[string]string{"network.acquire": "network.release", "dns.serve": "dns.stop", "runtime.start": "runtime.destroy"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, tt.edit)
@@ -282,16 +256,19 @@ func TestCreateFailureCleansUp(t *testing.T) {
 			}
 			h.assertFreed(t)
 			h.assertNoRecords(t)
+			// Every acquired resource is undone once, in reverse order.
 			evs := h.log.list()
-			// The undos come after the last acquire-type event, in reverse.
-			var undo []string
+			var acquired, undone []string
 			for _, ev := range evs {
-				if ev == "runtime.destroy" || ev == "dns.stop" || ev == "network.release" {
-					undo = append(undo, ev)
+				if u, ok := undoOf[ev]; ok {
+					acquired = append(acquired, u)
+				} else if slices.Contains([]string{"network.release", "dns.stop", "runtime.destroy"}, ev) {
+					undone = append(undone, ev)
 				}
 			}
-			if !slices.Equal(undo, tt.wantUndo) {
-				t.Errorf("undo order = %v (all events %v), want %v", undo, evs, tt.wantUndo)
+			slices.Reverse(acquired)
+			if !slices.Equal(undone, acquired) {
+				t.Errorf("undos = %v (all events %v), want %v (acquisitions in reverse)", undone, evs, acquired)
 			}
 		})
 	}
