@@ -19,7 +19,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 go vet ./...
 go test -count=1 -timeout 40m ./...
-(cd sdk/python && python3 -m unittest discover -s tests -t .)
+(cd sdk/python && python3 -m unittest discover -s tests)
 
 # Bounded fuzzing of every Fuzz target (scanners, parsers, redactor).
 fuzztime=${DECLAW_FUZZTIME:-5s}

@@ -583,6 +583,46 @@ class Sandbox:
 
     get_audit_log = audit_events
 
+    @property
+    def audit(self) -> "AuditLog":
+        """This sandbox's audit trail: ``sbx.audit.list(...)``."""
+        return AuditLog(self)
+
+    # ------------------------------------------------------------ network
+    def update_network(
+        self,
+        network: Optional[Union[NetworkPolicy, Dict[str, Any]]] = None,
+        *,
+        allow_out: Optional[Sequence[str]] = None,
+        deny_out: Optional[Sequence[str]] = None,
+        allow_internet_access: Optional[bool] = None,
+    ) -> SandboxInfo:
+        """Replace the egress policy of the running sandbox
+        (``PUT /sandboxes/{id}/network``). Established connections that the
+        new policy denies are cut. Give a ``NetworkPolicy`` (or its dict), or
+        ``allow_out``/``deny_out`` lists; ``allow_internet_access=False`` means
+        deny all."""
+        if network is not None and (allow_out is not None or deny_out is not None):
+            raise InvalidArgumentException("give either network or allow_out/deny_out, not both")
+        if isinstance(network, NetworkPolicy):
+            body = network.to_dict()
+        elif isinstance(network, dict):
+            NetworkPolicy.from_dict(network)  # validate
+            body = dict(network)
+        elif network is None:
+            body = {}
+            if allow_out is not None:
+                body["allow_out"] = list(allow_out)
+            if deny_out is not None:
+                body["deny_out"] = list(deny_out)
+            NetworkPolicy.from_dict(body)
+        else:
+            raise InvalidArgumentException("network must be a NetworkPolicy or a dict")
+        if allow_internet_access is False:
+            body = {"deny_out": [ALL_TRAFFIC]}
+        body = {k: v for k, v in body.items() if k in ("allow_out", "deny_out") and v is not None}
+        return SandboxInfo.from_dict(self._request("PUT", "/network", json=body).json() or {})
+
     # ------------------------------------------------------------ context
     def close(self) -> None:
         """No-op (connections are pooled process-wide)."""
@@ -599,3 +639,33 @@ class Sandbox:
 
     def __repr__(self) -> str:
         return f"Sandbox(sandbox_id={self._sandbox_id!r}, api_url={self._config.api_url!r})"
+
+
+class AuditLog:
+    """The audit trail of one sandbox (``sbx.audit``)."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sandbox = sandbox
+
+    def list(
+        self,
+        limit: Optional[int] = None,
+        type: Optional[str] = None,
+        since: Any = None,
+        until: Any = None,
+        cursor: Optional[str] = None,
+    ) -> List[AuditEntry]:
+        """Events oldest first; see ``Sandbox.audit_events``."""
+        return self._sandbox.audit_events(limit=limit, type=type, since=since, until=until, cursor=cursor)
+
+    def __iter__(self):
+        """Every event, following the cursor page by page."""
+        cursor = None
+        while True:
+            page = self.list(limit=500, cursor=cursor)
+            yield from page
+            if len(page) < 500:
+                return
+            cursor = str(page[-1].id) if getattr(page[-1], "id", None) is not None else None
+            if cursor is None:
+                return
