@@ -73,6 +73,9 @@ try:
     ids = [s.sandbox_id for s in listed.sandboxes]
     check(ids == [sbx.sandbox_id], "list by metadata %r" % ids)
     sbx.set_timeout(300)
+    sbx.update_network(allow_internet_access=False)
+    check(any(e.type == "network.updated" for e in sbx.audit.list(type="network")), "audit has no network.updated")
+    check(any(e.type == "sandbox.created" for e in sbx.get_audit_log()), "audit has no sandbox.created")
     try:
         Sandbox.create(template="python", timeout=-1)
         raise AssertionError("negative timeout accepted")
