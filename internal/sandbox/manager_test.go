@@ -16,6 +16,7 @@ import (
 
 	"github.com/declaw/declaw/internal/envdapi"
 	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/store"
 )
@@ -701,5 +702,31 @@ func TestGetUnknown(t *testing.T) {
 	}
 	if _, err := h.m.IsRunning(t.Context(), "sbx-unknown"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("IsRunning(unknown) error = %v, want ErrNotFound", err)
+	}
+}
+
+// A content-scanning policy sends web traffic to the egress proxy; a
+// runtime network update must not drop that redirect.
+func TestInterceptFollowsSecurityPolicy(t *testing.T) {
+	h := newHarness(t)
+	scan := policy.Default()
+	scan.PII.Enabled = true
+	plain, _ := h.create(t, CreateRequest{})
+	scanned, _ := h.create(t, CreateRequest{Security: scan, Network: network.Policy{DenyOut: []string{"10.0.0.0/8"}}})
+	ps := h.net.policies()
+	if len(ps) != 2 || ps[0].Intercept || !ps[1].Intercept {
+		t.Fatalf("network.Apply at create = %+v, want intercept false for the default policy, true with PII enabled", ps)
+	}
+	for _, tt := range []struct {
+		id   string
+		want bool
+	}{{plain.SandboxID, false}, {scanned.SandboxID, true}} {
+		if _, err := h.m.UpdateNetwork(t.Context(), tt.id, network.Policy{AllowOut: []string{"1.1.1.1"}}); err != nil {
+			t.Fatalf("UpdateNetwork(%s): %v", tt.id, err)
+		}
+		ps := h.net.policies()
+		if got := ps[len(ps)-1]; got.Intercept != tt.want || !slices.Equal(got.AllowOut, []string{"1.1.1.1"}) {
+			t.Errorf("network.Apply after UpdateNetwork(%s) = %+v, want allow_out [1.1.1.1] and intercept %v", tt.id, got, tt.want)
+		}
 	}
 }
