@@ -42,9 +42,10 @@ type Config struct {
 	Users sysuser.DB
 	// SetHostname sets the hostname on POST /init. Default syscall.Sethostname.
 	SetHostname func(name string) error
-	// TrustRoot is the directory the CA paths of envdapi are relative to
+	// FSRoot is the root of the filesystem the CA paths of envdapi and
+	// snapshots are relative to
 	// ("/" in a sandbox; tests use a temporary directory).
-	TrustRoot string
+	FSRoot string
 	// Logf logs; default log.Printf to stderr.
 	Logf func(format string, args ...any)
 }
@@ -66,8 +67,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AccessToken == "" && !cfg.Insecure {
 		return nil, errNoToken
 	}
-	if cfg.TrustRoot == "" {
-		cfg.TrustRoot = "/"
+	if cfg.FSRoot == "" {
+		cfg.FSRoot = "/"
 	}
 	if cfg.SetHostname == nil {
 		cfg.SetHostname = func(name string) error { return syscall.Sethostname([]byte(name)) }
@@ -100,6 +101,8 @@ func (s *Server) Close() {
 func (s *Server) routes() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("POST /init", s.handleInit)
+	api.HandleFunc("GET /snapshot", s.handleSnapshotGet)
+	api.HandleFunc("PUT /snapshot", s.handleSnapshotPut)
 
 	api.HandleFunc("POST /commands", s.handleRun)
 	api.HandleFunc("GET /commands", s.handleList)
@@ -159,7 +162,7 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.CACert != "" {
-		if err := installCA(s.cfg.TrustRoot, req.CACert); err != nil {
+		if err := installCA(s.cfg.FSRoot, req.CACert); err != nil {
 			writeError(w, err)
 			return
 		}

@@ -1,0 +1,44 @@
+package envd
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/declaw/declaw/internal/envd/snapshot"
+)
+
+// handleSnapshotGet serves GET /snapshot?since=UNIX_NANOS: a gzipped tar of
+// what changed in the sandbox's filesystem since then. Server use only (not
+// forwarded from the public API).
+func (s *Server) handleSnapshotGet(w http.ResponseWriter, r *http.Request) {
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			writeError(w, badInput("since must be unix nanoseconds"))
+			return
+		}
+		since = time.Unix(0, n)
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	if err := snapshot.Write(w, s.cfg.FSRoot, since, snapshot.Skipped); err != nil {
+		// Headers are gone: break the stream so the server sees a failure.
+		s.cfg.Logf("snapshot: %v", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// handleSnapshotPut serves PUT /snapshot: extract a snapshot taken by
+// GET /snapshot into this sandbox's filesystem.
+func (s *Server) handleSnapshotPut(w http.ResponseWriter, r *http.Request) {
+	if err := snapshot.Restore(r.Body, s.cfg.FSRoot); err != nil {
+		if errors.Is(err, snapshot.ErrBadArchive) {
+			err = badInput("%v", err)
+		}
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
