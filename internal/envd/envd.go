@@ -43,8 +43,8 @@ type Config struct {
 	// SetHostname sets the hostname on POST /init. Default syscall.Sethostname.
 	SetHostname func(name string) error
 	// FSRoot is the root of the filesystem the CA paths of envdapi and
-	// snapshots are relative to
-	// ("/" in a sandbox; tests use a temporary directory).
+	// snapshots are relative to ("/" in a sandbox; tests use a temporary
+	// directory).
 	FSRoot string
 	// Logf logs; default log.Printf to stderr.
 	Logf func(format string, args ...any)
