@@ -111,3 +111,44 @@ func permitted(addrs []netip.Addr, p network.Parsed, blocked []netip.Prefix) (ok
 func inAny(ps []netip.Prefix, a netip.Addr) bool {
 	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
 }
+
+// ConnVerdict is the decision for one connection (or one intercepted
+// request): the name verdict plus whether the proxy dials the address the
+// sandbox dialed instead of resolving the name.
+type ConnVerdict struct {
+	Verdict
+	// DialOriginal is set when the original destination address itself is
+	// allowed at L3: the proxy then connects to it (the SNI or Host only
+	// names the server for TLS and the Host header).
+	DialOriginal bool
+}
+
+// DecideConn decides a connection to dst naming host, on the sandbox's
+// policy. The address is allowed at L3 when the policy is allow-all, when
+// an allow prefix covers dst, or by default (not deny-all, no deny prefix
+// covering dst) when allow_out lists no domains; then the connection is
+// allowed whatever the name (an empty or IP-literal name included) and
+// dialed to dst, except that under the default allow a name matching a
+// deny_out domain is still blocked. Otherwise the name decides ([Decide])
+// and the proxy resolves it. The content-scanned sandboxes' web traffic
+// reaches the proxy also when it is allowed by address, which is why the
+// address matters here.
+func DecideConn(p network.Parsed, dst netip.Addr, host string) ConnVerdict {
+	dst = dst.Unmap()
+	if p.AllowAll {
+		return ConnVerdict{Verdict{Allow: true, Rule: "0.0.0.0/0", Reason: "all traffic allowed"}, true}
+	}
+	for _, pf := range p.Allow {
+		if pf.Contains(dst) {
+			return ConnVerdict{Verdict{Allow: true, Rule: pf.String(), Reason: "allowed address"}, true}
+		}
+	}
+	v := Decide(p, host)
+	if p.DenyAll || inAny(p.Deny, dst) || len(p.AllowDomains) > 0 {
+		return ConnVerdict{Verdict: v}
+	}
+	if v.Rule != "" && !v.Allow { // a denied domain
+		return ConnVerdict{Verdict: v}
+	}
+	return ConnVerdict{Verdict{Allow: true, Reason: "address not denied"}, true}
+}

@@ -78,11 +78,13 @@ package egress
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/netip"
 	"time"
 
+	"github.com/declaw/declaw/internal/guard/injection"
 	"github.com/declaw/declaw/internal/network"
 )
 
@@ -133,8 +135,31 @@ type Config struct {
 	// MaxConns bounds one sandbox's open connections through the proxy
 	// (beyond it new ones are reset). Zero means DefaultMaxConns.
 	MaxConns int
-	// Interceptor, if set, is offered every allowed connection.
+	// Interceptor, if set, is offered every allowed connection that the
+	// built-in content interception (Proxy.SetContent) does not serve.
 	Interceptor Interceptor
+
+	// UpstreamCAs and UpstreamCAFile (--upstream-ca, PEM) are roots an
+	// intercepted connection's upstream certificate may chain to, in
+	// addition to the system roots.
+	UpstreamCAs    *x509.CertPool
+	UpstreamCAFile string
+	// HTTPEvents receives one HTTPEvent per intercepted exchange,
+	// synchronously (for streamed responses, when the body ends): it must
+	// not block for long.
+	HTTPEvents func(HTTPEvent)
+	// MaxScanBody bounds a decoded body the pipeline buffers and scans
+	// (zero: DefaultMaxScanBody); see package stage for what happens
+	// above it. MaxHeaderBytes bounds an intercepted request's header
+	// block (zero: DefaultMaxHeaderBytes; beyond it the sandbox gets 431).
+	// MaxAuditBody caps each body stored in an HTTPEvent (zero:
+	// DefaultMaxAuditBody).
+	MaxScanBody    int64
+	MaxHeaderBytes int
+	MaxAuditBody   int
+	// Injection is the prompt-injection detector; nil loads the embedded
+	// model on first use.
+	Injection *injection.Detector
 	// Events receives one Event per connection, synchronously from the
 	// connection's goroutine: it must not block for long.
 	Events func(Event)

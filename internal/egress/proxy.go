@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/declaw/declaw/internal/guard/injection"
+	"github.com/declaw/declaw/internal/guard/pii"
 	"github.com/declaw/declaw/internal/network"
 )
 
@@ -24,6 +27,11 @@ type Proxy struct {
 	blocked  []netip.Prefix
 	origDst  func(*net.TCPConn) (netip.AddrPort, error) // tests replace it
 	reg      registry
+	roots    []*x509.CertPool // upstream trust for intercepted TLS
+	pii      pii.Scanner
+	injOnce  sync.Once
+	inj      *injection.Detector
+	injErr   error
 
 	ctx    context.Context // done at Close
 	cancel context.CancelFunc
@@ -66,6 +74,19 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxPeek <= 0 {
 		cfg.MaxPeek = DefaultMaxPeek
 	}
+	if cfg.MaxScanBody <= 0 {
+		cfg.MaxScanBody = DefaultMaxScanBody
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxAuditBody <= 0 {
+		cfg.MaxAuditBody = DefaultMaxAuditBody
+	}
+	roots, err := upstreamRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
@@ -74,6 +95,7 @@ func New(cfg Config) (*Proxy, error) {
 		resolver:  cfg.Resolver,
 		dial:      cfg.Dial,
 		origDst:   originalDst,
+		roots:     roots,
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
 	}
@@ -226,9 +248,10 @@ func (p *Proxy) Close() error {
 // session is one sandbox connection and, once dialed, its upstream.
 type session struct {
 	client  *net.TCPConn
-	host    string // set before admission, then read-only
-	entry   *entry // set by registry.admit under the registry lock
-	counted *entry // set by registry.open under the registry lock
+	host    string         // set before admission, then read-only
+	dst     netip.AddrPort // likewise
+	entry   *entry         // set by registry.admit under the registry lock
+	counted *entry         // set by registry.open under the registry lock
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc // +checklocks:mu; the handler's context
@@ -349,15 +372,18 @@ func (p *Proxy) handle(s *session) {
 
 	peeked, proto, host, err := p.sniff(c)
 	ev.Proto, ev.Host = proto, host
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrNoName) {
+		if proto == ProtoHTTP && p.refuseHTTP(s, src, ev, peeked, err) {
+			return
+		}
 		block(peekReason(err))
 		return
 	}
-	s.host = host
-	id, pol, v, known := p.reg.admit(src, s)
+	s.host, s.dst = host, dst
+	id, pol, v, cs, known := p.reg.admit(src, s)
 	ev.SandboxID, ev.Rule, ev.Reason = id, v.Rule, v.Reason
 	if !known || !v.Allow {
-		block(v.Reason)
+		block(ev.Reason)
 		return
 	}
 
@@ -371,7 +397,14 @@ func (p *Proxy) handle(s *session) {
 		cancel()
 	}
 	dialUp := func(ctx context.Context) (net.Conn, netip.AddrPort, error) {
-		up, addr, err := p.dialUpstream(ctx, pol, host, dst.Port())
+		var up net.Conn
+		var addr netip.AddrPort
+		var err error
+		if v.DialOriginal {
+			up, addr, err = p.dialAddr(ctx, pol, dst)
+		} else {
+			up, addr, err = p.dialUpstream(ctx, pol, host, dst.Port())
+		}
 		if err != nil {
 			return nil, addr, err
 		}
@@ -379,6 +412,34 @@ func (p *Proxy) handle(s *session) {
 			return nil, addr, errors.New("connection cut: " + s.killedFor())
 		}
 		return up, addr, nil
+	}
+
+	if cs != nil && cs.intercepts() {
+		client := &prefixConn{TCPConn: c, prefix: peeked}
+		ic := &intercepted{
+			p: p, s: s, cs: cs, id: id, proto: proto, src: ev.Src, dst: dst, host: host, client: client,
+			dialFirst: dialUp,
+		}
+		reason := ic.serve(ctx)
+		ev.Intercepted = true
+		ev.Upstream = s.upstreamAddr()
+		ev.BytesUp, ev.BytesDown = client.read.Load(), client.written.Load()
+		switch {
+		case reason.block:
+			ev.Decision, ev.Reason = DecisionError, reason.text
+			s.kill(reason.text)
+		default:
+			ev.Decision = DecisionAllow
+			if reason.text != "" {
+				ev.Reason = v.Reason + "; " + reason.text
+			}
+			if cut := s.killedFor(); cut != "" {
+				ev.Reason = v.Reason + "; cut: " + cut
+			}
+			s.finish()
+		}
+		p.emit(ev)
+		return
 	}
 
 	if ic := p.cfg.Interceptor; ic != nil {
@@ -538,4 +599,24 @@ func (p *Proxy) dialUpstream(ctx context.Context, pol network.Parsed, host strin
 		return nil, netip.AddrPort{}, fmt.Errorf("%w: %s resolves only to this host's addresses %v", ErrNoUpstream, host, good)
 	}
 	return nil, netip.AddrPortFrom(good[0], port), fmt.Errorf("dial %s: %w", host, errors.Join(errs...))
+}
+
+// dialAddr connects to the original destination dst, which the policy
+// allows at L3, after the same address checks as dialUpstream.
+func (p *Proxy) dialAddr(ctx context.Context, pol network.Parsed, dst netip.AddrPort) (net.Conn, netip.AddrPort, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	good, _ := permitted([]netip.Addr{dst.Addr()}, pol, p.blocked)
+	if len(good) == 0 {
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: %s is a refused address", ErrNoUpstream, dst.Addr())
+	}
+	c, err := p.dial(ctx, "tcp", dst.String())
+	if err != nil {
+		return nil, dst, fmt.Errorf("dial %s: %w", dst, err)
+	}
+	if !p.cfg.DialLocal && isSelf(c) {
+		c.Close()
+		return nil, netip.AddrPort{}, fmt.Errorf("%w: %s is an address of this host", ErrNoUpstream, dst.Addr())
+	}
+	return c, dst, nil
 }

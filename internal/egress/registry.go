@@ -18,6 +18,7 @@ type registry struct {
 type entry struct {
 	id       string
 	policy   network.Parsed        // +checklocks:registry.mu
+	content  *contentState         // +checklocks:registry.mu; nil = no content scanning
 	sessions map[*session]struct{} // +checklocks:registry.mu; admitted
 	open     int                   // +checklocks:registry.mu; accepted and not done
 }
@@ -54,7 +55,7 @@ func (p *Proxy) Update(guestIP netip.Addr, pol network.Parsed) error {
 	e.policy = pol
 	var cut []*session
 	for s := range e.sessions {
-		if !Decide(pol, s.host).Allow {
+		if !DecideConn(pol, s.dst.Addr(), s.host).Allow {
 			cut = append(cut, s)
 		}
 	}
@@ -105,19 +106,42 @@ func (r *registry) open(src netip.Addr, s *session, max int) (id string, known, 
 
 // admit decides s.host on src's current policy and, if allowed, tracks s
 // under the entry, all under one lock so an Update cannot slip between.
-func (r *registry) admit(src netip.Addr, s *session) (id string, pol network.Parsed, v Verdict, known bool) {
+func (r *registry) admit(src netip.Addr, s *session) (id string, pol network.Parsed, v ConnVerdict, cs *contentState, known bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.m[src]
 	if !ok {
-		return "", network.Parsed{}, Verdict{Reason: "unknown source"}, false
+		return "", network.Parsed{}, ConnVerdict{Verdict: Verdict{Reason: "unknown source"}}, nil, false
 	}
-	v = Decide(e.policy, s.host)
+	v = DecideConn(e.policy, s.dst.Addr(), s.host)
 	if v.Allow {
 		e.sessions[s] = struct{}{}
 		s.entry = e
 	}
-	return e.id, e.policy, v, true
+	return e.id, e.policy, v, e.content, true
+}
+
+// current returns src's sandbox id, policy and content state now.
+func (r *registry) current(src netip.Addr) (id string, pol network.Parsed, cs *contentState, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[src]
+	if !ok {
+		return "", network.Parsed{}, nil, false
+	}
+	return e.id, e.policy, e.content, true
+}
+
+// setContent replaces src's content state.
+func (r *registry) setContent(src netip.Addr, cs *contentState) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[src]
+	if !ok {
+		return fmt.Errorf("set content %s: %w", src, ErrNotRegistered)
+	}
+	e.content = cs
+	return nil
 }
 
 func (r *registry) release(s *session) {

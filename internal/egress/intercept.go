@@ -1,0 +1,793 @@
+package egress
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/declaw/declaw/internal/egress/stage"
+)
+
+// intercepted is one sandbox connection whose content the proxy inspects:
+// TLS terminated with a leaf from the sandbox's CA (or plain HTTP), each
+// request re-decided on the sandbox's current policy, run through the
+// pipeline and forwarded with an http.Transport of its own that dials only
+// through the proxy's checked dialers.
+type intercepted struct {
+	p         *Proxy
+	s         *session
+	cs        *contentState // at admission (the CA); requests use the current one
+	id        string
+	proto     string
+	src, dst  netip.AddrPort
+	host      string // SNI (TLS) or first Host (HTTP); may be empty for TLS
+	client    *prefixConn
+	dialFirst func(ctx context.Context) (net.Conn, netip.AddrPort, error)
+
+	isTLS      bool
+	serverName string // upstream TLS name: SNI, or the original address
+
+	mu    sync.Mutex
+	first net.Conn // +checklocks:mu; pre-dialed verified upstream, used once
+	tr    *http.Transport
+}
+
+type endReason struct {
+	block bool // reset the client (no successful handshake)
+	text  string
+}
+
+func (ic *intercepted) serve(ctx context.Context) endReason {
+	if ic.proto == ProtoTLS {
+		return ic.serveTLS(ctx)
+	}
+	ic.tr = ic.transport()
+	defer ic.tr.CloseIdleConnections()
+	return ic.serveHTTP1(ctx, ic.client)
+}
+
+// serveTLS first connects and verifies the upstream, so that a bad upstream
+// certificate fails the sandbox's handshake, then terminates the sandbox's
+// TLS with a leaf for the same name.
+func (ic *intercepted) serveTLS(ctx context.Context) endReason {
+	ic.isTLS = true
+	ic.serverName = ic.host
+	if ic.serverName == "" {
+		ic.serverName = ic.dst.Addr().String()
+	}
+	raw, _, err := ic.dialFirst(ctx)
+	if err != nil {
+		return endReason{true, "upstream unreachable: " + userSafe(err)}
+	}
+	up, err := ic.handshakeUpstream(ctx, raw)
+	if err != nil {
+		ev := ic.newEvent(time.Now())
+		ev.Decision, ev.Stage = DecisionBlock, "upstream_tls"
+		ev.Reason = err.Error()
+		ic.p.emitHTTP(ev)
+		return endReason{true, err.Error()}
+	}
+	ic.first = up
+	leaf, err := ic.cs.content.CA.Leaf(ic.serverName)
+	if err != nil {
+		return endReason{true, "no certificate: " + err.Error()}
+	}
+	srv := tls.Server(ic.client, &tls.Config{
+		Certificates: []tls.Certificate{*leaf},
+		NextProtos:   []string{"h2", "http/1.1"},
+		MinVersion:   tls.VersionTLS12,
+	})
+	hctx, cancel := context.WithTimeout(ctx, ic.p.cfg.PeekTimeout)
+	err = srv.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		return endReason{true, "sandbox TLS handshake failed: " + userSafe(err)}
+	}
+	ic.tr = ic.transport()
+	defer ic.tr.CloseIdleConnections()
+	if srv.ConnectionState().NegotiatedProtocol == "h2" {
+		h2 := &http2.Server{IdleTimeout: ic.p.cfg.IdleTimeout, MaxReadFrameSize: 1 << 20}
+		h2.ServeConn(srv, &http2.ServeConnOpts{
+			Context:    ctx,
+			Handler:    http.HandlerFunc(ic.serveH2),
+			BaseConfig: &http.Server{MaxHeaderBytes: ic.p.cfg.MaxHeaderBytes},
+		})
+		return endReason{}
+	}
+	return ic.serveHTTP1(ctx, srv)
+}
+
+// handshakeUpstream runs the client TLS handshake to the upstream,
+// verifying its certificate against the system roots and the configured
+// upstream CAs for serverName.
+func (ic *intercepted) handshakeUpstream(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
+	name := ic.serverName
+	conf := &tls.Config{
+		ServerName: name,
+		NextProtos: []string{"h2", "http/1.1"},
+		MinVersion: tls.VersionTLS12,
+		// Verification is done below against several pools (crypto/tls
+		// takes one); InsecureSkipVerify only moves it to VerifyConnection.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyChain(ic.p.roots, cs.PeerCertificates, name)
+		},
+	}
+	c := tls.Client(raw, conf)
+	hctx, cancel := context.WithTimeout(ctx, ic.p.cfg.DialTimeout)
+	defer cancel()
+	if err := c.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		var ve *tls.CertificateVerificationError
+		var ue x509.UnknownAuthorityError
+		var he x509.HostnameError
+		var ie x509.CertificateInvalidError
+		if errors.As(err, &ve) || errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &ie) {
+			return nil, fmt.Errorf("upstream certificate verification failed for %s: %v", name, err)
+		}
+		return nil, fmt.Errorf("upstream TLS handshake with %s failed: %v", name, err)
+	}
+	return c, nil
+}
+
+// verifyChain verifies a peer chain for name against any of the pools.
+func verifyChain(pools []*x509.CertPool, chain []*x509.Certificate, name string) error {
+	if len(chain) == 0 {
+		return errors.New("no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	var first error
+	for _, roots := range pools {
+		_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name})
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return &tls.CertificateVerificationError{UnverifiedCertificates: chain, Err: first}
+}
+
+// transport returns the connection's upstream client. Plain HTTP dials the
+// request's host through dialHost; TLS dials the connection's server name
+// (requests for other names were refused with 421) and verifies it.
+func (ic *intercepted) transport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
+			c, _, err := ic.dialHost(ctx, host)
+			return c, err
+		},
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			ic.mu.Lock()
+			first := ic.first
+			ic.first = nil
+			ic.mu.Unlock()
+			if first != nil {
+				return first, nil
+			}
+			raw, _, err := ic.dialHost(ctx, ic.serverName)
+			if err != nil {
+				return nil, err
+			}
+			return ic.handshakeUpstream(ctx, raw)
+		},
+		ForceAttemptHTTP2:      true,
+		DisableCompression:     true,
+		MaxIdleConnsPerHost:    4,
+		IdleConnTimeout:        90 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+}
+
+// dialHost re-decides host on the sandbox's current policy and dials the
+// original destination or the resolved name accordingly.
+func (ic *intercepted) dialHost(ctx context.Context, host string) (net.Conn, netip.AddrPort, error) {
+	_, pol, _, ok := ic.p.reg.current(ic.src.Addr().Unmap())
+	if !ok {
+		return nil, netip.AddrPort{}, errors.New("sandbox unregistered")
+	}
+	v := DecideConn(pol, ic.dst.Addr(), host)
+	if !v.Allow {
+		return nil, netip.AddrPort{}, fmt.Errorf("%s: %s", host, v.Reason)
+	}
+	var c net.Conn
+	var addr netip.AddrPort
+	var err error
+	if v.DialOriginal {
+		c, addr, err = ic.p.dialAddr(ctx, pol, ic.dst)
+	} else {
+		c, addr, err = ic.p.dialUpstream(ctx, pol, host, ic.dst.Port())
+	}
+	if err != nil {
+		return nil, addr, err
+	}
+	if !ic.s.setUpstream(c, addr) {
+		return nil, addr, errors.New("connection cut: " + ic.s.killedFor())
+	}
+	return c, addr, nil
+}
+
+// ---- HTTP/1.x from the sandbox ----
+
+// serveHTTP1 reads requests one after the other (keep-alive, pipelining),
+// answering each before reading the next.
+func (ic *intercepted) serveHTTP1(ctx context.Context, conn net.Conn) endReason {
+	lr := &io.LimitedReader{R: conn, N: int64(ic.p.cfg.MaxHeaderBytes)}
+	br := bufio.NewReaderSize(lr, 16<<10)
+	bw := bufio.NewWriterSize(conn, 16<<10)
+	for n := 0; ; n++ {
+		if ctx.Err() != nil {
+			return endReason{}
+		}
+		lr.N = int64(ic.p.cfg.MaxHeaderBytes)
+		conn.SetReadDeadline(time.Now().Add(ic.p.cfg.IdleTimeout))
+		if _, err := br.Peek(1); err != nil {
+			return endReason{} // closed (or idle) between requests
+		}
+		start := time.Now()
+		conn.SetReadDeadline(start.Add(ic.p.cfg.PeekTimeout))
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			status, what := http.StatusBadRequest, "malformed request"
+			if lr.N <= 0 {
+				status, what = http.StatusRequestHeaderFieldsTooLarge, "request header too large"
+			}
+			ev := ic.newEvent(start)
+			ev.Decision, ev.Stage, ev.Status, ev.Direction = DecisionBlock, "malformed", status, "outbound"
+			ev.Reason = what + ": " + clipErr(err)
+			writeError(bw, status, what)
+			bw.Flush()
+			ic.p.emitHTTP(ev)
+			lingerClose(conn)
+			return endReason{text: what}
+		}
+		conn.SetReadDeadline(time.Time{})
+		lr.N = math.MaxInt64
+		if req.Header.Get("Upgrade") != "" {
+			req.Body.Close()
+			ev := ic.newEvent(start)
+			ic.fillRequest(&ev, req)
+			ev.Decision, ev.Stage, ev.Status, ev.Direction = DecisionBlock, "malformed", http.StatusNotImplemented, "outbound"
+			ev.Reason = "protocol upgrade is not supported on intercepted connections"
+			writeError(bw, ev.Status, ev.Reason)
+			bw.Flush()
+			ic.p.emitHTTP(ev)
+			return endReason{text: "upgrade refused"}
+		}
+		if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+			req.Header.Del("Expect")
+			if req.ContentLength != 0 {
+				bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+				bw.Flush()
+			}
+		}
+		req = req.WithContext(ctx)
+		resp := ic.roundTrip(req, start)
+		closeAfter := req.Close || resp.Close || ctx.Err() != nil
+		resp.Close = closeAfter
+		resp.Request = req
+		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
+		if req.ProtoMinor == 0 && req.ProtoMajor == 1 {
+			resp.Proto, resp.ProtoMinor = "HTTP/1.0", 0
+		}
+		if resp.ContentLength < 0 && resp.ProtoMinor == 1 {
+			resp.TransferEncoding = []string{"chunked"}
+		} else {
+			resp.TransferEncoding = nil
+		}
+		body := resp.Body
+		resp.Body = &flushReader{r: body, w: bw}
+		// The struct hides bufio.Writer.ReadFrom, which would read the body
+		// into the buffer flushReader flushes.
+		werr := resp.Write(struct{ io.Writer }{bw})
+		if werr == nil {
+			werr = bw.Flush()
+		}
+		body.Close()
+		io.CopyN(io.Discard, req.Body, 256<<10)
+		req.Body.Close()
+		if werr != nil || closeAfter {
+			return endReason{}
+		}
+	}
+}
+
+// flushReader flushes w before every read of r, so each chunk of a
+// streamed body reaches the sandbox as soon as it is produced.
+type flushReader struct {
+	r io.Reader
+	w *bufio.Writer
+}
+
+func (f *flushReader) Read(p []byte) (int, error) {
+	if err := f.w.Flush(); err != nil {
+		return 0, err
+	}
+	return f.r.Read(p)
+}
+
+func (f *flushReader) Close() error { return nil }
+
+func writeError(w io.Writer, status int, msg string) {
+	body := errorJSON(msg)
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+}
+
+func errorJSON(msg string) []byte {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	return append(b, '\n')
+}
+
+// lingerClose half-closes c and drains what the client still sends for a
+// moment, so that closing does not reset the connection (and discard the
+// error response) while unread request bytes are pending.
+func lingerClose(c net.Conn) {
+	closeWrite(c)
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, c, 1<<20)
+}
+
+// ---- HTTP/2 from the sandbox ----
+
+func (ic *intercepted) serveH2(w http.ResponseWriter, r *http.Request) {
+	resp := ic.roundTrip(r, time.Now())
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = vs
+	}
+	removeHopByHop(h)
+	h.Del("Content-Length")
+	if resp.ContentLength >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// ---- one exchange ----
+
+func (ic *intercepted) newEvent(start time.Time) HTTPEvent {
+	return HTTPEvent{Time: start, SandboxID: ic.id, Src: ic.src, Dst: ic.dst, TLS: ic.isTLS, Host: ic.host}
+}
+
+func (ic *intercepted) fillRequest(ev *HTTPEvent, req *http.Request) {
+	scheme := "http"
+	if ic.isTLS {
+		scheme = "https"
+	}
+	ev.Proto, ev.Method = req.Proto, req.Method
+	ev.Host = requestHost(req, ic.host)
+	ev.URL = scheme + "://" + req.Host + req.URL.RequestURI()
+}
+
+// requestHost is the request's host name, lower-cased, without port.
+func requestHost(req *http.Request, fallback string) string {
+	h := req.Host
+	if h == "" {
+		return fallback
+	}
+	if name, ok := hostFromAuthority(h); ok {
+		return name
+	}
+	return strings.ToLower(h)
+}
+
+// roundTrip is the adapter around the pipeline for one request: it always
+// returns a response for the sandbox (the upstream's, processed, or an
+// error/block response) and emits the HTTPEvent when its body is done.
+func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Response {
+	ev := ic.newEvent(start)
+	ic.fillRequest(&ev, req)
+	host := ev.Host
+	reply := func(status int, stg, reason string, body []byte, dir string) *http.Response {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		ev.Status, ev.Stage, ev.Reason, ev.Direction = status, stg, reason, dir
+		if ev.Decision == "" {
+			ev.Decision = DecisionBlock
+		}
+		ev.ResponseBytes = int64(len(body))
+		ic.p.emitHTTP(ev)
+		return jsonResponse(status, stg, body)
+	}
+
+	_, pol, cs, ok := ic.p.reg.current(ic.src.Addr().Unmap())
+	if !ok {
+		return reply(http.StatusForbidden, "policy", "sandbox unregistered", errorJSON("blocked by declaw: sandbox not registered"), "outbound")
+	}
+	if ic.isTLS && host != ic.serverName && !(ic.host == "" && host != "") {
+		return reply(http.StatusMisdirectedRequest, "policy", fmt.Sprintf("Host %q differs from the TLS server name %q", host, ic.serverName),
+			errorJSON("declaw: request host does not match the TLS server name"), "outbound")
+	}
+	if v := DecideConn(pol, ic.dst.Addr(), host); !v.Allow {
+		return reply(http.StatusForbidden, "policy", v.Reason, errorJSON("blocked by declaw: "+v.Reason), "outbound")
+	}
+	pl := &stage.Pipeline{}
+	if cs != nil && cs.pipeline != nil {
+		pl = cs.pipeline
+	}
+	ex := stage.NewExchange()
+	defer func() { fillReport(&ev, ex) }()
+
+	// The upstream request.
+	out := req.Clone(req.Context())
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	urlHost := host
+	if ic.isTLS {
+		out.URL.Scheme = "https"
+		urlHost = ic.serverName
+	}
+	out.URL.Host = net.JoinHostPort(urlHost, strconv.Itoa(int(ic.dst.Port())))
+	out.Header = req.Header.Clone()
+	removeHopByHop(out.Header)
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	if ae := out.Header.Get("Accept-Encoding"); ae != "" {
+		if f := filterAcceptEncoding(ae); f != "" {
+			out.Header.Set("Accept-Encoding", f)
+		} else {
+			out.Header.Del("Accept-Encoding")
+		}
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0
+	if !hasBody {
+		out.Body, out.ContentLength = nil, 0
+	}
+	ev.RequestBytes = max(req.ContentLength, 0)
+
+	if stages := pl.Stages(stage.Outbound, host); len(stages) > 0 {
+		var body []byte
+		scan := true
+		if hasBody {
+			dec, consumed, err := stage.ReadBody(req.Body, req.Header.Get("Content-Encoding"), ic.p.cfg.MaxScanBody)
+			switch {
+			case errors.Is(err, stage.ErrTooLarge), errors.Is(err, stage.ErrUnsupported):
+				what := "request body too large to scan"
+				if errors.Is(err, stage.ErrUnsupported) {
+					what = "request body encoding not scannable"
+				}
+				if pl.BlockOnUnscannable {
+					return reply(http.StatusRequestEntityTooLarge, "scan_limit", what, errorJSON("blocked by declaw: "+what), "outbound")
+				}
+				ev.Notes = append(ev.Notes, what+", not scanned")
+				out.Body = io.NopCloser(io.MultiReader(bytes.NewReader(consumed), req.Body))
+				scan = false
+			case err != nil:
+				return reply(http.StatusBadRequest, "malformed", "request body: "+clipErr(err), errorJSON("declaw: unreadable request body"), "outbound")
+			default:
+				body = dec
+			}
+		}
+		if scan {
+			m := &stage.Message{Direction: stage.Outbound, Host: host, Header: out.Header, Body: body}
+			if v := stage.Run(stages, ex, m); v.Action == stage.Block {
+				fillReport(&ev, ex)
+				return reply(ex.Block.Status, ex.Block.Stage, v.Reason, ex.Block.Body, "outbound")
+			}
+			if hasBody {
+				setBody(out, out.Header, m.Body)
+			}
+		}
+	}
+	if out.ContentLength > 0 {
+		ev.RequestBytes = out.ContentLength
+	}
+
+	resp, err := ic.tr.RoundTrip(out)
+	if err != nil {
+		ev.Decision = DecisionError
+		return reply(http.StatusBadGateway, "upstream", "upstream request failed: "+clipErr(err),
+			errorJSON("declaw: upstream request failed"), "outbound")
+	}
+	removeHopByHop(resp.Header)
+	ev.Status = resp.StatusCode
+
+	noBody := req.Method == http.MethodHead || resp.StatusCode < 200 || resp.StatusCode == 204 || resp.StatusCode == 304
+	stages := pl.Stages(stage.Inbound, host)
+	if ex.Redactor.Len() == 0 {
+		stages = dropRehydrate(stages)
+	}
+	switch {
+	case noBody || len(stages) == 0:
+	case isSSE(resp.Header):
+		r := io.Reader(resp.Body)
+		if ce := resp.Header.Get("Content-Encoding"); ce != "" {
+			d, err := stage.Decoder(resp.Body, ce)
+			if err != nil {
+				resp.Body.Close()
+				return ic.unscannable(&ev, pl, resp, reply)
+			}
+			r = d
+		}
+		m := &stage.Message{Direction: stage.Inbound, Host: host, Header: resp.Header}
+		resp.Body = &sseBody{r: r, c: resp.Body, sse: stage.NewSSE(pl, ex, host, m)}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+	default:
+		dec, consumed, err := stage.ReadBody(resp.Body, resp.Header.Get("Content-Encoding"), ic.p.cfg.MaxScanBody)
+		switch {
+		case errors.Is(err, stage.ErrTooLarge), errors.Is(err, stage.ErrUnsupported):
+			if pl.BlockOnUnscannable {
+				resp.Body.Close()
+				return ic.unscannable(&ev, pl, resp, reply)
+			}
+			ev.Notes = append(ev.Notes, "response body too large or not decodable, not scanned")
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(consumed), resp.Body), resp.Body}
+		case err != nil:
+			resp.Body.Close()
+			ev.Decision = DecisionError
+			return reply(http.StatusBadGateway, "upstream", "response body: "+clipErr(err), errorJSON("declaw: unreadable upstream response"), "inbound")
+		default:
+			resp.Body.Close()
+			m := &stage.Message{Direction: stage.Inbound, Host: host, Header: resp.Header, Body: dec}
+			if v := stage.Run(stages, ex, m); v.Action == stage.Block {
+				fillReport(&ev, ex)
+				return reply(ex.Block.Status, ex.Block.Stage, v.Reason, ex.Block.Body, "inbound")
+			}
+			resp.Header.Del("Content-Encoding")
+			resp.Header.Set("Content-Length", strconv.Itoa(len(m.Body)))
+			resp.ContentLength = int64(len(m.Body))
+			resp.Body = io.NopCloser(bytes.NewReader(m.Body))
+		}
+	}
+	ev.Decision, ev.Direction = DecisionAllow, "both"
+	eb := &eventBody{rc: resp.Body}
+	eb.done = func(n int64, blocked *stage.Verdict) {
+		fillReport(&ev, ex)
+		ev.ResponseBytes = n
+		ev.Duration = time.Since(ev.Time)
+		if blocked != nil {
+			ev.Decision, ev.Stage, ev.Reason, ev.Direction = DecisionBlock, "injection", blocked.Reason+" (stream cut)", "inbound"
+		}
+		ic.p.emitHTTP(ev)
+	}
+	resp.Body = eb
+	return resp
+}
+
+func (ic *intercepted) unscannable(ev *HTTPEvent, pl *stage.Pipeline, resp *http.Response,
+	reply func(int, string, string, []byte, string) *http.Response) *http.Response {
+	what := "response body too large to scan or not decodable"
+	return reply(http.StatusBadGateway, "scan_limit", what, errorJSON("blocked by declaw: "+what), "inbound")
+}
+
+func dropRehydrate(ss []stage.Stage) []stage.Stage {
+	var out []stage.Stage
+	for _, s := range ss {
+		if _, ok := s.(*stage.RehydrateStage); !ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func isSSE(h http.Header) bool {
+	ct := strings.ToLower(h.Get("Content-Type"))
+	return strings.HasPrefix(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// setBody replaces a request's body with b, decoded: Content-Encoding is
+// dropped and the length fixed.
+func setBody(r *http.Request, h http.Header, b []byte) {
+	h.Del("Content-Encoding")
+	h.Del("Transfer-Encoding")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.ContentLength = int64(len(b))
+	r.TransferEncoding = nil
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+func fillReport(ev *HTTPEvent, ex *stage.Exchange) {
+	r := &ex.Report
+	ev.PII, ev.PIIAction, ev.Rehydrated = r.PII, r.PIIAction, r.Rehydrated
+	ev.Injection, ev.Transformations, ev.Verdicts = r.Injection, r.Transformations, r.Verdicts
+	ev.RequestBody, ev.ResponseBody, ev.BodiesTruncated = r.RequestBody, r.ResponseBody, r.BodiesTruncated
+}
+
+func jsonResponse(status int, stg string, body []byte) *http.Response {
+	h := http.Header{"Content-Type": {"application/json"}, "Content-Length": {strconv.Itoa(len(body))}}
+	if stg != "" && stg != "upstream" {
+		h.Set("X-Declaw-Blocked", stg)
+	}
+	return &http.Response{
+		StatusCode: status, Status: fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+	}
+}
+
+// hopByHop are the connection-level headers never forwarded.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+}
+
+// filterAcceptEncoding keeps only the codings the pipeline can decode.
+func filterAcceptEncoding(ae string) string {
+	var keep []string
+	for _, part := range strings.Split(ae, ",") {
+		name := strings.ToLower(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]))
+		switch name {
+		case "gzip", "x-gzip", "deflate", "br", "identity":
+			keep = append(keep, strings.TrimSpace(part))
+		}
+	}
+	return strings.Join(keep, ", ")
+}
+
+// sseBody streams a text/event-stream response through a stage.SSE.
+type sseBody struct {
+	r    io.Reader
+	c    io.Closer
+	sse  *stage.SSE
+	out  []byte
+	err  error
+	buf  []byte
+	done bool
+}
+
+func (b *sseBody) Read(p []byte) (int, error) {
+	for len(b.out) == 0 {
+		if b.done {
+			return 0, b.err
+		}
+		if b.buf == nil {
+			b.buf = make([]byte, 32<<10)
+		}
+		n, err := b.r.Read(b.buf)
+		if n > 0 {
+			b.out = b.sse.Write(b.buf[:n])
+		}
+		if err != nil {
+			b.out = append(b.out, b.sse.Flush()...)
+			b.done, b.err = true, err
+			if err == io.EOF {
+				b.err = io.EOF
+			}
+		}
+		if b.sse.Blocked() != nil {
+			b.done, b.err = true, io.EOF
+		}
+	}
+	n := copy(p, b.out)
+	b.out = b.out[n:]
+	return n, nil
+}
+
+func (b *sseBody) Close() error { return b.c.Close() }
+
+// eventBody counts the bytes sent to the sandbox and emits the exchange's
+// event once, at EOF, error or Close.
+type eventBody struct {
+	rc   io.ReadCloser
+	n    int64
+	once sync.Once
+	done func(n int64, blocked *stage.Verdict)
+}
+
+func (b *eventBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if err != nil {
+		b.finish()
+	}
+	return n, err
+}
+
+func (b *eventBody) Close() error {
+	err := b.rc.Close()
+	b.finish()
+	return err
+}
+
+func (b *eventBody) finish() {
+	b.once.Do(func() {
+		var blocked *stage.Verdict
+		if s, ok := b.rc.(*sseBody); ok {
+			blocked = s.sse.Blocked()
+		}
+		b.done(b.n, blocked)
+	})
+}
+
+// refuseHTTP answers a malformed or oversized plain-HTTP request of a
+// content-scanned sandbox with 400 or 431 (and an HTTPEvent) instead of a
+// bare reset. It reports false when the sandbox is not content-scanned.
+func (p *Proxy) refuseHTTP(s *session, src netip.Addr, ev Event, peeked []byte, err error) bool {
+	_, _, cs, ok := p.reg.current(src)
+	if !ok || !cs.intercepts() {
+		return false
+	}
+	status, what := http.StatusBadRequest, "malformed request"
+	if errors.Is(err, errTooLarge) {
+		status, what = http.StatusRequestHeaderFieldsTooLarge, "request header too large"
+	} else if !errors.Is(err, ErrMalformed) {
+		return false
+	}
+	hev := HTTPEvent{Time: ev.Time, SandboxID: ev.SandboxID, Src: ev.Src, Dst: ev.Dst, Host: ev.Host,
+		Status: status, Direction: "outbound", Decision: DecisionBlock, Stage: "malformed", Reason: what + ": " + clipErr(err)}
+	if line, _, ok := bytes.Cut(peeked, []byte("\n")); ok {
+		if f := strings.Fields(string(line)); len(f) == 3 {
+			hev.Method, hev.Proto = clip(f[0], 32), clip(f[2], 16)
+		}
+	}
+	s.client.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	writeError(s.client, status, what)
+	lingerClose(s.client)
+	p.emitHTTP(hev)
+	ev.Reason = what
+	s.finish()
+	p.emit(ev)
+	return true
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func clipErr(err error) string { return clip(err.Error(), 200) }
+
+// userSafe strips addresses-heavy detail from dial errors.
+func userSafe(err error) string {
+	if errors.Is(err, ErrNoUpstream) {
+		return "no permitted address for the name"
+	}
+	return clipErr(err)
+}

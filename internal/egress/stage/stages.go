@@ -1,0 +1,378 @@
+package stage
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/declaw/declaw/internal/guard/injection"
+	"github.com/declaw/declaw/internal/guard/pii"
+	"github.com/declaw/declaw/internal/guard/redact"
+	"github.com/declaw/declaw/internal/policy"
+)
+
+// ---- transformations ----
+
+// Transform is one compiled transformation rule.
+type Transform struct {
+	Index    int // position in the policy's list, for the audit
+	Re       *regexp.Regexp
+	Template []byte // Go Expand template
+}
+
+// CompileTransform compiles a policy rule; index is its position.
+func CompileTransform(tr policy.Transformation, index int) (Transform, error) {
+	if err := policy.ValidateRegex(tr.Match); err != nil {
+		return Transform{}, fmt.Errorf("transformations[%d]: %w", index, err)
+	}
+	re, err := regexp.Compile(tr.Match)
+	if err != nil {
+		return Transform{}, fmt.Errorf("transformations[%d]: %w", index, err)
+	}
+	return Transform{Index: index, Re: re, Template: []byte(ConvertReplacement(tr.Replace))}, nil
+}
+
+// ConvertReplacement turns a `\1`-style replacement into a Go regexp
+// template: `\N` (one digit, or `\{N}` / `\g<N>` forms are not special)
+// becomes ${N}, `\\` a backslash, and `$` is escaped to stay literal.
+func ConvertReplacement(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '$':
+			b.WriteString("$$")
+		case c == '\\' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
+			j := i + 1
+			for j < len(s) && j < i+3 && s[j] >= '0' && s[j] <= '9' {
+				j++
+			}
+			b.WriteString("${" + s[i+1:j] + "}")
+			i = j - 1
+		case c == '\\' && i+1 < len(s) && s[i+1] == '\\':
+			b.WriteByte('\\')
+			i++
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// ApplyTransforms is the pure core: it applies rules in order to body and
+// returns the result and the indexes of the rules that matched.
+func ApplyTransforms(rules []Transform, body []byte) ([]byte, []int) {
+	var applied []int
+	for _, t := range rules {
+		if !t.Re.Match(body) {
+			continue
+		}
+		body = t.Re.ReplaceAll(body, t.Template)
+		applied = append(applied, t.Index)
+	}
+	return body, applied
+}
+
+// TransformStage applies the transformations of one direction.
+type TransformStage struct {
+	Rules []Transform
+	Dir   Direction
+}
+
+func (s *TransformStage) Name() string        { return "transform" }
+func (s *TransformStage) Applies(string) bool { return len(s.Rules) > 0 }
+func (s *TransformStage) Apply(ex *Exchange, m *Message) Verdict {
+	out, applied := ApplyTransforms(s.Rules, m.Body)
+	if len(applied) == 0 {
+		return Verdict{}
+	}
+	m.Body = out
+	for _, i := range applied {
+		ex.Report.Transformations = append(ex.Report.Transformations, fmt.Sprintf("%s[%d]", m.Direction, i))
+	}
+	return Verdict{Reason: fmt.Sprintf("%d transformation(s) applied", len(applied))}
+}
+
+// ---- PII ----
+
+// PIIResult is the pure core's outcome.
+type PIIResult struct {
+	Body   []byte         // redacted (action redact), else the input
+	Counts map[string]int // findings per type
+}
+
+// Types returns the found types, sorted.
+func (r PIIResult) Types() []string {
+	var ts []string
+	for t := range r.Counts {
+		ts = append(ts, t)
+	}
+	sort.Strings(ts)
+	return ts
+}
+
+// RedactPII is the pure core of the PII stage: it finds the given types in
+// body (inside JSON string values when isJSON and the body is valid JSON,
+// otherwise in the whole text) and, when redactWith is non-nil, replaces
+// them with its tokens. Finding counts are per occurrence.
+func RedactPII(sc *pii.Scanner, types []pii.Type, body []byte, isJSON bool, redactWith *redact.Redactor) PIIResult {
+	res := PIIResult{Body: body, Counts: map[string]int{}}
+	r := redactWith
+	if r == nil {
+		r = redact.New() // dry run: count only
+	}
+	detect := func(s string) []redact.Span {
+		spans := sc.Scan(s, types)
+		out := make([]redact.Span, 0, len(spans))
+		for _, sp := range spans {
+			res.Counts[string(sp.Type)]++
+			out = append(out, redact.Span{Type: tokenType(sp.Type), Start: sp.Start, End: sp.End})
+		}
+		return out
+	}
+	if isJSON {
+		if out, err := r.JSON(body, detect); err == nil {
+			if redactWith != nil {
+				res.Body = out
+			}
+			return res
+		}
+		clear(res.Counts) // not valid JSON after all: treat as text
+	}
+	s := string(body)
+	spans := detect(s)
+	if len(spans) > 0 && redactWith != nil {
+		res.Body = []byte(r.Text(s, spans))
+	}
+	return res
+}
+
+// tokenType is the TYPE in [REDACTED_<TYPE>_<n>].
+func tokenType(t pii.Type) string { return strings.ToUpper(string(t)) }
+
+// PIIStage finds personal data in outbound bodies and redacts, blocks or
+// only reports it per the policy's action.
+type PIIStage struct {
+	Scanner *pii.Scanner
+	Types   []pii.Type
+	Action  string // redact | block | log_only
+	Domains *Domains
+}
+
+func (s *PIIStage) Name() string             { return "pii" }
+func (s *PIIStage) Applies(host string) bool { return s.Domains.Match(host) }
+func (s *PIIStage) Apply(ex *Exchange, m *Message) Verdict {
+	var with *redact.Redactor
+	if s.Action == "redact" {
+		with = ex.Redactor
+	}
+	res := RedactPII(s.Scanner, s.Types, m.Body, m.IsJSON(), with)
+	if len(res.Counts) == 0 {
+		return Verdict{}
+	}
+	if ex.Report.PII == nil {
+		ex.Report.PII = map[string]int{}
+	}
+	for t, n := range res.Counts {
+		ex.Report.PII[t] += n
+	}
+	ex.Report.PIIAction = s.Action
+	types := res.Types()
+	reason := "pii " + strings.Join(types, ",")
+	switch s.Action {
+	case "block":
+		ex.Block = &BlockResponse{Status: 403, Stage: s.Name(), Body: blockJSON("pii", map[string]any{"types": types})}
+		return Verdict{Action: Block, Reason: reason + " blocked"}
+	case "redact":
+		m.Body = res.Body
+		return Verdict{Reason: reason + " redacted"}
+	}
+	return Verdict{Reason: reason + " logged"}
+}
+
+// RehydrateStage puts this exchange's redacted values back into the response.
+type RehydrateStage struct{}
+
+func (s *RehydrateStage) Name() string        { return "rehydrate" }
+func (s *RehydrateStage) Applies(string) bool { return true }
+func (s *RehydrateStage) Apply(ex *Exchange, m *Message) Verdict {
+	if ex.Redactor == nil || ex.Redactor.Len() == 0 {
+		return Verdict{}
+	}
+	out, n := Rehydrate(m.Body, RehydrationMap(ex.Redactor.Map(), m.IsJSON() || m.IsSSE()))
+	if n == 0 {
+		return Verdict{}
+	}
+	m.Body = out
+	ex.Report.Rehydrated += n
+	return Verdict{Reason: fmt.Sprintf("%d token(s) rehydrated", n)}
+}
+
+// RehydrationMap returns m, with values JSON-escaped (no quotes) when the
+// tokens sit inside JSON strings.
+func RehydrationMap(m map[string]string, jsonEscape bool) map[string]string {
+	if !jsonEscape {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		q := redact.AppendQuoted(nil, v)
+		out[k] = string(q[1 : len(q)-1])
+	}
+	return out
+}
+
+// Rehydrate is the pure core: tokens of m in body replaced, and how many.
+func Rehydrate(body []byte, m map[string]string) ([]byte, int) {
+	if len(m) == 0 || !bytes.Contains(body, []byte(redact.TokenPrefix)) {
+		return body, 0
+	}
+	n := 0
+	for k := range m {
+		n += bytes.Count(body, []byte(k))
+	}
+	if n == 0 {
+		return body, 0
+	}
+	return []byte(redact.Rehydrate(string(body), m)), n
+}
+
+// ---- injection ----
+
+// InjectionStage scores a body for prompt injection.
+type InjectionStage struct {
+	Detector *injection.Detector
+	Options  injection.Options
+	Action   string // block | log_only
+	Domains  *Domains
+	Dir      Direction
+}
+
+func (s *InjectionStage) Name() string             { return "injection" }
+func (s *InjectionStage) Applies(host string) bool { return s.Domains.Match(host) }
+func (s *InjectionStage) Apply(ex *Exchange, m *Message) Verdict {
+	if len(m.Body) == 0 {
+		return Verdict{}
+	}
+	res := ScanInjection(s.Detector, s.Options, m.Body, m.IsJSON())
+	f := &InjectionFinding{Direction: m.Direction.String(), Score: res.Score, Threshold: res.Threshold, Verdict: "clean"}
+	if res.Verdict {
+		f.Verdict, f.Reasons = "detected", slices.Clone(res.Reasons)
+		if len(f.Reasons) > 8 {
+			f.Reasons = f.Reasons[:8]
+		}
+		if s.Action == "block" {
+			f.Verdict = "blocked"
+		}
+	}
+	if old := ex.Report.Injection; old == nil || f.Verdict != "clean" && old.Verdict == "clean" || f.Score > old.Score && (f.Verdict != "clean") == (old.Verdict != "clean") {
+		ex.Report.Injection = f
+	}
+	if !res.Verdict {
+		return Verdict{}
+	}
+	reason := fmt.Sprintf("injection score %.2f >= %.2f", res.Score, res.Threshold)
+	if s.Action == "block" {
+		ex.Block = &BlockResponse{Status: 403, Stage: s.Name(), Body: blockJSON("injection", map[string]any{
+			"direction": m.Direction.String(), "score": round2(res.Score),
+		})}
+		return Verdict{Action: Block, Reason: reason + " blocked"}
+	}
+	return Verdict{Reason: reason + " logged"}
+}
+
+func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }
+
+// ScanInjection is the pure core: the detector's result on the body's text
+// (for valid JSON, its string values joined by newlines).
+func ScanInjection(d *injection.Detector, opts injection.Options, body []byte, isJSON bool) injection.Result {
+	text := string(body)
+	if isJSON {
+		if s, ok := jsonStrings(body); ok {
+			text = s
+		}
+	}
+	return d.Score(text, opts)
+}
+
+// jsonStrings returns the string values (not keys) of a JSON document.
+func jsonStrings(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var b strings.Builder
+	// stack of containers: true = object; in objects, keys alternate.
+	var stack []bool
+	var expectKey []bool
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return b.String(), err.Error() == "EOF"
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				if n := len(stack); n > 0 && stack[n-1] {
+					expectKey[n-1] = true // the container was a value
+				}
+				stack = append(stack, v == '{')
+				expectKey = append(expectKey, v == '{')
+			default:
+				stack, expectKey = stack[:len(stack)-1], expectKey[:len(expectKey)-1]
+			}
+		case string:
+			n := len(stack)
+			if n > 0 && stack[n-1] && expectKey[n-1] {
+				expectKey[n-1] = false
+				continue
+			}
+			if n > 0 && stack[n-1] {
+				expectKey[n-1] = true
+			}
+			if b.Len() > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString(v)
+		default:
+			if n := len(stack); n > 0 && stack[n-1] {
+				expectKey[n-1] = true
+			}
+		}
+	}
+}
+
+// ---- audit ----
+
+// AuditStage records the body as it leaves the pipeline (so the stored
+// request body is the redacted one), capped at Max bytes.
+type AuditStage struct {
+	Dir Direction
+	Max int
+}
+
+func (s *AuditStage) Name() string        { return "audit" }
+func (s *AuditStage) Applies(string) bool { return true }
+func (s *AuditStage) Apply(ex *Exchange, m *Message) Verdict {
+	b := m.Body
+	if len(b) > s.Max {
+		b = b[:s.Max]
+		ex.Report.BodiesTruncated = true
+	}
+	if m.Direction == Inbound {
+		ex.Report.ResponseBody = bytes.Clone(b)
+	} else {
+		ex.Report.RequestBody = bytes.Clone(b)
+	}
+	return Verdict{}
+}
+
+var (
+	_ Stage = (*TransformStage)(nil)
+	_ Stage = (*PIIStage)(nil)
+	_ Stage = (*RehydrateStage)(nil)
+	_ Stage = (*InjectionStage)(nil)
+	_ Stage = (*AuditStage)(nil)
+)
