@@ -23,6 +23,7 @@ var DefaultTrainFiles = []string{
 	"injection/opensource_deepset_benign.yaml",
 	"injection/opensource_gandalf_attacks.yaml",
 	"pii/presidio_synth_dataset_v2.json",
+	"pii/presidio_generated_small.json",
 }
 
 func runTrain(args []string, stdout, stderr io.Writer) error {
@@ -157,4 +158,39 @@ func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfi
 		fmt.Fprintf(tw, "%.2f\t%.3f\t%.3f\t\n", t, float64(tp)/float64(max(1, p)), float64(fp)/float64(max(1, n)))
 	}
 	tw.Flush()
+	// Operating points: the lowest threshold (on a 0.01 grid) whose
+	// out-of-fold FPR is at most the target; the presets come from here.
+	fmt.Fprintln(w, "operating points (lowest threshold with out-of-fold FPR <= target):")
+	for _, target := range []float64{0.001, 0.01, 0.03, 0.10} {
+		t, tpr, fpr := OperatingPoint(ex, scores, target)
+		fmt.Fprintf(w, "  FPR <= %.3f: threshold %.2f, TPR %.3f, FPR %.3f\n", target, t, tpr, fpr)
+	}
+}
+
+// OperatingPoint returns the lowest threshold on a 0.01 grid in [0.30,
+// 0.99] whose FPR over the benign examples is at most target, with the TPR
+// and FPR there.
+func OperatingPoint(ex []injection.Example, scores []float64, target float64) (t, tpr, fpr float64) {
+	for k := 30; k <= 99; k++ {
+		t = float64(k) / 100
+		tp, fp, p, n := 0, 0, 0, 0
+		for i, e := range ex {
+			if e.Malicious {
+				p++
+				if scores[i] >= t {
+					tp++
+				}
+			} else {
+				n++
+				if scores[i] >= t {
+					fp++
+				}
+			}
+		}
+		tpr, fpr = float64(tp)/float64(max(1, p)), float64(fp)/float64(max(1, n))
+		if fpr <= target {
+			return t, tpr, fpr
+		}
+	}
+	return t, tpr, fpr
 }

@@ -123,9 +123,7 @@ func (d *Detector) score(text string, depth int) Result {
 	var res Result
 	res.Normalized = n
 	windows := d.Model.Windows(lower)
-	for _, p := range windows {
-		res.ModelScore = max(res.ModelScore, p)
-	}
+	res.ModelScore = d.Model.MaxProb(windows)
 	var reasons []string
 	// Phrase rules have positions: their evidence is combined (noisy-or)
 	// with the model's probability for the windows around the match only,

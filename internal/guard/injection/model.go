@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -33,13 +34,19 @@ type Model struct {
 	Bias  float32
 	Scale float32
 	// Norm is the length-normalisation exponent (0.5 or 1).
-	Norm    float32
-	Weights []int8 // len 1<<HashBits
+	Norm float32
+	// TailScale is the scale of the upper tail of the model's logit on
+	// benign training texts ((q99 - q90) / ln 10, measured by Train). The
+	// maximum over n windows of benign text grows by about TailScale*ln(n)
+	// logits; MaxProb subtracts that, so model-only scores do not grow
+	// with the length of the text.
+	TailScale float32
+	Weights   []int8 // len 1<<HashBits
 	// TrainedOn names the data files the weights were fitted on.
 	TrainedOn []string
 }
 
-const modelMagic = "DCLWINJ2"
+const modelMagic = "DCLWINJ3"
 
 //go:embed model.bin
 var embeddedModel []byte
@@ -55,6 +62,7 @@ func (m *Model) Encode() []byte {
 	binary.Write(&b, binary.LittleEndian, m.Bias)
 	binary.Write(&b, binary.LittleEndian, m.Scale)
 	binary.Write(&b, binary.LittleEndian, m.Norm)
+	binary.Write(&b, binary.LittleEndian, m.TailScale)
 	binary.Write(&b, binary.LittleEndian, uint16(len(m.TrainedOn)))
 	for _, f := range m.TrainedOn {
 		binary.Write(&b, binary.LittleEndian, uint16(len(f)))
@@ -83,7 +91,8 @@ func DecodeModel(data []byte) (*Model, error) {
 		return nil, fmt.Errorf("%w: hash bits %d", ErrBadModel, bits)
 	}
 	if binary.Read(r, binary.LittleEndian, &m.Bias) != nil || binary.Read(r, binary.LittleEndian, &m.Scale) != nil ||
-		binary.Read(r, binary.LittleEndian, &m.Norm) != nil || binary.Read(r, binary.LittleEndian, &nf) != nil {
+		binary.Read(r, binary.LittleEndian, &m.Norm) != nil || binary.Read(r, binary.LittleEndian, &m.TailScale) != nil ||
+		binary.Read(r, binary.LittleEndian, &nf) != nil {
 		return nil, ErrBadModel
 	}
 	for i := 0; i < int(nf); i++ {
@@ -117,15 +126,32 @@ func lowerASCII(c byte) byte {
 	return c
 }
 
-// Features calls fn with the hash bucket of every n-gram of s, in order
-// of the n-gram's end position (the trainer uses the same function).
-// Runs of whitespace count as one space and the text is padded with a
-// space at both ends. An n-gram's bucket is a multiplicative hash of its
-// bytes packed into an integer, tagged with n.
+// Features calls fn with the hash bucket of every feature of s, in order
+// of the feature's end position (the trainer uses the same function;
+// Windows inlines it). Runs of whitespace count as one space and the text
+// is padded with a space at both ends. Two feature families share the
+// buckets:
+//   - character n-grams (NGramMin to NGramMax bytes): a multiplicative hash
+//     of the n-gram's bytes packed into an integer, tagged with n;
+//   - word unigrams and bigrams: a word is a run of ASCII letters and
+//     digits or non-ASCII bytes; each word end emits the word's hash and,
+//     after the first word, the hash of the pair (previous word, word).
 func Features(s string, fn func(end int, h uint32)) {
 	var v uint64 // the last bytes, newest in the low byte
 	filled := 0
+	var wh, prev uint64 = wordSeed, 0
+	inWord := false
 	emit := func(pos int, c byte) {
+		if wordChar[c] {
+			wh = (wh ^ uint64(c)) * wordMul
+			inWord = true
+		} else if inWord {
+			fn(pos, wordBucket(wh))
+			if prev != 0 {
+				fn(pos, pairBucket(prev, wh))
+			}
+			prev, wh, inWord = wh, wordSeed, false
+		}
 		v = v<<8 | uint64(c)
 		filled++
 		for n := NGramMin; n <= NGramMax && n <= filled; n++ {
@@ -151,6 +177,29 @@ func Features(s string, fn func(end int, h uint32)) {
 	if !space {
 		emit(len(s), ' ')
 	}
+}
+
+// Word-feature hashing (see Features).
+const (
+	wordSeed = 0xcbf29ce484222325 // FNV-1a offset basis
+	wordMul  = 0x100000001b3      // FNV-1a prime
+)
+
+// wordChar marks the bytes words are made of (lower-case ASCII letters,
+// digits, and every non-ASCII byte, so UTF-8 words stay whole).
+var wordChar = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c >= 0x80
+	}
+	return t
+}()
+
+func wordBucket(wh uint64) uint32 {
+	return uint32(((wh ^ 0x5bd1e995) * 0x9E3779B97F4A7C15) >> (64 - HashBits))
+}
+
+func pairBucket(prev, wh uint64) uint32 {
+	return uint32(((prev*0xff51afd7ed558ccd ^ wh) * 0xc4ceb9fe1a85ec53) >> (64 - HashBits))
 }
 
 // window and stride of the model's sliding windows over long text (see
@@ -189,10 +238,13 @@ func (m *Model) Windows(s string) []float64 {
 	}
 	w := m.Weights[:1<<HashBits]
 	// v holds the last bytes (newest lowest); n-grams of 3, 4 and 5 bytes
-	// end at every position once at least that many bytes were seen.
+	// end at every position once at least that many bytes were seen. wh is
+	// the hash of the current word, prev of the word before.
 	v := uint64(' ')
 	filled := 1
 	space := true
+	var wh, prev uint64 = wordSeed, 0
+	inWord := false
 	for i := 0; i <= len(s); i++ {
 		var c byte
 		if i == len(s) {
@@ -212,9 +264,21 @@ func (m *Model) Windows(s string) []float64 {
 				space = false
 			}
 		}
+		b := i / stride
+		if wordChar[c] {
+			wh = (wh ^ uint64(c)) * wordMul
+			inWord = true
+		} else if inWord {
+			sums[b] += int32(w[wordBucket(wh)])
+			cnts[b]++
+			if prev != 0 {
+				sums[b] += int32(w[pairBucket(prev, wh)])
+				cnts[b]++
+			}
+			prev, wh, inWord = wh, wordSeed, false
+		}
 		v = v<<8 | uint64(c)
 		filled++
-		b := i / stride
 		if filled >= 5 {
 			sums[b] += int32(w[((v&0xffffff|3<<56)*0x9E3779B97F4A7C15)>>(64-HashBits)]) +
 				int32(w[((v&0xffffffff|4<<56)*0x9E3779B97F4A7C15)>>(64-HashBits)]) +
@@ -241,6 +305,22 @@ func (m *Model) Windows(s string) []float64 {
 		out[k] = m.logit(float64(sums[k]+sums[k+1]), int(cnts[k]+cnts[k+1]))
 	}
 	return out
+}
+
+// MaxProb is the length-corrected maximum of window probabilities ws (as
+// returned by Windows): the logit of the largest is lowered by
+// TailScale*ln(len(ws)), the growth expected of the maximum of that many
+// benign windows. One window (text up to 256 bytes) is not corrected.
+func (m *Model) MaxProb(ws []float64) float64 {
+	best := 0.0
+	for _, p := range ws {
+		best = max(best, p)
+	}
+	if m == nil || len(ws) <= 1 || m.TailScale <= 0 || best <= 0 || best >= 1 {
+		return best
+	}
+	z := math.Log(best/(1-best)) - float64(m.TailScale)*math.Log(float64(len(ws)))
+	return sigmoid(z)
 }
 
 // WindowsAt returns the range [lo, hi) of indices into Windows(s) (of n
@@ -292,10 +372,27 @@ func Quantize(w []float32, bias, norm float32, trainedOn []string) *Model {
 	return &Model{Bias: bias, Scale: scale, Norm: norm, Weights: q, TrainedOn: append([]string(nil), trainedOn...)}
 }
 
+// SetTailScale measures TailScale on benign texts: (q99 - q90) / ln 10 of
+// the model's logits, the slope of the upper tail per unit of ln(n).
+func (m *Model) SetTailScale(benign []string) {
+	m.TailScale = 0
+	if len(benign) < 20 {
+		return
+	}
+	zs := make([]float64, 0, len(benign))
+	for _, s := range benign {
+		p := min(max(m.Prob(s), 1e-9), 1-1e-9)
+		zs = append(zs, math.Log(p/(1-p)))
+	}
+	slices.Sort(zs)
+	q := func(f float64) float64 { return zs[min(len(zs)-1, int(f*float64(len(zs))))] }
+	m.TailScale = float32(max(0, (q(0.99)-q(0.90))/math.Ln10))
+}
+
 // String describes the model briefly.
 func (m *Model) String() string {
 	if m == nil || len(m.Weights) == 0 {
 		return "no model (rules only)"
 	}
-	return fmt.Sprintf("linear char %d-%d-grams, 2^%d buckets, length norm ^%.1f, trained on %s", NGramMin, NGramMax, HashBits, m.Norm, strings.Join(m.TrainedOn, ", "))
+	return fmt.Sprintf("linear char %d-%d-grams + word 1-2-grams, 2^%d buckets, length norm ^%.1f, tail scale %.3f, trained on %s", NGramMin, NGramMax, HashBits, m.Norm, m.TailScale, strings.Join(m.TrainedOn, ", "))
 }

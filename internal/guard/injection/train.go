@@ -98,5 +98,13 @@ func Train(examples []Example, cfg TrainConfig, trainedOn []string) *Model {
 			b -= lr * g
 		}
 	}
-	return Quantize(w, float32(b), float32(cfg.Norm), trainedOn)
+	m := Quantize(w, float32(b), float32(cfg.Norm), trainedOn)
+	var benign []string
+	for _, e := range examples {
+		if !e.Malicious {
+			benign = append(benign, strings.ToLower(Normalize(e.Text).Text))
+		}
+	}
+	m.SetTailScale(benign)
+	return m
 }
