@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 
 	"github.com/declaw/declaw/internal/policy"
@@ -38,7 +39,7 @@ func toAPIError(err error) *Error {
 		return apiErr
 	case errors.As(err, &maxBytes):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "request body is larger than the limit"}
-	case errors.As(err, &syntax), errors.As(err, &typeErr):
+	case errors.As(err, &syntax), errors.As(err, &typeErr), errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("invalid_json", "malformed JSON body: "+err.Error())
 	case errors.As(err, &invalid):
 		return badRequest("invalid_argument", invalid.Error())

@@ -75,16 +75,19 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	resp, err := s.doCreate(r, raw)
+	// The outcome is recorded even if the client went away meanwhile, so
+	// its retry gets the sandbox instead of "in progress" forever.
+	finishCtx := context.WithoutCancel(r.Context())
 	if err != nil {
 		if key != "" {
-			s.cfg.Store.FinishIdempotent(r.Context(), key, "", nil)
+			s.cfg.Store.FinishIdempotent(finishCtx, key, "", nil)
 		}
 		s.writeError(w, r, err)
 		return
 	}
 	b, _ := json.Marshal(resp)
 	if key != "" {
-		if err := s.cfg.Store.FinishIdempotent(r.Context(), key, resp.SandboxID, b); err != nil {
+		if err := s.cfg.Store.FinishIdempotent(finishCtx, key, resp.SandboxID, b); err != nil {
 			s.logf("api: record idempotent create %s: %v", resp.SandboxID, err)
 		}
 	}

@@ -256,10 +256,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 		if *req.Timeout < 0 {
 			return nil, "", invalid("timeout", "must be >= 0 seconds, got %d", *req.Timeout)
 		}
-		timeout = time.Duration(*req.Timeout) * time.Second
-		if timeout > MaxTimeout {
+		if *req.Timeout > int(MaxTimeout/time.Second) {
 			return nil, "", invalid("timeout", "must be at most %d seconds", int(MaxTimeout/time.Second))
 		}
+		timeout = time.Duration(*req.Timeout) * time.Second
 	}
 	for k := range req.Envs {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
@@ -654,12 +654,15 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, timeout int) error 
 	if timeout < 0 {
 		return invalid("timeout", "must be >= 0 seconds, got %d", timeout)
 	}
-	if time.Duration(timeout)*time.Second > MaxTimeout {
+	if timeout > int(MaxTimeout/time.Second) {
 		return invalid("timeout", "must be at most %d seconds", int(MaxTimeout/time.Second))
 	}
 	inst, err := m.live(ctx, id, "set the timeout of")
 	if err != nil {
 		return err
+	}
+	if inst.dying.Load() {
+		return fmt.Errorf("sandbox %s: %w", id, ErrKilled)
 	}
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -686,6 +689,9 @@ func (m *Manager) UpdateNetwork(ctx context.Context, id string, p network.Policy
 	inst, err := m.live(ctx, id, "update the network of")
 	if err != nil {
 		return nil, err
+	}
+	if inst.dying.Load() {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrKilled)
 	}
 	p.Intercept = inst.intercept
 	parsed, err := network.ParsePolicy(p)
@@ -752,6 +758,9 @@ func (m *Manager) Envd(ctx context.Context, id string) (Target, error) {
 	inst, err := m.live(ctx, id, "reach")
 	if err != nil {
 		return Target{}, err
+	}
+	if inst.dying.Load() { // being killed: answer now, do not wait for the teardown
+		return Target{}, fmt.Errorf("sandbox %s: %w", id, ErrKilled)
 	}
 	inst.mu.Lock()
 	state := inst.state

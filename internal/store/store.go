@@ -80,7 +80,27 @@ type Store interface {
 	// PruneAudit deletes events older than before; returns how many.
 	PruneAudit(ctx context.Context, sandboxID string, before time.Time) (int64, error)
 
+	// Snapshots: CreateSnapshot inserts; GetSnapshot returns ErrNotFound
+	// for unknown ids; ListSnapshots is newest first; DeleteSnapshot
+	// reports whether a record was deleted.
+	CreateSnapshot(ctx context.Context, s *Snapshot) error
+	GetSnapshot(ctx context.Context, id string) (*Snapshot, error)
+	ListSnapshots(ctx context.Context, sandboxID string) ([]*Snapshot, error)
+	DeleteSnapshot(ctx context.Context, id string) (bool, error)
+
 	Close() error
+}
+
+// Snapshot is a stored filesystem snapshot of a sandbox.
+type Snapshot struct {
+	ID         string    `json:"snapshot_id"`
+	SandboxID  string    `json:"sandbox_id"`
+	TemplateID string    `json:"template_id"`
+	Source     string    `json:"source"` // manual | pause | periodic
+	Kind       string    `json:"kind"`   // filesystem
+	CreatedAt  time.Time `json:"created_at"`
+	SizeBytes  int64     `json:"size_bytes"`
+	Path       string    `json:"-"` // the archive on the server
 }
 
 // AuditEvent is one entry of a sandbox's audit trail.

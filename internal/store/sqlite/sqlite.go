@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS audit (
 	data       TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_sandbox ON audit(sandbox_id, id);
+CREATE TABLE IF NOT EXISTS snapshots (
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	id          TEXT NOT NULL UNIQUE,
+	sandbox_id  TEXT NOT NULL,
+	template_id TEXT NOT NULL,
+	source      TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	size_bytes  INTEGER NOT NULL,
+	path        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_sandbox ON snapshots(sandbox_id, seq);
 `
 
 // Store is a store.Store on one SQLite file.
@@ -436,4 +448,68 @@ func (s *Store) PruneAudit(ctx context.Context, sandboxID string, before time.Ti
 		return 0, fmt.Errorf("prune audit: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// CreateSnapshot inserts a snapshot record.
+func (s *Store) CreateSnapshot(ctx context.Context, sn *store.Snapshot) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO snapshots (id, sandbox_id, template_id, source, kind, created_at, size_bytes, path)
+		VALUES (?,?,?,?,?,?,?,?)`, sn.ID, sn.SandboxID, sn.TemplateID, sn.Source, sn.Kind, unixNano(sn.CreatedAt), sn.SizeBytes, sn.Path)
+	if err != nil {
+		return fmt.Errorf("create snapshot %s: %w", sn.ID, err)
+	}
+	return nil
+}
+
+const snapshotCols = `id, sandbox_id, template_id, source, kind, created_at, size_bytes, path`
+
+func scanSnapshot(r scanner) (*store.Snapshot, error) {
+	var (
+		sn      store.Snapshot
+		created int64
+	)
+	if err := r.Scan(&sn.ID, &sn.SandboxID, &sn.TemplateID, &sn.Source, &sn.Kind, &created, &sn.SizeBytes, &sn.Path); err != nil {
+		return nil, err
+	}
+	sn.CreatedAt = fromNano(created)
+	return &sn, nil
+}
+
+// GetSnapshot returns a snapshot or ErrNotFound.
+func (s *Store) GetSnapshot(ctx context.Context, id string) (*store.Snapshot, error) {
+	sn, err := scanSnapshot(s.db.QueryRowContext(ctx, `SELECT `+snapshotCols+` FROM snapshots WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("snapshot %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get snapshot %s: %w", id, err)
+	}
+	return sn, nil
+}
+
+// ListSnapshots returns a sandbox's snapshots, newest first.
+func (s *Store) ListSnapshots(ctx context.Context, sandboxID string) ([]*store.Snapshot, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+snapshotCols+` FROM snapshots WHERE sandbox_id = ? ORDER BY seq DESC`, sandboxID)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots of %s: %w", sandboxID, err)
+	}
+	defer rows.Close()
+	out := []*store.Snapshot{}
+	for rows.Next() {
+		sn, err := scanSnapshot(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots of %s: %w", sandboxID, err)
+		}
+		out = append(out, sn)
+	}
+	return out, rows.Err()
+}
+
+// DeleteSnapshot deletes a snapshot record.
+func (s *Store) DeleteSnapshot(ctx context.Context, id string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM snapshots WHERE id = ?`, id)
+	if err != nil {
+		return false, fmt.Errorf("delete snapshot %s: %w", id, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
 }

@@ -127,3 +127,30 @@ func TestAPIKeysAndAudit(t *testing.T) {
 		t.Fatalf("PruneAudit = %d, %v; want 1", n, err)
 	}
 }
+
+func TestSnapshots(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	for i, id := range []string{"snap-1", "snap-2"} {
+		if err := s.CreateSnapshot(ctx, &store.Snapshot{ID: id, SandboxID: "sbx-a", TemplateID: "python", Source: "manual", Kind: "filesystem",
+			CreatedAt: time.Now(), SizeBytes: int64(i + 10), Path: "/x/" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := s.ListSnapshots(ctx, "sbx-a")
+	if err != nil || len(list) != 2 || list[0].ID != "snap-2" || list[1].SizeBytes != 10 {
+		t.Fatalf("ListSnapshots = %+v, %v; want newest first", list, err)
+	}
+	if got, err := s.GetSnapshot(ctx, "snap-1"); err != nil || got.Path != "/x/snap-1" {
+		t.Fatalf("GetSnapshot = %+v, %v", got, err)
+	}
+	if ok, err := s.DeleteSnapshot(ctx, "snap-1"); !ok || err != nil {
+		t.Fatalf("DeleteSnapshot = %v, %v", ok, err)
+	}
+	if ok, _ := s.DeleteSnapshot(ctx, "snap-1"); ok {
+		t.Fatal("second DeleteSnapshot reported a deletion")
+	}
+	if _, err := s.GetSnapshot(ctx, "snap-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetSnapshot(deleted) = %v", err)
+	}
+}
