@@ -48,6 +48,76 @@ _STALE_ERRORS = (
 )
 
 
+class CancelToken:
+    """Lets another thread abort the HTTP calls made by one thread.
+
+    The async SDK runs the blocking client in worker threads; when the
+    awaiting task is cancelled it calls ``cancel()``, which shuts down every
+    socket the worker is using (so a blocked read returns at once) and makes
+    further attempts raise ``RequestCancelled``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: List[socket.socket] = []
+        self.cancelled = False
+
+    def attach(self, sock: Optional[socket.socket]) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if not self.cancelled:
+                self._socks.append(sock)
+                return
+        _shutdown(sock)
+        raise RequestCancelled("request cancelled")
+
+    def detach(self, sock: Optional[socket.socket]) -> bool:
+        """Forget ``sock``; True if the token was cancelled (the socket may be shut)."""
+        with self._lock:
+            try:
+                self._socks.remove(sock)  # type: ignore[arg-type]
+            except ValueError:
+                pass
+            return self.cancelled
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise RequestCancelled("request cancelled")
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            socks, self._socks = self._socks, []
+        for s in socks:
+            _shutdown(s)
+
+
+class RequestCancelled(SandboxException):
+    """The call was aborted by ``CancelToken.cancel`` (async task cancelled)."""
+
+
+_local = threading.local()
+
+
+def set_cancel_token(token: Optional[CancelToken]) -> None:
+    """Bind ``token`` to the calling thread's requests (None unbinds)."""
+    _local.token = token
+
+
+def _current_token() -> Optional[CancelToken]:
+    return getattr(_local, "token", None)
+
+
+def _shutdown(sock: Optional[socket.socket]) -> None:
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def path_segment(value: Any) -> str:
     """Quote one path segment (sandbox id, pid, ...) so it cannot escape it."""
     return quote(str(value), safe="")
@@ -174,12 +244,14 @@ class Response:
         body: Optional[bytes],
         raw: Optional[http.client.HTTPResponse] = None,
         on_done: Optional[Callable[[bool], None]] = None,
+        sock: Optional[socket.socket] = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.content = body
         self._raw = raw
         self._on_done = on_done
+        self._sock = sock
 
     def json(self) -> Any:
         if not self.content:
@@ -229,6 +301,12 @@ class Response:
     def close(self) -> None:
         """Stop reading a streamed answer and drop its connection."""
         self._finish(False)
+
+    def abort(self) -> None:
+        """Shut the connection of a streamed answer down from any thread:
+        a read blocked in another thread returns at once (and fails)."""
+        if self._raw is not None:
+            _shutdown(self._sock)
 
     def _finish(self, fully_read: bool) -> None:
         raw, self._raw = self._raw, None
@@ -456,10 +534,15 @@ class HTTPClient:
         attempt = 0
         in_progress = 0
         in_progress_deadline: Optional[float] = None
+        token = _current_token()
         while True:
+            if token is not None:
+                token.check()
             body_value = payload() if callable(payload) else payload
             try:
                 resp = self._send_once(method, url, body_value, hdrs, timeout, stream)
+            except RequestCancelled:
+                raise
             except _ConnectError as e:
                 attempt += 1
                 if attempt < MAX_ATTEMPTS:
@@ -473,6 +556,8 @@ class HTTPClient:
                     continue
                 raise TimeoutException(f"{method} {path} timed out after {timeout} s") from e
             except (http.client.HTTPException, OSError) as e:
+                if token is not None and token.cancelled:
+                    raise RequestCancelled("request cancelled") from e
                 attempt += 1
                 if retry and attempt < MAX_ATTEMPTS:
                     _backoff(attempt - 1)
@@ -516,6 +601,7 @@ class HTTPClient:
         timeout: Optional[float],
         stream: bool,
     ) -> Response:
+        token = _current_token()
         for _ in range(2):
             conn, reused = self._pool.acquire(timeout)
             if conn.sock is None:
@@ -524,38 +610,61 @@ class HTTPClient:
                 except (OSError, http.client.HTTPException) as e:
                     conn.close()
                     raise _ConnectError() from e
+            sock = conn.sock
+            if token is not None:
+                try:
+                    token.attach(sock)
+                except RequestCancelled:
+                    conn.close()
+                    raise
             try:
                 conn.request(method, url, body=body, headers=headers)
                 raw = conn.getresponse()
             except _STALE_ERRORS:
                 conn.close()
+                if token is not None:
+                    token.detach(sock)
                 if reused and not _is_consumed(body):
                     continue  # the server closed an idle keep-alive connection
                 raise
             except BaseException:
                 conn.close()
+                if token is not None:
+                    token.detach(sock)
                 raise
-            return self._wrap(conn, raw, stream)
+            return self._wrap(conn, raw, stream, sock, token)
         raise SandboxException("connection closed by server")  # pragma: no cover
 
-    def _wrap(self, conn: http.client.HTTPConnection, raw: http.client.HTTPResponse, stream: bool) -> Response:
+    def _wrap(
+        self,
+        conn: http.client.HTTPConnection,
+        raw: http.client.HTTPResponse,
+        stream: bool,
+        sock: Optional[socket.socket] = None,
+        token: Optional[CancelToken] = None,
+    ) -> Response:
         pool = self._pool
 
         def done(fully_read: bool) -> None:
-            if fully_read and not raw.will_close:
+            cancelled = token.detach(sock) if token is not None else False
+            if fully_read and not raw.will_close and not cancelled:
                 pool.release(conn)
             else:
                 conn.close()
 
         if stream and raw.status < 400:
-            return Response(raw.status, raw.headers, None, raw=raw, on_done=done)
+            return Response(raw.status, raw.headers, None, raw=raw, on_done=done, sock=sock)
         try:
             data = raw.read()
         except socket.timeout:
             conn.close()
+            if token is not None:
+                token.detach(sock)
             raise
         except (http.client.HTTPException, OSError):
             conn.close()
+            if token is not None:
+                token.detach(sock)
             raise
         done(True)
         return Response(raw.status, raw.headers, data)
