@@ -32,6 +32,7 @@ Usage:
   declaw audit ID [--follow]        print a sandbox's audit trail
   declaw template build|list|delete manage sandbox templates
   declaw guard scan|eval            run the PII / secrets / injection detectors
+  declaw bench [--local] [--quick]  measure latency, concurrency and density vs baselines
   declaw version                    print the version
 
 Run "declaw COMMAND -h" for the flags of a command. The sandbox and audit
@@ -63,6 +64,8 @@ func run(e *env, args []string) int {
 		return runTemplate(e, args[1:])
 	case "guard":
 		return runGuard(e, args[1:])
+	case "bench":
+		return runBench(e, nil, args[1:])
 	case "version", "--version":
 		fmt.Fprintln(e.stdout, "declaw", Version)
 		return 0

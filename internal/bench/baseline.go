@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Baselines are the same work done without declaw, measured in the same
+// run as the figures they are compared to:
+//
+//   - RawRunsc: `runsc run` of /bin/true over the template's rootfs, with
+//     the flags declaw's gVisor driver uses (--platform, --network=host,
+//     --overlay), inside a throwaway network namespace and with an OCI spec
+//     that has no network namespace of its own (as e2e's
+//     BenchmarkRawRunscRun). No API, no slot, no envd.
+//   - NativeSpawn: fork+exec of `/bin/bash -c true` on the host, which is
+//     what envd does for commands.run("true").
+
+// rawRunscSpec is the OCI spec of the raw runsc baseline (%q: the rootfs).
+const rawRunscSpec = `{"ociVersion":"1.0.2","process":{"args":["/bin/true"],"cwd":"/","env":["PATH=/usr/bin:/bin"],"user":{"uid":0,"gid":0}},
+"root":{"path":%q,"readonly":true},"hostname":"bench",
+"mounts":[{"destination":"/proc","type":"proc","source":"proc"},{"destination":"/dev","type":"tmpfs","source":"tmpfs"},{"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]}],
+"linux":{"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"uts"},{"type":"mount"}]}}`
+
+// RawRunscConfig configures the raw runsc baseline.
+type RawRunscConfig struct {
+	Runsc    string // default "runsc"
+	Platform string // default "ptrace"
+	RootFS   string // the template's rootfs directory
+	Runs     int
+}
+
+// RawRunsc measures `runsc run /bin/true` cfg.Runs times in a network
+// namespace it creates (and deletes) for the purpose. It needs root.
+func RawRunsc(ctx context.Context, cfg RawRunscConfig) (_ []time.Duration, err error) {
+	if cfg.Runsc == "" {
+		cfg.Runsc = "runsc"
+	}
+	if cfg.Platform == "" {
+		cfg.Platform = "ptrace"
+	}
+	if st, err := os.Stat(cfg.RootFS); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("raw runsc baseline: template rootfs %s: not a directory", cfg.RootFS)
+	}
+	dir, err := os.MkdirTemp("", "declaw-bench-runsc-")
+	if err != nil {
+		return nil, fmt.Errorf("raw runsc baseline: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	bundle := filepath.Join(dir, "bundle")
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		return nil, fmt.Errorf("raw runsc baseline: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), fmt.Appendf(nil, rawRunscSpec, cfg.RootFS), 0o644); err != nil {
+		return nil, fmt.Errorf("raw runsc baseline: write OCI spec: %w", err)
+	}
+	ns := "dbraw" + randHex(4)
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("raw runsc baseline: ip netns add %s: %v: %s", ns, err, out)
+	}
+	defer func() {
+		if out, derr := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("raw runsc baseline: ip netns delete %s: %v: %s", ns, derr, out))
+		}
+	}()
+	root := filepath.Join(dir, "runsc")
+	var lat []time.Duration
+	for i := range cfg.Runs {
+		id := fmt.Sprintf("dbraw-%s-%d", randHex(3), i)
+		cmd := exec.CommandContext(ctx, cfg.Runsc, "--root", root, "--platform="+cfg.Platform, "--network=host", "--overlay",
+			"run", "--bundle", bundle, id)
+		start := time.Now()
+		out, err := runInNetns(cmd, "/run/netns/"+ns)
+		d := time.Since(start)
+		exec.Command(cfg.Runsc, "--root", root, "delete", "--force", id).Run()
+		if err != nil {
+			return lat, fmt.Errorf("raw runsc baseline: runsc run: %v: %s", err, out)
+		}
+		lat = append(lat, d)
+	}
+	return lat, nil
+}
+
+// runInNetns starts cmd from an OS thread switched into the network
+// namespace at nsPath (the child inherits it; the thread is switched back,
+// or discarded if it cannot be) and returns its combined output. Unlike
+// nsenter this adds no process to the measured time.
+func runInNetns(cmd *exec.Cmd, nsPath string) ([]byte, error) {
+	var out safeBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := startInNetns(cmd, nsPath); err != nil {
+		return nil, err
+	}
+	err := cmd.Wait()
+	return out.Bytes(), err
+}
+
+func startInNetns(cmd *exec.Cmd, nsPath string) error {
+	target, err := os.Open(nsPath)
+	if err != nil {
+		return fmt.Errorf("open netns: %w", err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", syscall.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open own netns: %w", err)
+	}
+	defer self.Close()
+	if err := setns(target.Fd()); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("setns %s: %w", nsPath, err)
+	}
+	startErr := cmd.Start()
+	if err := setns(self.Fd()); err != nil {
+		// Leave the thread locked: the runtime discards it when this goroutine ends.
+		return errors.Join(startErr, fmt.Errorf("switch back from netns: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return startErr
+}
+
+func setns(fd uintptr) error { return unix.Setns(int(fd), unix.CLONE_NEWNET) }
+
+// NativeSpawn measures fork+exec of `/bin/bash -c true` on the host runs times.
+func NativeSpawn(ctx context.Context, runs int) ([]time.Duration, error) {
+	var lat []time.Duration
+	for range runs {
+		start := time.Now()
+		if err := exec.CommandContext(ctx, "/bin/bash", "-c", "true").Run(); err != nil {
+			return lat, fmt.Errorf("native spawn baseline: /bin/bash -c true: %w", err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return lat, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
