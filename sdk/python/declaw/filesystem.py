@@ -16,6 +16,7 @@ from ._http import DEFAULT as DEFAULT_TIMEOUT
 from ._http import Response
 from .exceptions import FileUploadException, SandboxException
 from .models import EntryInfo, WriteInfo
+from .watch import EventCallback, WatchHandle
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import Sandbox
@@ -254,6 +255,34 @@ class Filesystem:
         path = _check_path(path)
         data = self._request("POST", "/files/mkdir", json=_with_user({"path": path}, user), retry=True).json() or {}
         return bool(data.get("created"))
+
+    # -------------------------------------------------------------- watch
+    def _start_watch(self, path: str, recursive: bool, user: Optional[str]) -> str:
+        path = _check_path(path)
+        if not isinstance(recursive, bool):
+            raise TypeError("recursive must be a bool")
+        body = _with_user({"path": path, "recursive": recursive}, user)
+        data = self._request("POST", "/files/watch", json=body).json() or {}
+        watcher_id = data.get("watcher_id") if isinstance(data, dict) else None
+        if not watcher_id:
+            raise SandboxException(f"watch answered without a watcher_id: {data!r}")
+        return str(watcher_id)
+
+    def watch_dir(
+        self,
+        path: str,
+        recursive: bool = False,
+        on_event: Optional[EventCallback] = None,
+        user: Optional[str] = None,
+    ) -> WatchHandle:
+        """Watch a directory (``POST .../files/watch``) and follow its
+        events over SSE. Returns a ``WatchHandle``: iterate it or call
+        ``get_new_events()``, or pass ``on_event`` to get each
+        ``FilesystemEvent`` in a background thread. ``recursive`` watches the
+        whole tree (new subdirectories included). Stop it with ``stop()`` or
+        a ``with`` block."""
+        watcher_id = self._start_watch(path, recursive, user)
+        return WatchHandle(self, watcher_id, path, on_event)
 
 
 def _probe_file(f: Any) -> "tuple[Optional[int], Optional[int], bool]":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "EntryInfo",
     "WriteInfo",
     "AuditEntry",
+    "FilesystemEvent",
+    "FilesystemEventType",
+    "SnapshotInfo",
     "parse_time",
 ]
 
@@ -286,4 +290,83 @@ class AuditEntry:
             transformations_applied=data.get("transformations_applied"),
             direction=data.get("direction"),
             extra=_extra(data, known),
+        )
+
+
+class FilesystemEventType(str, Enum):
+    """Kinds of ``FilesystemEvent`` (they compare equal to their strings:
+    ``FilesystemEventType.CREATE == "create"``)."""
+
+    CREATE = "create"
+    WRITE = "write"
+    REMOVE = "remove"
+    RENAME = "rename"
+    CHMOD = "chmod"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FS_EVENT_TYPES = {t.value: t for t in FilesystemEventType}
+
+
+@dataclass
+class FilesystemEvent:
+    """A change under a watched directory (``files.watch_dir``).
+
+    ``path`` is absolute, ``name`` relative to the watched directory. A
+    ``rename`` carries the old name; the new one follows as ``create``.
+    """
+
+    type: FilesystemEventType
+    path: str
+    name: str
+    is_dir: bool = False
+    timestamp: Optional[datetime] = None
+    event_id: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FilesystemEvent":
+        kind = str(data.get("type") or "")
+        eid = data.get("event_id")
+        return cls(
+            type=_FS_EVENT_TYPES.get(kind, kind),  # type: ignore[arg-type]
+            path=data.get("path") or "",
+            name=data.get("name") or "",
+            is_dir=bool(data.get("is_dir", False)),
+            timestamp=parse_time(data.get("timestamp")),
+            event_id=int(eid) if eid is not None else None,
+        )
+
+
+@dataclass
+class SnapshotInfo:
+    """A snapshot of a sandbox's filesystem (``create_snapshot``,
+    ``list_snapshots``). ``source`` is ``"manual"``, ``"pause"`` or
+    ``"periodic"``; ``kind`` is ``"filesystem"`` (memory snapshots are not
+    supported by this runtime)."""
+
+    snapshot_id: str
+    sandbox_id: Optional[str] = None
+    template_id: Optional[str] = None
+    source: Optional[str] = None
+    kind: Optional[str] = None
+    created_at: Optional[datetime] = None
+    size_bytes: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    _KNOWN = ("snapshot_id", "sandbox_id", "template_id", "source", "kind", "created_at", "size_bytes")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SnapshotInfo":
+        size = data.get("size_bytes")
+        return cls(
+            snapshot_id=str(data.get("snapshot_id") or data.get("id") or ""),
+            sandbox_id=data.get("sandbox_id"),
+            template_id=data.get("template_id"),
+            source=data.get("source"),
+            kind=data.get("kind"),
+            created_at=parse_time(data.get("created_at")),
+            size_bytes=int(size) if size is not None else None,
+            extra=_extra(data, cls._KNOWN),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlencode
 
@@ -14,7 +14,7 @@ from .commands import Commands
 from .connection_config import ConnectionConfig
 from .exceptions import InvalidArgumentException, NotFoundException, SandboxException
 from .filesystem import Filesystem
-from .models import AuditEntry, SandboxInfo, SandboxListResult, SandboxMetrics
+from .models import AuditEntry, SandboxInfo, SandboxListResult, SandboxMetrics, SnapshotInfo
 from .pty import Pty
 from .security import ALL_TRAFFIC, NetworkPolicy, SecureEnvVar, SecurityPolicy
 from .stdio import Stdio
@@ -26,6 +26,8 @@ DEFAULT_SANDBOX_TIMEOUT = 300
 #: Default HTTP timeout of a create: the first use of a template builds it,
 #: which can take minutes (pass request_timeout= to create to override).
 CREATE_REQUEST_TIMEOUT = 300.0
+#: Default HTTP timeout of a snapshot or a restore (copying a filesystem).
+SNAPSHOT_REQUEST_TIMEOUT = 300.0
 MCP_PORT = 50005
 _STATES = ("live", "running", "paused", "creating", "killed")
 
@@ -89,11 +91,41 @@ def _envs_dict(envs: Any) -> Dict[str, str]:
 
 
 def _time_param(value: Any) -> Optional[str]:
+    """RFC 3339 for datetimes (naive ones are local time), seconds for numbers."""
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else str(value)
     return str(value)
+
+
+def _long_timeout(cfg: ConnectionConfig, request_timeout: Optional[float], floor: float) -> Optional[float]:
+    if request_timeout is not None:
+        return request_timeout or None
+    if cfg.request_timeout is None:
+        return None
+    return max(cfg.request_timeout, floor)
+
+
+def _snapshots(data: Any) -> List[SnapshotInfo]:
+    if isinstance(data, dict):
+        data = data.get("snapshots") or []
+    return [SnapshotInfo.from_dict(x) for x in data or [] if isinstance(x, dict)]
+
+
+def _snapshot_segment(snapshot_id: Any) -> str:
+    if not isinstance(snapshot_id, str) or not snapshot_id:
+        raise InvalidArgumentException("snapshot_id must be a non-empty string")
+    return path_segment(snapshot_id)
+
+
+def _deleted(resp: Response) -> bool:
+    data = resp.json()
+    if isinstance(data, dict) and "deleted" in data:
+        return bool(data["deleted"])
+    return True
 
 
 class Sandbox:
@@ -548,18 +580,172 @@ class Sandbox:
     get_metrics = _dual(_get_metrics_class, _get_metrics_instance)
 
     # ------------------------------------------------------ pause/resume
-    def pause(self) -> None:
-        """Pause the sandbox (``POST .../pause``); ConflictException if it
-        cannot be paused."""
-        self._request("POST", "/pause", json={})
+    def _pause_instance(self, request_timeout: Optional[float] = None) -> None:
+        """Freeze the sandbox (``POST .../pause``, answer ``{}``): its
+        processes stop using CPU, memory, files and network policy stay, and
+        the timeout stops running. Pausing a paused sandbox is a no-op;
+        ``ConflictException`` (code ``not_supported``) if it cannot be paused."""
+        type(self)._pause_path(self._http, self._path, request_timeout)
 
-    def resume(self, timeout: Optional[int] = None) -> None:
-        """Resume a paused sandbox (``POST .../resume``), optionally with a
-        new time to live."""
+    def _pause_class(
+        cls,
+        sandbox_id: str,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> None:
+        cls._pause_path(HTTPClient(_config(api_key, domain, request_timeout)), _sandbox_path(sandbox_id), None)
+
+    @staticmethod
+    def _pause_path(http: HTTPClient, path: str, request_timeout: Optional[float]) -> None:
+        http.request(
+            "POST", path + "/pause", json={}, retry=True,  # pausing twice is a no-op
+            timeout=_long_timeout(http.config, request_timeout, 60.0),
+        )
+
+    pause = _dual(_pause_class, _pause_instance)
+
+    def _resume_instance(self, timeout: Optional[int] = None, request_timeout: Optional[float] = None) -> None:
+        """Continue a paused sandbox (``POST .../resume``, answer ``{}``),
+        with its processes, files and network policy. Its timeout runs again
+        with what was left at the pause, or ``timeout`` seconds if given."""
+        type(self)._resume_path(self._http, self._path, timeout, request_timeout)
+
+    def _resume_class(
+        cls,
+        sandbox_id: str,
+        timeout: Optional[int] = None,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> "Sandbox":
+        """Resume the sandbox ``sandbox_id`` and return it."""
+        cfg = _config(api_key, domain, request_timeout)
+        http = HTTPClient(cfg)
+        cls._resume_path(http, _sandbox_path(sandbox_id), timeout, None)
+        return cls(sandbox_id, cfg)
+
+    @staticmethod
+    def _resume_path(http: HTTPClient, path: str, timeout: Optional[int], request_timeout: Optional[float]) -> None:
         body: Dict[str, Any] = {}
         if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+                raise InvalidArgumentException(f"timeout must be an integer number of seconds >= 0, got {timeout!r}")
             body["timeout"] = timeout
-        self._request("POST", "/resume", json=body)
+        http.request(
+            "POST", path + "/resume", json=body, retry=True,  # resuming a running sandbox is harmless
+            timeout=_long_timeout(http.config, request_timeout, 60.0),
+        )
+
+    resume = _dual(_resume_class, _resume_instance)
+
+    # ---------------------------------------------------------- snapshots
+    def create_snapshot(self, memory: bool = False, request_timeout: Optional[float] = None) -> SnapshotInfo:
+        """Snapshot the sandbox's filesystem (``POST .../snapshot``, 201
+        ``SnapshotInfo``). ``memory=True`` asks for a memory snapshot, which
+        this runtime refuses (``ConflictException``, code ``not_supported``).
+        Not retried (a retry could make a second snapshot)."""
+        body: Dict[str, Any] = {"memory": True} if memory else {}
+        resp = self._request(
+            "POST", "/snapshot", json=body, retry=False,
+            timeout=_long_timeout(self._config, request_timeout, SNAPSHOT_REQUEST_TIMEOUT),
+        )
+        data = resp.json() or {}
+        info = SnapshotInfo.from_dict(data if isinstance(data, dict) else {})
+        if not info.snapshot_id:
+            raise SandboxException(f"snapshot answered without a snapshot_id: {data!r}", status=resp.status)
+        return info
+
+    snapshot = create_snapshot
+
+    def _list_snapshots_instance(self) -> List[SnapshotInfo]:
+        """This sandbox's snapshots, newest first (``GET .../snapshots``)."""
+        return _snapshots(self._request("GET", "/snapshots").json())
+
+    def _list_snapshots_class(
+        cls,
+        sandbox_id: str,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> List[SnapshotInfo]:
+        http = HTTPClient(_config(api_key, domain, request_timeout))
+        return _snapshots(http.request("GET", _sandbox_path(sandbox_id) + "/snapshots").json())
+
+    list_snapshots = _dual(_list_snapshots_class, _list_snapshots_instance)
+
+    def _delete_snapshot_instance(self, snapshot_id: str) -> bool:
+        """Delete a snapshot (``DELETE .../snapshots/{sid}``); idempotent:
+        False if it did not exist."""
+        return _deleted(self._request("DELETE", "/snapshots/" + _snapshot_segment(snapshot_id)))
+
+    def _delete_snapshot_class(
+        cls,
+        sandbox_id: str,
+        snapshot_id: str,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> bool:
+        http = HTTPClient(_config(api_key, domain, request_timeout))
+        return _deleted(http.request("DELETE", _sandbox_path(sandbox_id) + "/snapshots/" + _snapshot_segment(snapshot_id)))
+
+    delete_snapshot = _dual(_delete_snapshot_class, _delete_snapshot_instance)
+
+    def _restore_instance(self, snapshot_id: Optional[str] = None, request_timeout: Optional[float] = None) -> "Sandbox":
+        """A NEW sandbox made from one of this sandbox's snapshots; see
+        ``Sandbox.restore``."""
+        return type(self)._restore_with(self._config, self._sandbox_id, snapshot_id, request_timeout)
+
+    def _restore_class(
+        cls,
+        sandbox_id: str,
+        snapshot_id: Optional[str] = None,
+        api_key: Optional[str] = None,
+        domain: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> "Sandbox":
+        """Restore a snapshot of ``sandbox_id`` into a NEW sandbox
+        (``POST /sandboxes/{id}/restore?snapshot_id=``, 201 ``{sandbox_id,
+        snapshot_id, node_id}``) and return that sandbox. Without
+        ``snapshot_id`` the server picks one (pause > periodic > manual).
+        Not retried (a retry could make a second sandbox)."""
+        return cls._restore_with(_config(api_key, domain, request_timeout), sandbox_id, snapshot_id, request_timeout)
+
+    @classmethod
+    def _restore_with(
+        cls, cfg: ConnectionConfig, sandbox_id: str, snapshot_id: Optional[str], request_timeout: Optional[float]
+    ) -> "Sandbox":
+        if snapshot_id is not None:
+            _snapshot_segment(snapshot_id)
+        resp = HTTPClient(cfg).request(
+            "POST",
+            _sandbox_path(sandbox_id) + "/restore",
+            query={"snapshot_id": snapshot_id},
+            json={},
+            retry=False,
+            timeout=_long_timeout(cfg, request_timeout, SNAPSHOT_REQUEST_TIMEOUT),
+        )
+        data = resp.json() or {}
+        new_id = data.get("sandbox_id") if isinstance(data, dict) else None
+        if not new_id:
+            raise SandboxException(f"restore answered without a sandbox_id: {data!r}", status=resp.status)
+        return cls(
+            str(new_id),
+            cfg,
+            envd_access_token=data.get("envd_access_token"),
+            traffic_access_token=data.get("traffic_access_token"),
+            sandbox_domain=data.get("sandbox_domain"),
+            template_id=data.get("template_id"),
+            info=data,
+        )
+
+    restore = _dual(_restore_class, _restore_instance)
+
+    @property
+    def restored_from(self) -> Optional[str]:
+        """The snapshot id this sandbox was restored from (``restore``), else None."""
+        return self._create_info.get("snapshot_id")
 
     # -------------------------------------------------------------- audit
     def audit_events(
