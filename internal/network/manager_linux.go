@@ -49,6 +49,12 @@ type Config struct {
 	// the table is installed in. Empty means the namespace of the thread
 	// calling New (the root namespace for a normal server process).
 	HostNetNS string
+	// LogGroup, when not zero, adds audit log rules to the table: every
+	// packet a slot's rules drop and every new connection they accept is
+	// also logged, rate-limited per slot and rule, to this NFLOG group with
+	// the prefix "dcl s<slot index> <reason>" (see LogPrefix). Read it with
+	// package flowlog in the HostNetNS. Zero adds no log rules.
+	LogGroup uint16
 	// Logf logs background events; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -99,9 +105,11 @@ func New(ctx context.Context, cfg Config) (m *Manager, err error) {
 		return nil, fmt.Errorf("netlink handle in host netns: %w", err)
 	}
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	fw := newFirewall(cfg.Prefix, cfg.CIDR, cfg.DNSPort, cfg.ProxyPort)
+	fw.logGroup = cfg.LogGroup
 	m = &Manager{
 		cfg:      cfg,
-		fw:       newFirewall(cfg.Prefix, cfg.CIDR, cfg.DNSPort, cfg.ProxyPort),
+		fw:       fw,
 		maxSlots: 1 << (slotBits - cfg.CIDR.Bits()),
 		hostNS:   hostNS,
 		host:     host,

@@ -63,6 +63,7 @@ type firewall struct {
 	cidr     netip.Prefix // sandbox CIDR
 	dnsPort  uint16
 	proxy    uint16
+	logGroup uint16 // NFLOG group of the audit log rules; 0: none
 }
 
 func newFirewall(prefix string, cidr netip.Prefix, dnsPort, proxyPort uint16) *firewall {
@@ -88,6 +89,9 @@ func slotInChain(i int) string  { return fmt.Sprintf("slot-%d-in", i) }
 func slotNatChain(i int) string { return fmt.Sprintf("slot-%d-nat", i) }
 func slotAllowSet(i int) string { return fmt.Sprintf("slot-%d-allow", i) }
 func slotDenySet(i int) string  { return fmt.Sprintf("slot-%d-deny", i) }
+func slotGuardChain(i int) string {
+	return fmt.Sprintf("slot-%d-guard", i)
+}
 
 // base is the table with its base chains, dispatch chains and blocked set.
 func (f *firewall) base() ruleset {
@@ -107,21 +111,36 @@ func (f *firewall) base() ruleset {
 	rule := func(c *nftables.Chain, parts ...[]expr.Any) *nftables.Rule {
 		return &nftables.Rule{Table: f.table, Chain: c, Exprs: slices.Concat(parts...)}
 	}
+	fwdRules := []*nftables.Rule{
+		rule(fwd, fromSlot, nfproto(expr.CmpOpNeq, unix.NFPROTO_IPV4), verdict(expr.VerdictDrop)),
+		rule(fwd, fromSlot, pkttypeNotHost(), verdict(expr.VerdictDrop)),
+		rule(fwd, fromSlot, ip4Addr(16), lookup(blocked), verdict(expr.VerdictDrop)),
+		rule(fwd, toSlot, ctEstablished(), verdict(expr.VerdictAccept)),
+		rule(fwd, toSlot, verdict(expr.VerdictDrop)),
+		rule(fwd, fromSlot, jump(chainFwdSlots)),
+		rule(fwd, fromSlot, verdict(expr.VerdictDrop)),
+	}
+	if f.logGroup != 0 {
+		// The drops above cannot name the slot in a log prefix. With
+		// logging, every slot's traffic goes to fwd-slots first, where the
+		// slot's guard chain repeats these drops with a log each, then its
+		// policy chain judges the rest; both always end in a verdict, so
+		// the drop after the jump only catches a host end without a slot
+		// (between the deletion of its rules and of its veth).
+		fwdRules = []*nftables.Rule{
+			rule(fwd, fromSlot, jump(chainFwdSlots)),
+			rule(fwd, fromSlot, verdict(expr.VerdictDrop)),
+			rule(fwd, toSlot, ctEstablished(), verdict(expr.VerdictAccept)),
+			rule(fwd, toSlot, verdict(expr.VerdictDrop)),
+		}
+	}
 	return ruleset{
 		sets: []setDef{{set: blocked, elems: intervalElems(append(slices.Clone(alwaysBlocked4), f.cidr.Masked()))}},
 		chains: []chainDef{
 			{chain: f.chain(chainFwdSlots)},
 			{chain: f.chain(chainInSlots)},
 			{chain: f.chain(chainNatSlots)},
-			{chain: fwd, rules: []*nftables.Rule{
-				rule(fwd, fromSlot, nfproto(expr.CmpOpNeq, unix.NFPROTO_IPV4), verdict(expr.VerdictDrop)),
-				rule(fwd, fromSlot, pkttypeNotHost(), verdict(expr.VerdictDrop)),
-				rule(fwd, fromSlot, ip4Addr(16), lookup(blocked), verdict(expr.VerdictDrop)),
-				rule(fwd, toSlot, ctEstablished(), verdict(expr.VerdictAccept)),
-				rule(fwd, toSlot, verdict(expr.VerdictDrop)),
-				rule(fwd, fromSlot, jump(chainFwdSlots)),
-				rule(fwd, fromSlot, verdict(expr.VerdictDrop)),
-			}},
+			{chain: fwd, rules: fwdRules},
 			{chain: in, rules: []*nftables.Rule{
 				rule(in, fromSlot, ctEstablished(), verdict(expr.VerdictAccept)),
 				rule(in, fromSlot, jump(chainInSlots)),
@@ -167,10 +186,10 @@ func (f *firewall) slot(s *Slot) ruleset {
 	// AddSet off google/nftables' unsynchronised global ID counter.
 	allow, deny := f.set(slotAllowSet(s.Index)), f.set(slotDenySet(s.Index))
 	allow.ID, deny.ID = 1, 2
-	return ruleset{
+	rs := ruleset{
 		sets: []setDef{{set: allow}, {set: deny}},
 		chains: []chainDef{
-			{chain: pol, rules: []*nftables.Rule{{Table: f.table, Chain: pol, Exprs: verdict(expr.VerdictDrop)}}},
+			{chain: pol, rules: f.logDrop(pol, s, ReasonDeny)},
 			{chain: in, rules: inRules},
 			{chain: f.chain(slotNatChain(s.Index))},
 		},
@@ -180,6 +199,99 @@ func (f *firewall) slot(s *Slot) ruleset {
 			dispatch(chainNatSlots, slotNatChain(s.Index)),
 		},
 	}
+	if f.logGroup == 0 {
+		return rs
+	}
+	// Everything else a slot sends to the host is dropped by the input
+	// chain after slot-<i>-in returns: log it as "host".
+	rs.chains[1].rules = append(inRules, f.logDrop(in, s, ReasonHost)...)
+	// The guard chain repeats the forward chain's drops (see base) with
+	// the slot's log prefix; its dispatch jump precedes the policy's.
+	guard := f.chain(slotGuardChain(s.Index))
+	blocked := f.set(setBlocked4)
+	var guardRules []*nftables.Rule
+	for _, g := range []struct {
+		match  []expr.Any
+		reason string
+	}{
+		{nfproto(expr.CmpOpNeq, unix.NFPROTO_IPV4), ReasonIPv6},
+		{pkttypeNotHost(), ReasonBroadcast},
+		{ip4InPrefix(16, metadataPrefix), ReasonMetadata},
+		{ip4InPrefix(16, f.cidr), ReasonSlot},
+		{slices.Concat(ip4Addr(16), lookup(blocked)), ReasonBlocked},
+	} {
+		guardRules = append(guardRules, f.logDrop(guard, s, g.reason, g.match)...)
+	}
+	rs.chains = append(rs.chains, chainDef{chain: guard, rules: guardRules})
+	rs.rules = append([]*nftables.Rule{dispatch(chainFwdSlots, slotGuardChain(s.Index))}, rs.rules...)
+	return rs
+}
+
+// Reasons in the log prefixes ("dcl s<i> <reason>") of the audit log rules.
+const (
+	ReasonAllow     = "allow" // a new connection the policy accepts
+	ReasonDeny      = "deny"  // denied by the policy (deny-all, deny_out, no policy yet)
+	ReasonSpoof     = "spoof" // source is not the slot's guest address
+	ReasonIPv6      = "ip6"   // any non-IPv4 packet
+	ReasonBroadcast = "bcast" // link-layer broadcast or multicast
+	ReasonMetadata  = "meta"  // 169.254.0.0/16, cloud metadata
+	ReasonSlot      = "slot"  // the sandbox CIDR: other slots
+	ReasonBlocked   = "block" // other always-blocked ranges (0/8, 127/8, 224/4, 240/4)
+	ReasonHost      = "host"  // the host's own addresses and ports
+)
+
+// LogPrefix is the prefix of slot index's log rules for reason, e.g.
+// "dcl s3 deny"; package flowlog parses it back.
+func LogPrefix(index int, reason string) string {
+	return fmt.Sprintf("dcl s%d %s", index, reason)
+}
+
+// Log rate limit of each log rule: a slot cannot flood the log group. The
+// limit is per rule, so a slot emits at most logRate per second (after a
+// burst of logBurst) per reason.
+const (
+	logRate  = 20
+	logBurst = 50
+	logSnap  = 96 // bytes of each packet copied: IPv4 with options plus ports
+)
+
+var metadataPrefix = netip.MustParsePrefix("169.254.0.0/16")
+
+// logDrop returns the rules that drop what match matches in c, preceded
+// (when logging is on) by a rate-limited log of it with reason.
+func (f *firewall) logDrop(c *nftables.Chain, s *Slot, reason string, match ...[]expr.Any) []*nftables.Rule {
+	m := slices.Concat(match...)
+	drop := &nftables.Rule{Table: f.table, Chain: c, Exprs: slices.Concat(m, verdict(expr.VerdictDrop))}
+	if f.logGroup == 0 {
+		return []*nftables.Rule{drop}
+	}
+	return []*nftables.Rule{f.logRule(c, s, reason, m), drop}
+}
+
+// logRule logs what match matches in c (no verdict), rate-limited.
+func (f *firewall) logRule(c *nftables.Chain, s *Slot, reason string, match []expr.Any) *nftables.Rule {
+	prefix := LogPrefix(s.Index, reason)
+	return &nftables.Rule{Table: f.table, Chain: c, Exprs: slices.Concat(match, []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: logRate, Unit: expr.LimitTimeSecond, Burst: logBurst},
+		&expr.Log{
+			Key:     1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_SNAPLEN,
+			Group:   f.logGroup,
+			Snaplen: logSnap,
+			Data:    []byte(prefix),
+		},
+	})}
+}
+
+// logAccept returns the rule accepting what match matches in c, preceded
+// (when logging is on) by a rate-limited log of its new connections.
+func (f *firewall) logAccept(c *nftables.Chain, s *Slot, match ...[]expr.Any) []*nftables.Rule {
+	m := slices.Concat(match...)
+	accept := &nftables.Rule{Table: f.table, Chain: c, Exprs: slices.Concat(m, verdict(expr.VerdictAccept))}
+	if f.logGroup == 0 {
+		return []*nftables.Rule{accept}
+	}
+	// ct state first: established packets skip the rest of the log rule.
+	return []*nftables.Rule{f.logRule(c, s, ReasonAllow, slices.Concat(ctNew(), m)), accept}
 }
 
 // policy is the content Apply writes into the slot's (flushed) policy
@@ -195,24 +307,24 @@ func (f *firewall) policy(s *Slot, p Parsed) ruleset {
 	var polRules []*nftables.Rule
 	// Base chains already drop non-IPv4; repeat it so the payload matches
 	// below never read an IPv6 header. Then drop spoofed sources.
-	add(&polRules, pol, nfproto(expr.CmpOpNeq, unix.NFPROTO_IPV4), verdict(expr.VerdictDrop))
-	add(&polRules, pol, ip4Addr(12), []expr.Any{&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: s.GuestIP.AsSlice()}},
-		verdict(expr.VerdictDrop))
+	polRules = append(polRules, f.logDrop(pol, s, ReasonIPv6, nfproto(expr.CmpOpNeq, unix.NFPROTO_IPV4))...)
+	polRules = append(polRules, f.logDrop(pol, s, ReasonSpoof,
+		ip4Addr(12), []expr.Any{&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: s.GuestIP.AsSlice()}})...)
 	switch {
 	case p.AllowAll:
-		add(&polRules, pol, verdict(expr.VerdictAccept))
+		polRules = append(polRules, f.logAccept(pol, s)...)
 	default:
 		if len(allow4) > 0 {
-			add(&polRules, pol, ip4Addr(16), lookup(allowSet), verdict(expr.VerdictAccept))
+			polRules = append(polRules, f.logAccept(pol, s, ip4Addr(16), lookup(allowSet))...)
 		}
 		if p.DenyAll {
-			add(&polRules, pol, verdict(expr.VerdictDrop))
+			polRules = append(polRules, f.logDrop(pol, s, ReasonDeny)...)
 			break
 		}
 		if len(deny4) > 0 {
-			add(&polRules, pol, ip4Addr(16), lookup(denySet), verdict(expr.VerdictDrop))
+			polRules = append(polRules, f.logDrop(pol, s, ReasonDeny, ip4Addr(16), lookup(denySet))...)
 		}
-		add(&polRules, pol, verdict(expr.VerdictAccept))
+		polRules = append(polRules, f.logAccept(pol, s)...)
 	}
 
 	var natRules []*nftables.Rule
@@ -393,6 +505,15 @@ func dport(proto byte, port uint16) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+}
+
+func ctNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}
 }
 
