@@ -75,6 +75,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /sandboxes/{id}/pause", s.auth(s.pauseSandbox))
 	m.HandleFunc("POST /sandboxes/{id}/resume", s.auth(s.resumeSandbox))
 	m.HandleFunc("GET /sandboxes/{id}/metrics", s.auth(s.sandboxMetrics))
+	m.HandleFunc("POST /sandboxes/{id}/snapshot", s.auth(s.createSnapshot))
+	m.HandleFunc("GET /sandboxes/{id}/snapshots", s.auth(s.listSnapshots))
+	m.HandleFunc("DELETE /sandboxes/{id}/snapshots/{sid}", s.auth(s.deleteSnapshot))
+	m.HandleFunc("POST /sandboxes/{id}/restore", s.auth(s.restoreSandbox))
 
 	// Everything envd serves is forwarded as is.
 	for _, p := range []string{"commands", "files", "pty", "stdio"} {

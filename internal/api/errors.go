@@ -49,6 +49,8 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "invalid_state", Message: stateErr.Error()}
 	case errors.Is(err, sandbox.ErrTemplateUnknown):
 		return &Error{Status: http.StatusNotFound, Code: "template_not_found", Message: err.Error()}
+	case errors.Is(err, sandbox.ErrSnapshotNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "snapshot_not_found", Message: err.Error()}
 	case errors.Is(err, sandbox.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "sandbox_not_found", Message: err.Error()}
 	case errors.Is(err, sandbox.ErrKilled):

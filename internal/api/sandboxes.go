@@ -464,3 +464,59 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, ms)
 }
+
+// createSnapshot serves POST /sandboxes/{id}/snapshot[{"memory": true}].
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Memory bool `json:"memory"`
+	}
+	if err := decodeJSON(w, r, &body, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sn, err := s.cfg.Sandboxes.Snapshot(r.Context(), r.PathValue("id"), body.Memory)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, sn)
+}
+
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	list, err := s.cfg.Sandboxes.Snapshots(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshots": list})
+}
+
+func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := s.cfg.Sandboxes.Get(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ok, err := s.cfg.Sandboxes.DeleteSnapshot(r.Context(), id, r.PathValue("sid"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"deleted": ok})
+}
+
+// restoreSandbox serves POST /sandboxes/{id}/restore[?snapshot_id=]: a new
+// sandbox with the snapshot's files.
+func (s *Server) restoreSandbox(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Minute)
+	defer cancel()
+	info, token, sn, err := s.cfg.Sandboxes.Restore(ctx, r.PathValue("id"), r.URL.Query().Get("snapshot_id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"sandbox_id": info.SandboxID, "snapshot_id": sn.ID, "node_id": "local",
+		"envd_access_token": token, "sandbox": info,
+	})
+}

@@ -102,6 +102,7 @@ type Config struct {
 	WarmPoolMaxIdle time.Duration // pooled sandboxes older than this are replaced (default 30 min)
 	EnvdPath        string        // host path of the envd binary, bind-mounted into every sandbox
 	RunDir          string        // per-sandbox generated files live under RunDir/<id>
+	StateDir        string        // snapshots live under StateDir/snapshots
 	Resources       sandboxrt.Resources
 	EnvdReady       time.Duration // how long to wait for envd to answer (default 30 s)
 	// EnvdPort is the TCP port envd is reached on at the slot's guest

@@ -173,6 +173,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		WarmPool:  cfg.WarmPool,
 		EnvdPath:  cfg.EnvdPath,
 		RunDir:    filepath.Join(cfg.StateDir, "run"),
+		StateDir:  cfg.StateDir,
 		Resources: sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
 		Logf:      cfg.Logf,
 	})

@@ -1,0 +1,208 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/network"
+	"github.com/declaw/declaw/internal/policy"
+	"github.com/declaw/declaw/internal/store"
+)
+
+// ErrSnapshotNotFound is returned (wrapped) for unknown snapshot ids.
+var ErrSnapshotNotFound = errors.New("snapshot not found")
+
+// MaxSnapshotBytes bounds one snapshot archive.
+const MaxSnapshotBytes = 4 << 30
+
+// Snapshot takes a filesystem snapshot of a running sandbox: every file,
+// directory and symlink changed since it started, kept on the server
+// (also after the sandbox is killed) until deleted. Memory snapshots are
+// refused: runsc cannot checkpoint a sandbox that uses host networking.
+func (m *Manager) Snapshot(ctx context.Context, id string, memory bool) (*store.Snapshot, error) {
+	if memory {
+		return nil, fmt.Errorf("memory snapshot of sandbox %s: runtime %s cannot checkpoint a sandbox with host networking (runsc refuses it): %w",
+			id, m.cfg.Runtime.Name(), ErrNotSupported)
+	}
+	rec, err := m.cfg.Store.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t, err := m.Envd(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(m.cfg.StateDir, "snapshots")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	sn := &store.Snapshot{ID: newID("snap-", 6), SandboxID: id, TemplateID: rec.TemplateID, Source: "manual", Kind: "filesystem"}
+	sn.Path = filepath.Join(dir, sn.ID+".tar.gz")
+	since := rec.StartedAt.Add(-time.Second)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.BaseURL.String()+"/snapshot?since="+strconv.FormatInt(since.UnixNano(), 10), nil)
+	req.Header.Set(envdapi.AccessTokenHeader, t.Token)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("snapshot %s: envd answered %s", id, resp.Status)
+	}
+	tmp := sn.Path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	n, err := io.Copy(f, io.LimitReader(resp.Body, MaxSnapshotBytes+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n > MaxSnapshotBytes {
+		err = fmt.Errorf("larger than %d bytes", int64(MaxSnapshotBytes))
+	}
+	if err == nil {
+		err = os.Rename(tmp, sn.Path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	sn.SizeBytes, sn.CreatedAt = n, time.Now().UTC()
+	if err := m.cfg.Store.CreateSnapshot(ctx, sn); err != nil {
+		os.Remove(sn.Path)
+		return nil, err
+	}
+	m.audit(ctx, id, "sandbox.snapshot", map[string]any{"snapshot_id": sn.ID, "size_bytes": n})
+	return sn, nil
+}
+
+// Snapshots lists a sandbox's snapshots, newest first (also once killed).
+func (m *Manager) Snapshots(ctx context.Context, id string) ([]*store.Snapshot, error) {
+	if _, err := m.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	return m.cfg.Store.ListSnapshots(ctx, id)
+}
+
+// DeleteSnapshot deletes a snapshot; deleting it again reports false.
+func (m *Manager) DeleteSnapshot(ctx context.Context, id, snapID string) (bool, error) {
+	sn, err := m.cfg.Store.GetSnapshot(ctx, snapID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if sn.SandboxID != id {
+		return false, nil
+	}
+	ok, err := m.cfg.Store.DeleteSnapshot(ctx, snapID)
+	if err != nil {
+		return false, err
+	}
+	os.Remove(sn.Path)
+	m.audit(ctx, id, "sandbox.snapshot_deleted", map[string]any{"snapshot_id": snapID})
+	return ok, nil
+}
+
+// Restore creates a new sandbox from a snapshot of sandbox id (the newest
+// when snapID is empty): same template, metadata, security and network
+// policy, with the snapshot's files extracted before it is returned.
+// Env values that were masked in the record are not restored.
+func (m *Manager) Restore(ctx context.Context, id, snapID string) (*Info, string, *store.Snapshot, error) {
+	src, err := m.cfg.Store.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var sn *store.Snapshot
+	if snapID == "" {
+		list, err := m.cfg.Store.ListSnapshots(ctx, id)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if len(list) == 0 {
+			return nil, "", nil, fmt.Errorf("sandbox %s has no snapshot: %w", id, ErrSnapshotNotFound)
+		}
+		sn = list[0]
+	} else if sn, err = m.cfg.Store.GetSnapshot(ctx, snapID); err != nil || sn.SandboxID != id {
+		return nil, "", nil, fmt.Errorf("snapshot %s of sandbox %s: %w", snapID, id, ErrSnapshotNotFound)
+	}
+	req := CreateRequest{Template: src.TemplateID, Metadata: src.Metadata, Lifecycle: src.Lifecycle}
+	if src.Timeout > 0 {
+		t := src.Timeout
+		req.Timeout = &t
+	} else {
+		zero := 0
+		req.Timeout = &zero
+	}
+	envs := map[string]string{}
+	for k, v := range src.Envs {
+		if v != "***" {
+			envs[k] = v
+		}
+	}
+	req.Envs = envs
+	if len(src.Security) > 0 {
+		if req.Security, err = policy.Parse(src.Security); err != nil {
+			return nil, "", nil, fmt.Errorf("restore %s: stored policy: %w", id, err)
+		}
+	}
+	if len(src.Network) > 0 {
+		var np network.Policy
+		if err := json.Unmarshal(src.Network, &np); err != nil {
+			return nil, "", nil, fmt.Errorf("restore %s: stored network policy: %w", id, err)
+		}
+		req.Network = np
+	}
+	info, token, err := m.Create(ctx, req)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := m.restoreFiles(ctx, info.SandboxID, sn.Path); err != nil {
+		m.Kill(context.WithoutCancel(ctx), info.SandboxID)
+		return nil, "", nil, fmt.Errorf("restore snapshot %s: %w", sn.ID, err)
+	}
+	m.audit(ctx, info.SandboxID, "sandbox.restored", map[string]any{"from_sandbox": id, "snapshot_id": sn.ID})
+	return info, token, sn, nil
+}
+
+func (m *Manager) restoreFiles(ctx context.Context, id, archive string) error {
+	t, err := m.Envd(ctx, id)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(archive)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, t.BaseURL.String()+"/snapshot", f)
+	req.Header.Set(envdapi.AccessTokenHeader, t.Token)
+	req.Header.Set("Content-Type", "application/gzip")
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("envd answered %s: %s", resp.Status, b)
+	}
+	return nil
+}
