@@ -31,9 +31,9 @@ const (
 // low is the lowest threshold with out-of-fold FPR <= 0.1%, medium <= 1%,
 // high <= 10%.
 const (
-	LowThreshold    = 0.65
-	MediumThreshold = 0.55
-	HighThreshold   = 0.45
+	LowThreshold    = 0.61
+	MediumThreshold = 0.48
+	HighThreshold   = 0.42
 )
 
 // Threshold returns the score threshold of the preset; unknown values

@@ -394,5 +394,5 @@ func (m *Model) String() string {
 	if m == nil || len(m.Weights) == 0 {
 		return "no model (rules only)"
 	}
-	return fmt.Sprintf("linear char %d-%d-grams + word 1-2-grams, 2^%d buckets, length norm ^%.1f, tail scale %.3f, trained on %s", NGramMin, NGramMax, HashBits, m.Norm, m.TailScale, strings.Join(m.TrainedOn, ", "))
+	return fmt.Sprintf("linear char %d-%d-grams + word 1-2-grams, 2^%d buckets, length norm ^%.2f, tail scale %.3f, trained on %s", NGramMin, NGramMax, HashBits, m.Norm, m.TailScale, strings.Join(m.TrainedOn, ", "))
 }

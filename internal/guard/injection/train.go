@@ -9,6 +9,9 @@ import (
 type Example struct {
 	Text      string
 	Malicious bool
+	// Weight scales the example's loss (0 means 1); the trainer uses it to
+	// give each source file the same total weight within its class.
+	Weight float64
 }
 
 // TrainConfig sets the optimiser. The zero value uses the defaults.
@@ -24,8 +27,8 @@ type TrainConfig struct {
 	LearningRate float64 // default 0.0005, decayed as lr/(1+0.2*epoch)
 	L2           float64 // default 1e-4
 	Seed         uint64  // shuffling seed; default 1
-	// Norm is the length-normalisation exponent; default 0.5
-	// (features weigh (RefCount/n)^0.5).
+	// Norm is the length-normalisation exponent; default 0.75
+	// (features weigh (RefCount/n)^0.75).
 	Norm float64
 }
 
@@ -46,7 +49,7 @@ func Train(examples []Example, cfg TrainConfig, trainedOn []string) *Model {
 		cfg.Seed = 1
 	}
 	if cfg.Norm == 0 {
-		cfg.Norm = 0.5
+		cfg.Norm = 0.75
 	}
 	type vec struct {
 		h []uint32
@@ -70,6 +73,9 @@ func Train(examples []Example, cfg TrainConfig, trainedOn []string) *Model {
 			x.y, x.c = 1, float64(len(examples))/float64(2*max(1, pos))
 		} else {
 			x.y, x.c = 0, float64(len(examples))/float64(2*max(1, neg))
+		}
+		if e.Weight > 0 {
+			x.c *= e.Weight
 		}
 		vecs[i] = x
 	}
