@@ -128,7 +128,7 @@ func WriteTable(w io.Writer, r *Report) error {
 	fmt.Fprintf(w, "warm pool: %d; cold: %s\n\n", r.Setup.WarmPool, r.Setup.ColdMode)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "LATENCY (ms)\tN\tMIN\tP50\tP95\tP99\tMAX\t")
+	fmt.Fprintf(tw, "%-*s\tN\tMIN\tP50\tP95\tP99\tMAX\t\n", nameWidth, "LATENCY (ms)")
 	for _, c := range []struct {
 		name string
 		c    Compared
@@ -139,40 +139,40 @@ func WriteTable(w io.Writer, r *Report) error {
 	} {
 		row(tw, c.name, c.c.Latency)
 		row(tw, "  baseline: "+c.c.BaselineName, c.c.Baseline)
-		fmt.Fprintf(tw, "  ratio\t\t\t%s\t%s\t%s\t\t\n", ratio(c.c.Ratio.P50), ratio(c.c.Ratio.P95), ratio(c.c.Ratio.P99))
+		fmt.Fprintf(tw, "%-*s\t\t\t%s\t%s\t%s\t\t\n", nameWidth, "  ratio", ratio(c.c.Ratio.P50), ratio(c.c.Ratio.P95), ratio(c.c.Ratio.P99))
 	}
 	tw.Flush()
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CONCURRENT CREATES\tOK\tSUCCESS\tWALL ms\tP50 ms\tP95 ms\t")
+	fmt.Fprintf(tw, "%-*s\tOK\tSUCCESS\tWALL ms\tP50 ms\tP95 ms\t\n", nameWidth, "CONCURRENT CREATES")
 	for _, c := range r.Concurrent {
-		fmt.Fprintf(tw, "%d at once\t%d/%d\t%.2f\t%s\t%s\t%s\t\n", c.N, c.OK, c.N, c.SuccessRate, num(c.WallMS), num(c.Latency.P50), num(c.Latency.P95))
+		fmt.Fprintf(tw, "%-*s\t%d/%d\t%.2f\t%s\t%s\t%s\t\n", nameWidth, fmt.Sprintf("%d at once", c.N), c.OK, c.N, c.SuccessRate, num(c.WallMS), num(c.Latency.P50), num(c.Latency.P95))
 	}
 	tw.Flush()
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "FILES\tOP\tN\tP50 ms\tP95 ms\tMB/s at p50\t")
+	fmt.Fprintf(tw, "%-*s\tN\tP50 ms\tP95 ms\tMB/s at p50\t\n", nameWidth, "FILES")
 	for _, f := range r.Files {
 		for _, op := range []struct {
 			name string
 			io   IO
 		}{{"write", f.Write}, {"read", f.Read}} {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t\n", size(f.SizeBytes), op.name, op.io.Latency.N, num(op.io.Latency.P50), num(op.io.Latency.P95), num(op.io.MBPerSec))
+			fmt.Fprintf(tw, "%-*s\t%d\t%s\t%s\t%s\t\n", nameWidth, size(f.SizeBytes)+" "+op.name, op.io.Latency.N, num(op.io.Latency.P50), num(op.io.Latency.P95), num(op.io.MBPerSec))
 		}
 	}
 	tw.Flush()
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "IDLE MEMORY\tHOST DELTA MiB\tPER SANDBOX MiB\tCGROUP SUM MiB\tCGROUP PER SANDBOX MiB\tCREATE AT N\t")
+	fmt.Fprintf(tw, "%-*s\tHOST DELTA MiB\tPER SANDBOX MiB\tCGROUP SUM MiB\tCGROUP PER SANDBOX MiB\tCREATE AT N\t\n", nameWidth, "IDLE MEMORY")
 	for _, d := range r.IdleMemory {
 		create := "FAILED"
 		if d.CreateOK {
 			create = num(d.CreateMS) + " ms"
 		}
-		fmt.Fprintf(tw, "%d alive\t%s\t%s\t%s\t%s\t%s\t\n", d.Sandboxes, num(d.MemAvailableDeltaMiB), num(d.PerSandboxMiB),
+		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t\n", nameWidth, fmt.Sprintf("%d alive", d.Sandboxes), num(d.MemAvailableDeltaMiB), num(d.PerSandboxMiB),
 			num(d.CgroupSumMiB), num(d.CgroupPerSandboxMiB), create)
 	}
 	tw.Flush()
@@ -194,8 +194,12 @@ func WriteTable(w io.Writer, r *Report) error {
 	return nil
 }
 
+// nameWidth pads the first column: tabwriter aligns every cell right, and
+// names read better left-aligned.
+const nameWidth = 40
+
 func row(tw io.Writer, name string, s Summary) {
-	fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", name, s.N, num(s.Min), num(s.P50), num(s.P95), num(s.P99), num(s.Max))
+	fmt.Fprintf(tw, "%-*s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", nameWidth, name, s.N, num(s.Min), num(s.P50), num(s.P95), num(s.P99), num(s.Max))
 }
 
 // num formats a figure with 3 significant-ish digits; "-" for none.
