@@ -35,11 +35,14 @@ type e2e struct {
 // newE2E builds test-host + uplink, runs the proxy in test-host (its
 // listener, upstream dials and DNS queries all in that namespace), a
 // network.Manager redirecting to it, and one slot with a domain policy.
-func newE2E(t *testing.T) *e2e {
+func newE2E(t *testing.T) *e2e { return newE2EWith(t, nil) }
+
+// newE2EWith is newE2E with a hook to adjust the proxy's Config.
+func newE2EWith(t *testing.T, adjust func(*testenv.Net, *Config)) *e2e {
 	t.Helper()
 	n := testenv.NewNet(t)
 	e := &e2e{n: n, events: make(chan Event, 100)}
-	p, err := New(Config{
+	cfg := Config{
 		DNSUpstream: testenv.DNSServer.String(),
 		Dial:        n.Host.DialContext, // IP literals only, checked to be in test-host
 		Blocked:     append(DefaultBlocked(), realUplinkNet),
@@ -47,7 +50,11 @@ func newE2E(t *testing.T) *e2e {
 		DialTimeout: 3 * time.Second,
 		Events:      func(ev Event) { e.events <- ev },
 		Logf:        t.Logf,
-	})
+	}
+	if adjust != nil {
+		adjust(n, &cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
