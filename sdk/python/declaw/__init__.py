@@ -4,6 +4,9 @@
 
     with Sandbox.create() as sbx:
         print(sbx.commands.run("echo hello").stdout)
+
+asyncio: ``AsyncSandbox`` has the same API with coroutines
+(``async with await AsyncSandbox.create() as sbx: ...``).
 """
 
 from ._version import __version__
@@ -32,14 +35,30 @@ from .models import (
     AuditEntry,
     CommandResult,
     EntryInfo,
+    FilesystemEvent,
+    FilesystemEventType,
     ProcessInfo,
     SandboxInfo,
     SandboxListResult,
     SandboxMetrics,
+    SnapshotInfo,
     WriteInfo,
 )
 from .pty import Pty, PtyHandle, PtySize
 from .sandbox import Sandbox, SandboxQuery
+from .sandbox_async import (
+    AsyncAuditLog,
+    AsyncCommandHandle,
+    AsyncCommands,
+    AsyncFilesystem,
+    AsyncPty,
+    AsyncPtyHandle,
+    AsyncSandbox,
+    AsyncSandboxListResult,
+    AsyncStdio,
+    AsyncStdioHandle,
+    AsyncWatchHandle,
+)
 from .security import (
     ALL_TRAFFIC,
     PII_TYPES,
@@ -53,6 +72,7 @@ from .security import (
     TransformationRule,
 )
 from .stdio import Stdio, StdioHandle
+from .watch import WatchHandle
 
 __all__ = [
     "__version__",
@@ -62,7 +82,20 @@ __all__ = [
     "SandboxInfo",
     "SandboxListResult",
     "SandboxMetrics",
+    "SnapshotInfo",
     "ConnectionConfig",
+    # asyncio
+    "AsyncSandbox",
+    "AsyncSandboxListResult",
+    "AsyncCommands",
+    "AsyncCommandHandle",
+    "AsyncFilesystem",
+    "AsyncWatchHandle",
+    "AsyncPty",
+    "AsyncPtyHandle",
+    "AsyncStdio",
+    "AsyncStdioHandle",
+    "AsyncAuditLog",
     # commands / files / terminals
     "Commands",
     "CommandHandle",
@@ -72,6 +105,9 @@ __all__ = [
     "WriteEntry",
     "EntryInfo",
     "WriteInfo",
+    "WatchHandle",
+    "FilesystemEvent",
+    "FilesystemEventType",
     "Pty",
     "PtyHandle",
     "PtySize",
