@@ -138,6 +138,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.Machine.LoadAvgEnd = LoadAvg()
 	r.DurationS = time.Since(began).Round(100 * time.Millisecond).Seconds()
 	return r, nil
 }

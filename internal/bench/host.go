@@ -21,11 +21,25 @@ type Machine struct {
 	Kernel       string  `json:"kernel"`
 	RunscVersion string  `json:"runsc_version"`
 	GoVersion    string  `json:"go_version"`
+	// LoadAvgStart and LoadAvgEnd are /proc/loadavg's 1, 5 and 15 minute
+	// figures when the run began and ended: other work on the host skews
+	// every latency (the ratios less, since baselines share the load).
+	LoadAvgStart [3]float64 `json:"loadavg_start"`
+	LoadAvgEnd   [3]float64 `json:"loadavg_end"`
+}
+
+// LoadAvg reads /proc/loadavg (zeros if unreadable).
+func LoadAvg() [3]float64 {
+	var l [3]float64
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Sscanf(string(b), "%f %f %f", &l[0], &l[1], &l[2])
+	}
+	return l
 }
 
 // ReadMachine collects the machine facts (runsc: the binary the baseline runs).
 func ReadMachine(ctx context.Context, runsc string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
+	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: LoadAvg()}
 	if kb, err := meminfo("MemTotal"); err == nil {
 		m.MemTotalMiB = float64(kb) / 1024
 	}

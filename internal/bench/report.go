@@ -125,6 +125,8 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	fmt.Fprintf(w, "declaw bench: template %s, %s server %s, %d runs%s\n", r.Setup.Template, mode, r.Setup.Server, r.Setup.Runs, map[bool]string{true: " (quick)"}[r.Setup.Quick])
 	fmt.Fprintf(w, "machine: %d CPUs, %.1f GiB RAM, Linux %s, runsc %s, %s\n", m.NProc, m.MemTotalMiB/1024, m.Kernel, m.RunscVersion, m.GoVersion)
+	fmt.Fprintf(w, "load average (1/5/15 min): %.2f %.2f %.2f at start, %.2f %.2f %.2f at end\n",
+		m.LoadAvgStart[0], m.LoadAvgStart[1], m.LoadAvgStart[2], m.LoadAvgEnd[0], m.LoadAvgEnd[1], m.LoadAvgEnd[2])
 	fmt.Fprintf(w, "warm pool: %d; cold: %s\n\n", r.Setup.WarmPool, r.Setup.ColdMode)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

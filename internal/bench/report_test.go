@@ -16,7 +16,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 func sampleReport() *Report {
 	raw := Summary{N: 5, Min: 185, P50: 247, P95: 317, P99: 317, Max: 317}
 	return &Report{
-		Machine: Machine{NProc: 2, MemTotalMiB: 24064, Kernel: "6.1.0", RunscVersion: "0.0~20221219.0", GoVersion: "go1.26"},
+		Machine: Machine{NProc: 2, MemTotalMiB: 24064, Kernel: "6.1.0", RunscVersion: "0.0~20221219.0", GoVersion: "go1.26",
+			LoadAvgStart: [3]float64{0.5, 0.25, 0.125}, LoadAvgEnd: [3]float64{2, 1, 0.5}},
 		Setup: Setup{Server: "http://127.0.0.1:1", Local: true, Template: "python", Runs: 5, Quick: true, WarmPool: 2,
 			ColdMode: "server keeps no warm sandbox of the template; every create boots one"},
 		CreateWarm: Compare(Summary{N: 5, Min: 45.4, P50: 52.9, P95: 65.4, P99: 65.4, Max: 65.4}, "raw runsc run /bin/true", raw),
