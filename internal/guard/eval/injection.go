@@ -17,6 +17,20 @@ type Case struct {
 	Content     string `yaml:"content" json:"content"`
 	Layer       string `yaml:"layer" json:"layer,omitempty"`
 	Description string `yaml:"description" json:"description,omitempty"`
+	// ToolCalls holds a case's mock tool calls (Parapet's outbound
+	// cases); such a case is judged on the calls, not on Content.
+	ToolCalls []map[string]any `yaml:"mock_tool_calls" json:"mock_tool_calls,omitempty"`
+}
+
+// OutOfScope says why a text detector cannot judge the case, or "".
+// Tool-call policy cases (layer l3_outbound, or cases carrying mock tool
+// calls) are decided by which tool is called with which arguments; their
+// content is a placeholder ("hello") shared by both labels.
+func (c Case) OutOfScope() string {
+	if c.Layer == "l3_outbound" || len(c.ToolCalls) > 0 {
+		return "tool-call policy case: the label depends on mock_tool_calls, not on the text (content is a placeholder shared by both labels); belongs to an outbound tool-call policy, not a text detector"
+	}
+	return ""
 }
 
 // Malicious reports whether the case is labelled as an attack.
@@ -43,10 +57,14 @@ type InjectionScore struct {
 	Sensitivity string  `json:"sensitivity"`
 	Threshold   float64 `json:"threshold"`
 	Trained     bool    `json:"trained_on"`
-	Malicious   int     `json:"malicious"`
-	Benign      int     `json:"benign"`
-	TP          int     `json:"tp"`
-	FP          int     `json:"fp"`
+	// OutOfScope, when set, says why the file's cases cannot be judged by
+	// a text detector (every case out of scope); such rows are printed
+	// but left out of the pooled rows.
+	OutOfScope string `json:"out_of_scope,omitempty"`
+	Malicious  int    `json:"malicious"`
+	Benign     int    `json:"benign"`
+	TP         int    `json:"tp"`
+	FP         int    `json:"fp"`
 	// TPR is TP/Malicious (null in JSON when there are no attacks).
 	TPR *float64 `json:"tpr"`
 	// FPR is FP/Benign (null when there are no benign cases).
@@ -61,6 +79,17 @@ func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...f
 		scores[i] = d.Score(c.Content, injection.Options{}).Score
 	}
 	trained := d.Model != nil && slices.Contains(d.Model.TrainedOn, filepath.Base(file))
+	scope := ""
+	for i, c := range cases {
+		why := c.OutOfScope()
+		if why == "" {
+			scope = ""
+			break
+		}
+		if i == 0 {
+			scope = why
+		}
+	}
 	type level struct {
 		name string
 		t    float64
@@ -71,7 +100,7 @@ func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...f
 	}
 	var out []InjectionScore
 	for _, l := range levels {
-		r := InjectionScore{File: filepath.Base(file), Sensitivity: l.name, Threshold: l.t, Trained: trained}
+		r := InjectionScore{File: filepath.Base(file), Sensitivity: l.name, Threshold: l.t, Trained: trained, OutOfScope: scope}
 		for i, c := range cases {
 			flagged := scores[i] >= l.t
 			if c.Malicious() {
@@ -99,7 +128,7 @@ func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...f
 	return out
 }
 
-// Pool sums the rows of the given split (trained or held out) per
+// Pool sums the in-scope rows of the given split (trained or held out) per
 // sensitivity into one row each, named "train (pooled)" or
 // "held-out (pooled)": TPR over all attack rows, FPR over all benign rows.
 func Pool(rows []InjectionScore, trained bool) []InjectionScore {
@@ -110,7 +139,7 @@ func Pool(rows []InjectionScore, trained bool) []InjectionScore {
 	var out []InjectionScore
 	idx := map[string]int{}
 	for _, r := range rows {
-		if r.Trained != trained {
+		if r.Trained != trained || r.OutOfScope != "" {
 			continue
 		}
 		k, ok := idx[r.Sensitivity]

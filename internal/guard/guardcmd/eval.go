@@ -136,12 +136,22 @@ func printEval(w io.Writer, out EvalOutput) {
 			if r.Trained {
 				split = "TRAIN"
 			}
+			if r.OutOfScope != "" {
+				split = "out-of-scope*"
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%d\t%d\t%s\t%s\t\n", r.File, split, r.Sensitivity, r.Threshold, r.Malicious, r.Benign, pct(r.TPR), pct(r.FPR))
 		}
 		for _, r := range out.Pooled {
 			fmt.Fprintf(tw, "%s\t\t%s\t%.2f\t%d\t%d\t%s\t%s\t\n", r.File, r.Sensitivity, r.Threshold, r.Malicious, r.Benign, pct(r.TPR), pct(r.FPR))
 		}
 		tw.Flush()
+		seen := map[string]bool{}
+		for _, r := range out.Injection {
+			if r.OutOfScope != "" && !seen[r.File] {
+				seen[r.File] = true
+				fmt.Fprintf(w, "* %s: not pooled: %s\n", r.File, r.OutOfScope)
+			}
+		}
 	}
 }
 

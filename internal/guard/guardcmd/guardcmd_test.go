@@ -3,11 +3,14 @@ package guardcmd
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/declaw/declaw/internal/guard/guardtest"
 	"github.com/declaw/declaw/internal/guard/injection"
 )
 
@@ -119,5 +122,69 @@ func TestTrainSmall(t *testing.T) {
 	}
 	if fi, err := os.Stat(out); err != nil || fi.Size() < 1<<18 {
 		t.Errorf("model not written: %v %s", err, stdout)
+	}
+}
+
+func sharedData(t *testing.T) string {
+	t.Helper()
+	d, err := guardtest.DataDir()
+	if errors.Is(err, guardtest.ErrNoData) {
+		if os.Getenv("DECLAW_E2E") == "1" {
+			t.Fatalf("DECLAW_E2E=1 but %v", err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// The checked-in model is exactly what the reproducible command produces
+// from the default training files, and it records those files.
+func TestEmbeddedModelReproducible(t *testing.T) {
+	dir := sharedData(t)
+	out := filepath.Join(t.TempDir(), "m.bin")
+	code, _, errs := run(t, "", "train", "-data", dir, "-out", out, "-folds", "0")
+	if code != 0 {
+		t.Fatalf("train: exit %d: %s", code, errs)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := injection.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, m.Encode()) {
+		t.Error("retrained model differs from the embedded model.bin; retrain with the documented command")
+	}
+	var want []string
+	for _, f := range DefaultTrainFiles {
+		want = append(want, filepath.Base(f))
+	}
+	if strings.Join(m.TrainedOn, ",") != strings.Join(want, ",") {
+		t.Errorf("model trained on %v, want %v", m.TrainedOn, want)
+	}
+}
+
+// The sensitivity presets are the leave-one-file-out operating points on
+// the training files (never read off the held-out files): recomputing
+// them must give the shipped constants.
+func TestPresetsFromCrossValidation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains one model per training file")
+	}
+	dir := sharedData(t)
+	ex, fileOf, names, err := LoadTraining(dir, DefaultTrainFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scores := OutOfFold(ex, injection.TrainConfig{}, fileOf, len(names))
+	lo, med, hi := Presets(ex, scores, fileOf)
+	want := [3]float64{injection.LowThreshold, injection.MediumThreshold, injection.HighThreshold}
+	if got := [3]float64{lo, med, hi}; math.Abs(got[0]-want[0]) > 1e-9 || math.Abs(got[1]-want[1]) > 1e-9 || math.Abs(got[2]-want[2]) > 1e-9 {
+		t.Errorf("leave-one-file-out presets %v, shipped %v", got, want)
 	}
 }

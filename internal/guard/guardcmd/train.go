@@ -43,39 +43,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var names []string
-	var ex []injection.Example
-	var fileOf []int // index into names per example
-	for _, f := range strings.Split(*files, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(*data, f))
-		if err != nil {
-			return err
-		}
-		names = append(names, filepath.Base(f))
-		if strings.HasSuffix(f, ".json") {
-			// A presidio span file: its texts join the benign pool.
-			recs, err := eval.ParsePresidio(b)
-			if err != nil {
-				return fmt.Errorf("%s: %w", f, err)
-			}
-			for _, r := range recs {
-				ex = append(ex, injection.Example{Text: r.FullText})
-				fileOf = append(fileOf, len(names)-1)
-			}
-			continue
-		}
-		cs, err := eval.ParseCases(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		for _, c := range cs {
-			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
-			fileOf = append(fileOf, len(names)-1)
-		}
+	ex, fileOf, names, err := LoadTraining(*data, strings.Split(*files, ","))
+	if err != nil {
+		return err
 	}
 	if *balance {
 		BalanceFiles(ex, fileOf)
@@ -90,7 +60,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "training on %d examples (%d malicious, %d benign) from %s\n", len(ex), pos, len(ex)-pos, strings.Join(names, ", "))
 	switch {
 	case *byFile:
-		crossValidate(stdout, ex, cfg, fileOf, len(names), "leave-one-file-out", fileOf, names)
+		crossValidate(stdout, ex, cfg, fileOf, len(names), "leave-one-file-out", fileOf, names, true)
 	case *folds > 1:
 		idx := make([]int, len(ex))
 		for i := range idx {
@@ -101,7 +71,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		for r, i := range idx {
 			fold[i] = r % *folds
 		}
-		crossValidate(stdout, ex, cfg, fold, *folds, fmt.Sprintf("%d-fold", *folds), fileOf, names)
+		crossValidate(stdout, ex, cfg, fold, *folds, fmt.Sprintf("%d-fold", *folds), fileOf, names, false)
 	}
 	m := injection.Train(ex, cfg, names)
 	if err := os.WriteFile(*outPath, m.Encode(), 0o644); err != nil {
@@ -109,6 +79,44 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", *outPath, len(m.Encode()))
 	return nil
+}
+
+// LoadTraining reads the training files (paths relative to data): YAML
+// case lists give labelled examples, presidio JSON files give benign
+// texts. fileOf[i] indexes names (base names) for example i.
+func LoadTraining(data string, files []string) (ex []injection.Example, fileOf []int, names []string, err error) {
+	for _, f := range files {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(data, f))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		names = append(names, filepath.Base(f))
+		if strings.HasSuffix(f, ".json") {
+			// A presidio span file: its texts join the benign pool.
+			recs, err := eval.ParsePresidio(b)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("%s: %w", f, err)
+			}
+			for _, r := range recs {
+				ex = append(ex, injection.Example{Text: r.FullText})
+				fileOf = append(fileOf, len(names)-1)
+			}
+			continue
+		}
+		cs, err := eval.ParseCases(b)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", f, err)
+		}
+		for _, c := range cs {
+			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
+			fileOf = append(fileOf, len(names)-1)
+		}
+	}
+	return ex, fileOf, names, nil
 }
 
 // BalanceFiles sets example weights so that, within each class, every
@@ -141,22 +149,8 @@ func BalanceFiles(ex []injection.Example, fileOf []int) {
 // model) over a grid of thresholds, and the out-of-fold log-loss; the
 // presets and hyperparameters are picked from it. fold[i] in [0,k) assigns
 // example i to a fold.
-func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, fold []int, k int, what string, fileOf []int, names []string) {
-	scores := make([]float64, len(ex))
-	for f := 0; f < k; f++ {
-		var tr []injection.Example
-		for i, e := range ex {
-			if fold[i] != f {
-				tr = append(tr, e)
-			}
-		}
-		d := &injection.Detector{Model: injection.Train(tr, cfg, nil)}
-		for i, e := range ex {
-			if fold[i] == f {
-				scores[i] = d.Score(e.Text, injection.Options{}).Score
-			}
-		}
-	}
+func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, fold []int, k int, what string, fileOf []int, names []string, byFile bool) {
+	scores := OutOfFold(ex, cfg, fold, k)
 	// Mean log-loss of the out-of-fold scores (lower is better).
 	ll := 0.0
 	for i, e := range ex {
@@ -223,6 +217,39 @@ func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfi
 		}
 		fmt.Fprintln(w)
 	}
+	if byFile {
+		lo, med, hi := Presets(ex, scores, fileOf)
+		fmt.Fprintf(w, "presets from these scores: low %.2f, medium %.2f, high %.2f\n", lo, med, hi)
+	}
+}
+
+// OutOfFold scores every example with the full detector (rules and a
+// model trained on the other folds); fold[i] in [0,k) assigns example i.
+func OutOfFold(ex []injection.Example, cfg injection.TrainConfig, fold []int, k int) []float64 {
+	scores := make([]float64, len(ex))
+	for f := 0; f < k; f++ {
+		var tr []injection.Example
+		for i, e := range ex {
+			if fold[i] != f {
+				tr = append(tr, e)
+			}
+		}
+		d := &injection.Detector{Model: injection.Train(tr, cfg, nil)}
+		for i, e := range ex {
+			if fold[i] == f {
+				scores[i] = d.Score(e.Text, injection.Options{}).Score
+			}
+		}
+	}
+	return scores
+}
+
+// Presets are the sensitivity thresholds read off leave-one-file-out
+// scores: low, medium and high are the lowest thresholds at which every
+// benign training file's out-of-fold FPR is at most 1%, 3% (the issue's
+// bar for medium) and 10%.
+func Presets(ex []injection.Example, scores []float64, fileOf []int) (low, medium, high float64) {
+	return OperatingPoint(ex, scores, fileOf, 0.01), OperatingPoint(ex, scores, fileOf, 0.03), OperatingPoint(ex, scores, fileOf, 0.10)
 }
 
 // OperatingPoint returns the lowest threshold on a 0.01 grid in [0.30,
