@@ -23,6 +23,7 @@ class Reply:
     delay: float = 0.0  # before answering
     close_after: bool = False  # drop the connection after answering (no Connection: close header)
     truncate: bool = False  # SSE: end without the final chunk, then drop the connection
+    hold: Optional[threading.Event] = None  # SSE: after the chunks, keep the stream open (keepalive comments) until set
 
 
 @dataclass
@@ -57,6 +58,7 @@ class _Server(ThreadingHTTPServer):
 class FakeDeclaw:
     def __init__(self) -> None:
         self.requests: List[Recorded] = []
+        self.disconnects: List[str] = []  # paths of SSE streams the client dropped
         self.routes: List[tuple] = []
         self.lock = threading.Lock()
         fake = self
@@ -104,16 +106,16 @@ class FakeDeclaw:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
-                    for chunk in reply.sse:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                        self.wfile.flush()
-                        if reply.chunk_delay:
-                            time.sleep(reply.chunk_delay)
+                    try:
+                        self._send_sse(reply)
+                    except (BrokenPipeError, ConnectionResetError):
+                        with fake.lock:
+                            fake.disconnects.append(rec.path)
+                        self.close_connection = True
+                        return
                     if reply.truncate:
                         self.close_connection = True
                         return
-                    self.wfile.write(b"0\r\n\r\n")
-                    self.wfile.flush()
                 else:
                     body = reply.body
                     if reply.json is not None:
@@ -125,6 +127,24 @@ class FakeDeclaw:
                     self.wfile.flush()
                 if reply.close_after:
                     self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            def _send_sse(self, reply: Reply) -> None:
+                for chunk in reply.sse or []:
+                    self._chunk(chunk)
+                    if reply.chunk_delay:
+                        time.sleep(reply.chunk_delay)
+                if reply.hold is not None:
+                    deadline = time.monotonic() + 20
+                    while not reply.hold.wait(0.02) and time.monotonic() < deadline:
+                        self._chunk(b": keepalive\n\n")
+                if reply.truncate:
+                    return
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -163,6 +183,7 @@ class FakeDeclaw:
         with self.lock:
             self.requests.clear()
             self.routes.clear()
+            self.disconnects.clear()
 
     def close(self) -> None:
         self.server.shutdown()

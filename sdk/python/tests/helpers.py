@@ -53,3 +53,15 @@ class FakeServerTest(unittest.TestCase):
 
     def last(self):
         return self.fake.requests[-1]
+
+
+def wait_until(cond, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``cond()`` until it is true or ``timeout`` seconds passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return bool(cond())
