@@ -32,7 +32,7 @@ func message(family byte, group uint16, attrs ...[]byte) []byte {
 	return b
 }
 
-func prefixAttr(p string) []byte { return nlattr(attrPrefix, append([]byte(p), 0)) }
+func prefixAttr(p string) []byte  { return nlattr(attrPrefix, append([]byte(p), 0)) }
 func payloadAttr(p []byte) []byte { return nlattr(attrPayload, p) }
 
 // ipv4 builds an IPv4 header (ihl words, no checksum) followed by l4.
