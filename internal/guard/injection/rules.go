@@ -58,7 +58,7 @@ var rules = []rule{
 		re: anchored(`(?:new|updated|real|actual|true|neue)\s+(?:instructions?|tasks?|rules|directives?|prompt|objective|aufgabe|anweisungen?)\b|(?:from\s+now\s+on|henceforth)\s*,?\s+(?:you|your|ignore|respond|answer|act|only|always|never|say|speak|reply|pretend|talk|behave|refer)\b|von\s+nun\s+an\b|ab\s+jetzt\b`)},
 	// Claims of authority over the model ("I am your developer", "this is
 	// a message from the system administrator").
-	{name: "authority_impersonation", weight: 0.6, words: []string{"i", "this", "message", "note", "i'm", "im"},
+	{name: "authority_impersonation", weight: 0.6, window: 80, needs: []string{"developer", "creator", "admin", "owner", "operator", "programmer", "system", "openai", "anthropic"}, words: []string{"i", "this", "message", "note", "update", "instruction", "instructions", "im"},
 		re: anchored(`(?:(?:i\s+am|i'm|im)\s+(?:your|the)|this\s+is\s+your)\s+(?:developer|creator|admin|administrator|system\s+administrator|owner|operator|programmer)s?\b|(?:message|note|instructions?|update)\s+from\s+(?:the\s+|your\s+)?(?:system|developers?|admin|administrator|openai|anthropic|creators?)\b`)},
 	{name: "role_reassignment", weight: 0.55, words: []string{"you", "act", "behave", "respond", "pretend", "roleplay", "role", "simulate", "impersonate", "du", "tu", "agiere", "spiele", "spiel"},
 		re: anchored(`you\s+are\s+(?:now|no\s+longer|going\s+to\s+(?:be|act|pretend))|you're\s+(?:now|no\s+longer)|you\s+will\s+now\s+(?:act|be|respond)|(?:act|behave|respond)\s+(?:as|like)\s+(?:a|an|my)\b|act\s+as\s+if\b|pretend\s+(?:to\s+be|you\s+are|that\s+you)|roleplay\b|role-play\b|role\s+play\b|simulate\b|impersonate\b|du\s+bist\s+(?:jetzt|nun|ab\s+sofort)|tu\s+so\s+als|agiere\s+als|spiele?\s+die\s+rolle`)},
