@@ -29,6 +29,8 @@ func runServer(e *env, args []string) int {
 	fs.StringVar(&cfg.Runsc, "runsc", e.envOr("DECLAW_RUNSC", "runsc"), "runsc binary")
 	fs.StringVar(&cfg.Platform, "runsc-platform", e.envOr("DECLAW_RUNSC_PLATFORM", "ptrace"), "runsc --platform")
 	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", e.envOr("DECLAW_DNS_UPSTREAM", ""), "host:port of the DNS resolver sandbox queries are forwarded to (default: the host's first nameserver)")
+	fs.StringVar(&cfg.UpstreamCAFile, "upstream-ca", e.envOr("DECLAW_UPSTREAM_CA", ""), "PEM file of extra roots the egress proxy trusts for upstream TLS (private upstreams, tests)")
+	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 7*24*time.Hour, "how long audit events are kept (a sandbox's audit.retention_hours overrides it)")
 	poolSize, _ := strconv.Atoi(e.envOr("DECLAW_SLOT_POOL", "4"))
 	fs.IntVar(&cfg.PoolSize, "slot-pool", poolSize, "network slots kept ready")
 	warmPool := fs.String("warm-pool", e.envOr("DECLAW_WARM_POOL", "base=1,python=1"), "booted sandboxes kept ready per template, e.g. python=4,base=1 (empty: none)")

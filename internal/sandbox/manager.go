@@ -100,11 +100,14 @@ type Config struct {
 	// (see pool.go); empty = none.
 	WarmPool        map[string]int
 	WarmPoolMaxIdle time.Duration // pooled sandboxes older than this are replaced (default 30 min)
-	EnvdPath        string        // host path of the envd binary, bind-mounted into every sandbox
-	RunDir          string        // per-sandbox generated files live under RunDir/<id>
-	StateDir        string        // snapshots live under StateDir/snapshots
-	Resources       sandboxrt.Resources
-	EnvdReady       time.Duration // how long to wait for envd to answer (default 30 s)
+	// AuditRetention is how long audit events are kept (default
+	// DefaultAuditRetention); a sandbox's audit.retention_hours overrides it.
+	AuditRetention time.Duration
+	EnvdPath       string // host path of the envd binary, bind-mounted into every sandbox
+	RunDir         string // per-sandbox generated files live under RunDir/<id>
+	StateDir       string // snapshots live under StateDir/snapshots
+	Resources      sandboxrt.Resources
+	EnvdReady      time.Duration // how long to wait for envd to answer (default 30 s)
 	// EnvdPort is the TCP port envd is reached on at the slot's guest
 	// address (0 = envdapi.Port). Tests point it at a fake envd.
 	EnvdPort int
@@ -117,7 +120,10 @@ type Manager struct {
 	client *http.Client // to envd: keep-alive, shared with the API proxy
 
 	stopSampling context.CancelFunc
-	pool         *pool
+
+	secretsMu sync.Mutex
+	secrets   map[string][][]byte // sandbox id -> masked env values (see secrets.go)
+	pool      *pool
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -185,6 +191,9 @@ type Info struct {
 
 // New returns a manager. Call Recover once before serving.
 func New(cfg Config) *Manager {
+	if cfg.AuditRetention == 0 {
+		cfg.AuditRetention = DefaultAuditRetention
+	}
 	if cfg.EnvdReady == 0 {
 		cfg.EnvdReady = 30 * time.Second
 	}
@@ -206,6 +215,7 @@ func New(cfg Config) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSampling = cancel
 	go m.sampleLoop(ctx)
+	go m.pruneLoop(ctx, 10*time.Minute)
 	m.pool = newPool(m, cfg.WarmPool, cfg.WarmPoolMaxIdle)
 	return m
 }
@@ -457,6 +467,8 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 	if err := m.cfg.Store.CreateSandbox(ctx, rec); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
+	m.rememberSecrets(inst.id, secretValues(sec, req.Envs))
+	inst.undo.add("secrets", func(context.Context) error { m.forgetSecrets(inst.id); return nil })
 	return rec, nil
 }
 

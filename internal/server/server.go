@@ -19,8 +19,10 @@ import (
 
 	"github.com/declaw/declaw/internal/api"
 	"github.com/declaw/declaw/internal/egress"
+	"github.com/declaw/declaw/internal/egress/ca"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/network/dns"
+	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/gvisor"
@@ -43,9 +45,15 @@ type Config struct {
 	PoolSize    int            // network slots kept ready
 	WarmPool    map[string]int // booted sandboxes kept ready per template
 	DNSUpstream string         // host:port of the resolver sandboxes' queries go to; default: the host's first nameserver
-	CPUs        float64
-	MemoryMB    int64
-	Logf        func(format string, args ...any)
+	// UpstreamCAFile holds extra roots (PEM) the egress proxy trusts for
+	// upstream TLS (--upstream-ca), beside the system roots.
+	UpstreamCAFile string
+	// AuditRetention is how long audit events are kept (default 7 days);
+	// a sandbox's audit.retention_hours overrides it for its events.
+	AuditRetention time.Duration
+	CPUs           float64
+	MemoryMB       int64
+	Logf           func(format string, args ...any)
 }
 
 // Server is a running declaw server.
@@ -154,6 +162,18 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			}
 			audit(ev.SandboxID, typ, ev)
 		},
+		UpstreamCAFile: cfg.UpstreamCAFile,
+		HTTPEvents: func(ev egress.HTTPEvent) {
+			typ := "http.request"
+			if ev.Decision != egress.DecisionAllow {
+				typ = "http.blocked"
+			}
+			// Secrets from the sandbox's env never reach the audit store in clear.
+			ev.RequestBody = s.manager.MaskSecrets(ev.SandboxID, ev.RequestBody)
+			ev.ResponseBody = s.manager.MaskSecrets(ev.SandboxID, ev.ResponseBody)
+			ev.URL = string(s.manager.MaskSecrets(ev.SandboxID, []byte(ev.URL)))
+			audit(ev.SandboxID, typ, httpAudit(ev))
+		},
 	}); err != nil {
 		return nil, fmt.Errorf("egress proxy: %w", err)
 	}
@@ -168,14 +188,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	s.manager = sandbox.New(sandbox.Config{
 		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
-		DNS:       s.dns,
-		Egress:    s.egress,
-		WarmPool:  cfg.WarmPool,
-		EnvdPath:  cfg.EnvdPath,
-		RunDir:    filepath.Join(cfg.StateDir, "run"),
-		StateDir:  cfg.StateDir,
-		Resources: sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
-		Logf:      cfg.Logf,
+		DNS:            s.dns,
+		Egress:         s.egress,
+		Content:        contentAdapter{s.egress},
+		AuditRetention: cfg.AuditRetention,
+		WarmPool:       cfg.WarmPool,
+		EnvdPath:       cfg.EnvdPath,
+		RunDir:         filepath.Join(cfg.StateDir, "run"),
+		StateDir:       cfg.StateDir,
+		Resources:      sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
+		Logf:           cfg.Logf,
 	})
 	audit = func(id, typ string, data any) { s.manager.Audit(context.Background(), id, typ, data) }
 	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
@@ -303,4 +325,70 @@ func (a templatesAdapter) RootFS(ctx context.Context, name string) (string, erro
 		return "", fmt.Errorf("template %q: %w", name, err)
 	}
 	return t.RootFS, nil
+}
+
+// contentAdapter gives the orchestrator content inspection on the egress
+// proxy: a CA of its own per sandbox, whose certificate goes into the sandbox.
+type contentAdapter struct{ p *egress.Proxy }
+
+func (a contentAdapter) Attach(guestIP netip.Addr, sandboxID string, sec *policy.Security) ([]byte, error) {
+	c, err := ca.New(sandboxID)
+	if err != nil {
+		return nil, fmt.Errorf("mint the CA of %s: %w", sandboxID, err)
+	}
+	if err := a.p.SetContent(guestIP, &egress.Content{Security: sec, CA: c}); err != nil {
+		return nil, err
+	}
+	return c.CertPEM(), nil
+}
+
+func (a contentAdapter) Detach(guestIP netip.Addr) { a.p.SetContent(guestIP, nil) }
+
+// httpAudit is the audit record of one intercepted exchange: the API's
+// snake_case names, bodies as text.
+func httpAudit(ev egress.HTTPEvent) map[string]any {
+	out := map[string]any{
+		"method": ev.Method, "url": ev.URL, "host": ev.Host, "status_code": ev.Status, "direction": ev.Direction,
+		"decision": ev.Decision, "stage": ev.Stage, "reason": ev.Reason, "tls": ev.TLS, "proto": ev.Proto,
+		"request_bytes": ev.RequestBytes, "response_bytes": ev.ResponseBytes, "duration_ms": ev.Duration.Milliseconds(),
+		"src": ev.Src.String(), "dst": ev.Dst.String(),
+	}
+	if len(ev.PII) > 0 {
+		n := 0
+		for _, c := range ev.PII {
+			n += c
+		}
+		out["pii"] = ev.PII
+		out["pii_action"] = ev.PIIAction
+		out["pii_redactions"] = n
+	}
+	if ev.Rehydrated > 0 {
+		out["rehydrated"] = ev.Rehydrated
+	}
+	if ev.Injection != nil {
+		out["injection"] = ev.Injection
+		if ev.Stage == "injection" && ev.Decision != egress.DecisionAllow {
+			out["injection_blocks"] = 1
+		}
+	}
+	if len(ev.Transformations) > 0 {
+		out["transformations_applied"] = len(ev.Transformations)
+		out["transformations"] = ev.Transformations
+	}
+	if len(ev.Verdicts) > 0 {
+		out["verdicts"] = ev.Verdicts
+	}
+	if len(ev.Notes) > 0 {
+		out["notes"] = ev.Notes
+	}
+	if ev.RequestBody != nil {
+		out["request_body"] = string(ev.RequestBody)
+	}
+	if ev.ResponseBody != nil {
+		out["response_body"] = string(ev.ResponseBody)
+	}
+	if ev.BodiesTruncated {
+		out["bodies_truncated"] = true
+	}
+	return out
 }
