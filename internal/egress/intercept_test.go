@@ -479,3 +479,121 @@ func (ih *icHarness) upPool() *x509.CertPool {
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+func TestInterceptScanLimit(t *testing.T) {
+	up := newICUpstream(t, true)
+	evs := make(chan HTTPEvent, 10)
+	pool := x509.NewCertPool()
+	pool.AddCert(up.srv.Certificate())
+	h := newHarness(t, Config{Ports: []uint16{up.port}, UpstreamCAs: pool, MaxScanBody: 1024,
+		HTTPEvents: func(ev HTTPEvent) { evs <- ev }}, mustParse(t, testPolicy.AllowOut, testPolicy.DenyOut))
+	h.res.set("example.com", "127.0.0.1")
+	h.setDst(fmt.Sprintf("127.0.0.2:%d", up.port))
+	ih := &icHarness{harness: h, up: up, evCh: evs}
+	ih.ca, _ = ca.New("sbx-1")
+	big := []byte(`{"q":"` + strings.Repeat("x", 2000) + ` 123-45-6789"}`)
+
+	ih.setSecurity(t, `{"pii":{"enabled":true,"action":"redact"}}`)
+	resp, got := post(t, ih.client(false), ih.url("/echo"), "application/json", big)
+	if resp.StatusCode != 200 || !bytes.Equal(got, big) {
+		t.Errorf("redact policy, body over the limit: %d, want 200 passed through", resp.StatusCode)
+	}
+	reqs := up.requests()
+	if !bytes.Equal(reqs[len(reqs)-1].Body, big) {
+		t.Error("oversized body was changed; it must pass unscanned")
+	}
+	if ev := ih.httpEvent(t); len(ev.Notes) == 0 || !strings.Contains(ev.Notes[0], "not scanned") {
+		t.Errorf("event notes %v, want a not-scanned note", ev.Notes)
+	}
+
+	ih.setSecurity(t, `{"pii":{"enabled":true,"action":"block"}}`)
+	before := len(up.requests())
+	resp, got = post(t, ih.client(false), ih.url("/echo"), "application/json", big)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(got), "too large") {
+		t.Errorf("block policy, body over the limit: %d %s, want 413", resp.StatusCode, got)
+	}
+	if len(up.requests()) != before {
+		t.Error("oversized body reached upstream under a block policy")
+	}
+	if ev := ih.httpEvent(t); ev.Stage != "scan_limit" {
+		t.Errorf("event %+v", ev)
+	}
+}
+
+func TestInterceptPlainHTTPMalformed(t *testing.T) {
+	up := newICUpstream(t, false)
+	evs := make(chan HTTPEvent, 10)
+	h := newHarness(t, Config{Ports: []uint16{up.port}, HTTPEvents: func(ev HTTPEvent) { evs <- ev }},
+		mustParse(t, testPolicy.AllowOut, testPolicy.DenyOut))
+	h.res.set("example.com", "127.0.0.1")
+	h.setDst(fmt.Sprintf("127.0.0.2:%d", up.port))
+	ih := &icHarness{harness: h, up: up, evCh: evs}
+	ih.ca, _ = ca.New("sbx-1")
+	ih.setSecurity(t, piiRedact)
+
+	for _, tc := range []struct {
+		in     string
+		status int
+	}{
+		{"GET / HTTP/1.1\r\nHost: example.com\r\nHost: evil.test\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", DefaultMaxPeek) + "\r\nHost: example.com\r\n\r\n", 431},
+	} {
+		c := h.dial(t)
+		go c.Write([]byte(tc.in))
+		resp, err := http.ReadResponse(bufioReader(c), nil)
+		if err != nil || resp.StatusCode != tc.status {
+			t.Errorf("%.40q: %v %v, want %d", tc.in, resp, err, tc.status)
+		}
+		if ev := ih.httpEvent(t); ev.Status != tc.status || ev.Stage != "malformed" {
+			t.Errorf("event %+v", ev)
+		}
+		h.event(t)
+	}
+	// A well-formed keep-alive connection: every request's Host is checked.
+	c := h.dial(t)
+	br := bufioReader(c)
+	c.Write([]byte("POST /echo HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n\r\nssn 123-45-6789"))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "ssn 123-45-6789" {
+		t.Errorf("first request: %q", b)
+	}
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n"))
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 403 {
+		t.Errorf("second request for a denied Host on the same connection: %v %v, want 403", resp, err)
+	}
+	ih.httpEvent(t)
+	if ev := ih.httpEvent(t); ev.Host != "evil.test" || ev.Stage != "policy" {
+		t.Errorf("event %+v", ev)
+	}
+}
+
+func TestInterceptNoSNIToAllowedAddress(t *testing.T) {
+	up := newICUpstream(t, true)
+	evs := make(chan HTTPEvent, 10)
+	pool := x509.NewCertPool()
+	pool.AddCert(up.srv.Certificate())
+	h := newHarness(t, Config{Ports: []uint16{up.port}, UpstreamCAs: pool, HTTPEvents: func(ev HTTPEvent) { evs <- ev }},
+		mustParse(t, []string{"127.0.0.1"}, []string{"0.0.0.0/0"}))
+	h.setDst(fmt.Sprintf("127.0.0.1:%d", up.port)) // no name is ever resolved
+	ih := &icHarness{harness: h, up: up, evCh: evs}
+	ih.ca, _ = ca.New("sbx-1")
+	ih.setSecurity(t, piiRedact)
+	c := tls.Client(h.dial(t), &tls.Config{RootCAs: ih.ca.Pool(), ServerName: "127.0.0.1"})
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("handshake without SNI to an allowed address: %v", err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufioReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if h.res.n.Load() != 0 {
+		t.Error("a name was resolved")
+	}
+	ih.httpEvent(t)
+}
