@@ -79,7 +79,8 @@ func startServer(t testing.TB, extraArgs ...string) *server {
 func (s *server) start(extraArgs ...string) {
 	t := s.t
 	args := append([]string{"server", "--listen", "127.0.0.1:8080", "--state-dir", s.stateDir, "--api-key", s.key,
-		"--net-prefix", s.prefix, "--envd", s.envd, "--slot-pool", "2", "--dns-upstream", testenv.DNSServer.String(), "--warm-pool="}, extraArgs...)
+		"--net-prefix", s.prefix, "--envd", s.envd, "--slot-pool", "2", "--dns-upstream", testenv.DNSServer.String(), "--warm-pool=",
+		"--upstream-ca", s.net.CAFile()}, extraArgs...)
 	// Not n.Command: its cleanup would SIGKILL the server before stop
 	// could shut it down gracefully (and check what it left behind).
 	cmd := s.net.Host.Command(context.Background(), s.declaw, args...)
