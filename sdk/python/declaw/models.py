@@ -38,7 +38,8 @@ def parse_time(value: Any) -> Optional[datetime]:
     text = str(value).strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    text = _FRACTION.sub(lambda m: m.group(1)[:7], text, count=1)
+    # fromisoformat before 3.11 takes exactly 3 or 6 fractional digits
+    text = _FRACTION.sub(lambda m: m.group(1)[:7].ljust(7, "0"), text, count=1)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:

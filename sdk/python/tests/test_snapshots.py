@@ -103,6 +103,15 @@ class SnapshotTest(FakeServerTest):
             Sandbox.restore("sbx-1", "snap-x", **self.kw())
 
 
+class ParseTimeTest(unittest.TestCase):
+    def test_any_number_of_fractional_digits(self):
+        from declaw.models import parse_time
+        for text, micro in (("2026-11-27T05:00:01.5Z", 500000), ("2026-11-27T05:00:01.12Z", 120000),
+                            ("2026-11-27T05:00:01.1234Z", 123400), ("2026-11-27T05:00:01.123456789+00:00", 123456),
+                            ("2026-11-27T05:00:01Z", 0)):
+            self.assertEqual(parse_time(text).microsecond, micro, text)
+
+
 class MetricsPauseTest(FakeServerTest):
     def test_metrics_list(self):
         sbx = self.sandbox()
