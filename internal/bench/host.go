@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -41,7 +42,7 @@ func LoadAvg() [3]float64 {
 func ReadMachine(ctx context.Context, runsc string) Machine {
 	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: LoadAvg()}
 	if kb, err := meminfo("MemTotal"); err == nil {
-		m.MemTotalMiB = float64(kb) / 1024
+		m.MemTotalMiB = math.Round(float64(kb)/1024*10) / 10
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 )
@@ -62,9 +63,9 @@ func Compare(latency Summary, baselineName string, baseline Summary) Compared {
 	return Compared{
 		Latency: latency, BaselineName: baselineName, Baseline: baseline,
 		Ratio: Ratios{
-			P50: Ratio(latency.P50, baseline.P50),
-			P95: Ratio(latency.P95, baseline.P95),
-			P99: Ratio(latency.P99, baseline.P99),
+			P50: round3(Ratio(latency.P50, baseline.P50)),
+			P95: round3(Ratio(latency.P95, baseline.P95)),
+			P99: round3(Ratio(latency.P99, baseline.P99)),
 		},
 	}
 }
@@ -216,6 +217,8 @@ func num(v float64) string {
 	}
 	return fmt.Sprintf("%.2f", v)
 }
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
 
 func ratio(v float64) string {
 	if v <= 0 {
