@@ -28,6 +28,8 @@ DEFAULT_SANDBOX_TIMEOUT = 300
 CREATE_REQUEST_TIMEOUT = 300.0
 #: Default HTTP timeout of a snapshot or a restore (copying a filesystem).
 SNAPSHOT_REQUEST_TIMEOUT = 300.0
+#: Default HTTP timeout of a restore (the server allows itself 15 minutes).
+RESTORE_REQUEST_TIMEOUT = 900.0
 MCP_PORT = 50005
 _STATES = ("live", "running", "paused", "creating", "killed")
 
@@ -724,19 +726,20 @@ class Sandbox:
             query={"snapshot_id": snapshot_id},
             json={},
             retry=False,
-            timeout=_long_timeout(cfg, request_timeout, SNAPSHOT_REQUEST_TIMEOUT),
+            timeout=_long_timeout(cfg, request_timeout, RESTORE_REQUEST_TIMEOUT),
         )
         data = resp.json() or {}
         new_id = data.get("sandbox_id") if isinstance(data, dict) else None
         if not new_id:
             raise SandboxException(f"restore answered without a sandbox_id: {data!r}", status=resp.status)
+        info = data.get("sandbox") if isinstance(data.get("sandbox"), dict) else {}
         return cls(
             str(new_id),
             cfg,
             envd_access_token=data.get("envd_access_token"),
             traffic_access_token=data.get("traffic_access_token"),
             sandbox_domain=data.get("sandbox_domain"),
-            template_id=data.get("template_id"),
+            template_id=data.get("template_id") or info.get("template_id"),
             info=data,
         )
 

@@ -74,9 +74,11 @@ class SnapshotTest(FakeServerTest):
             sbx.delete_snapshot("")
 
     def test_restore(self):
-        answer = {"sandbox_id": "sbx-new", "snapshot_id": "snap-1", "node_id": "n1"}
+        answer = {"sandbox_id": "sbx-new", "snapshot_id": "snap-1", "node_id": "n1", "envd_access_token": "e",
+                  "sandbox": {"sandbox_id": "sbx-new", "template_id": "python", "state": "running"}}
         self.fake.route("POST", "/sandboxes/sbx-1/restore", Reply(201, json=answer))
         new = Sandbox.restore("sbx-1", "snap-1", **self.kw())
+        self.assertEqual((new.template_id, new.envd_access_token), ("python", "e"))
         r = self.last()
         self.assertEqual((r.method, r.path, r.raw_query, r.json),
                          ("POST", "/sandboxes/sbx-1/restore", "snapshot_id=snap-1", {}))
