@@ -25,7 +25,10 @@ type rule struct {
 	re     *regexp.Regexp
 }
 
-// ruleWindow bounds the text an anchored expression sees.
+// ruleWindow bounds the text an anchored expression sees; rules whose
+// matches are short set a smaller window (the backtracking matcher's cost
+// grows with the window, and common trigger words such as "you" run their
+// rule often).
 const ruleWindow = 240
 
 func anchored(expr string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + expr + `)`) }
@@ -48,29 +51,29 @@ var (
 // common model families) rather than from the evaluation files.
 var rules = []rule{
 	{name: "instruction_override", weight: 0.92, words: overrideVerbs, window: 160, needs: overrideObjects, re: anchored(overrideExpr)},
-	{name: "forget_everything", weight: 0.8, words: []string{"forget", "ignore", "disregard"},
+	{name: "forget_everything", weight: 0.8, window: 80, words: []string{"forget", "ignore", "disregard"},
 		re: anchored(`(?:forget|ignore|disregard)\s+(?:about\s+)?(?:everything|all\s+(?:of\s+)?(?:that|this|the\s+above|above|before)|what\s+(?:i|you|we)\s+(?:said|told|wrote|were\s+told)|that\s+and)\b`)},
-	{name: "instruction_override_de", weight: 0.9, words: []string{"vergiss", "vergessen", "ignoriere", "ignorieren", "missachte", "missachten", "beachte", "beachten"},
+	{name: "instruction_override_de", weight: 0.9, window: 120, words: []string{"vergiss", "vergessen", "ignoriere", "ignorieren", "missachte", "missachten", "beachte", "beachten"},
 		re: anchored(`(?:vergiss|vergessen\s+sie|ignoriere|ignorieren\s+sie|missachte|missachten\s+sie|beachte\s+nicht|beachten\s+sie\s+nicht)\b[^.!?\n]{0,60}?\b(?:alles|alle|vorherigen?|obigen?|bisherigen?|anweisungen|befehle|aufgaben|aufgabe|regeln|instruktionen|vorgaben|gesagte)`)},
-	{name: "instruction_override_es_fr_it", weight: 0.9, words: []string{"ignora", "ignorez", "ignorer", "olvida", "olvide", "oubliez", "oublie", "oublier", "dimentica"},
+	{name: "instruction_override_es_fr_it", weight: 0.9, window: 100, words: []string{"ignora", "ignorez", "ignorer", "olvida", "olvide", "oubliez", "oublie", "oublier", "dimentica"},
 		re: anchored(`(?:ignora|ignorez|ignorer|olvida|olvide|oubliez|oublie|oublier|dimentica)\b[^.!?\n]{0,40}?\b(?:instrucciones|instructions|consignes|istruzioni|todo|tout|tutto|reglas|règles|regole)`)},
-	{name: "new_instructions", weight: 0.6, words: []string{"new", "updated", "real", "actual", "true", "neue", "from", "henceforth", "von", "ab"},
+	{name: "new_instructions", weight: 0.6, window: 80, words: []string{"new", "updated", "real", "actual", "true", "neue", "from", "henceforth", "von", "ab"},
 		re: anchored(`(?:new|updated|real|actual|true|neue)\s+(?:instructions?|tasks?|rules|directives?|prompt|objective|aufgabe|anweisungen?)\b|(?:from\s+now\s+on|henceforth)\s*,?\s+(?:you|your|ignore|respond|answer|act|only|always|never|say|speak|reply|pretend|talk|behave|refer)\b|von\s+nun\s+an\b|ab\s+jetzt\b`)},
 	// Claims of authority over the model ("I am your developer", "this is
 	// a message from the system administrator").
 	{name: "authority_impersonation", weight: 0.6, window: 80, needs: []string{"developer", "creator", "admin", "owner", "operator", "programmer", "system", "openai", "anthropic"}, words: []string{"i", "this", "message", "note", "update", "instruction", "instructions", "im"},
 		re: anchored(`(?:(?:i\s+am|i'm|im)\s+(?:your|the)|this\s+is\s+your)\s+(?:developer|creator|admin|administrator|system\s+administrator|owner|operator|programmer)s?\b|(?:message|note|instructions?|update)\s+from\s+(?:the\s+|your\s+)?(?:system|developers?|admin|administrator|openai|anthropic|creators?)\b`)},
-	{name: "role_reassignment", weight: 0.55, words: []string{"you", "act", "behave", "respond", "pretend", "roleplay", "role", "simulate", "impersonate", "du", "tu", "agiere", "spiele", "spiel"},
+	{name: "role_reassignment", weight: 0.55, window: 80, words: []string{"you", "act", "behave", "respond", "pretend", "roleplay", "role", "simulate", "impersonate", "du", "tu", "agiere", "spiele", "spiel"},
 		re: anchored(`you\s+are\s+(?:now|no\s+longer|going\s+to\s+(?:be|act|pretend))|you're\s+(?:now|no\s+longer)|you\s+will\s+now\s+(?:act|be|respond)|(?:act|behave|respond)\s+(?:as|like)\s+(?:a|an|my)\b|act\s+as\s+if\b|pretend\s+(?:to\s+be|you\s+are|that\s+you)|roleplay\b|role-play\b|role\s+play\b|simulate\b|impersonate\b|du\s+bist\s+(?:jetzt|nun|ab\s+sofort)|tu\s+so\s+als|agiere\s+als|spiele?\s+die\s+rolle`)},
-	{name: "jailbreak_persona", weight: 0.75, words: []string{"dan", "stan", "aim", "dude", "betterdan", "anti", "antigpt", "developer", "god", "opposite", "jailbreak", "jailbroken", "do", "unfiltered", "uncensored", "no", "without", "evil"},
+	{name: "jailbreak_persona", weight: 0.75, window: 80, words: []string{"dan", "stan", "aim", "dude", "betterdan", "anti", "antigpt", "developer", "god", "opposite", "jailbreak", "jailbroken", "do", "unfiltered", "uncensored", "no", "without", "evil"},
 		re: anchored(`(?:dan|stan|aim|dude|betterdan|anti-?gpt)\b(?:\s+mode|\s+which\s+stands|\s*[:,(]|\s+is\s+an?\b)|(?:developer\s+mode|god\s+mode|opposite\s+mode|jailbr(?:eak|oken)|do\s+anything\s+now|unfiltered|uncensored|(?:no|without(?:\s+any)?)\s+(?:restrictions|limitations|filters?|censorship|ethical|moral)|evil\s+(?:ai|assistant|bot|mode|confidant))\b`)},
 	{name: "prompt_extraction", weight: 0.8, window: 120, needs: []string{"prompt", "instruction", "message", "text", "rules", "guideline", "directive", "programming", "configuration", "password", "passphrase", "secret", "key", "above", "anweisung", "passwort", "regeln"}, words: []string{"reveal", "show", "print", "output", "display", "repeat", "tell", "give", "share", "list", "spell", "write", "say", "provide", "leak", "dump", "disclose", "recite", "what", "zeig", "zeige", "gib", "nenne", "verrate", "sag"},
 		re: anchored(`(?:reveal|show|print|output|display|repeat|tell|give|share|list|spell|write|say|provide|leak|dump|disclose|recite|what\s+(?:is|are|was|were)|zeige?|gib|nenne|verrate|sag)\b[^.!?\n]{0,50}?\b(?:(?:system|initial|original|hidden|secret|first|previous|above|entire|full|complete)\s+(?:prompt|instructions?|message|text)|your\s+(?:system\s+)?(?:instructions|prompt|rules|guidelines|directives|programming|configuration)|(?:the|my)\s+system\s+prompt|(?:the|your|secret|hidden)\s+(?:password|passphrase|secret)|(?:your|secret|hidden)\s+key|(?:text|words|everything|all)\s+above|prompt\s+texts?|dein(?:e|en)?\s+(?:anweisungen|prompt|passwort|regeln)|das\s+passwort)\b`)},
 	{name: "chat_template_token", weight: 0.92, prefixes: []string{"<|", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "###", "{{#system", "[system](", "<system>", "</system>", "<im_start>", "<start_of_turn>", "<end_of_turn>"},
 		re: anchored(`<\|(?:im_start|im_end|im_sep|system|user|assistant|start|end|message|channel|endoftext|begin_of_text|end_of_text|start_header_id|end_header_id|eot_id|eom_id|fim_prefix|pad)\|>|\[/?inst\]|<</?sys>>|###\s*(?:system|instruction|new\s+instruction)s?\s*:|\{\{#system~?\}\}|\[system\]\s*\(#|</?system>|<im_start>|<(?:start|end)_of_turn>`)},
-	{name: "role_header", weight: 0.65, words: []string{"system", "assistant", "human"}, lineStart: true,
+	{name: "role_header", weight: 0.65, window: 80, words: []string{"system", "assistant", "human"}, lineStart: true,
 		re: anchored(`(?:system|assistant|human)(?:\s+(?:message|prompt))?\s*:`)},
-	{name: "role_header", weight: 0.65, prefixes: []string{"[system", "(system"},
+	{name: "role_header", weight: 0.65, window: 80, prefixes: []string{"[system", "(system"},
 		re: anchored(`[\[(]system(?:\s+(?:message|note|override|update))?[\])]`)},
 	{name: "markdown_exfiltration", weight: 0.85, prefixes: []string{"!["},
 		re: anchored(`!\[[^\]\n]{0,100}\]\(\s*https?://[^)\s]{1,300}[?&][^)\s=]{1,40}=[^)\s]*\)`)},
