@@ -473,11 +473,11 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 }
 
 // caEnvs point the usual TLS clients at the system bundle that holds the
-// sandbox CA (Python requests, curl/OpenSSL, Node).
+// sandbox CA (OpenSSL and Python's ssl, requests, Node). curl and git use
+// the system bundle already.
 var caEnvs = map[string]string{
 	"SSL_CERT_FILE":       envdapi.SystemCABundle,
 	"REQUESTS_CA_BUNDLE":  envdapi.SystemCABundle,
-	"CURL_CA_BUNDLE":      envdapi.SystemCABundle,
 	"NODE_EXTRA_CA_CERTS": envdapi.CACertPath,
 }
 
