@@ -311,7 +311,12 @@ class Response:
     def _finish(self, fully_read: bool) -> None:
         raw, self._raw = self._raw, None
         done, self._on_done = self._on_done, None
-        if raw is not None and not fully_read:
+        if raw is not None:
+            # Always close the response: http.client leaves a Content-Length
+            # body read to its end with read1() open, and a connection whose
+            # last response is open fails its next request with
+            # ResponseNotReady *after sending it*. Closing only releases the
+            # response's file object; the socket stays with the connection.
             raw.close()
         if done is not None:
             done(fully_read)

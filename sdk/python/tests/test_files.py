@@ -30,6 +30,21 @@ class FilesTest(FakeServerTest):
         with self.assertRaises(ValueError):
             sbx.files.read("/x", format="json")
 
+    def test_connection_reused_after_stream_read(self):
+        # A Content-Length body read to its end through format="stream" must
+        # leave the pooled connection usable: the next request (a POST that is
+        # never retried) goes out once and succeeds.
+        sbx = self.sandbox()
+        self.fake.route("GET", "/sandboxes/sbx-1/files/raw", Reply(200, body=b"x" * 300000))
+        self.fake.route("POST", "/sandboxes/sbx-1/commands",
+                        Reply(200, json={"stdout": "", "stderr": "", "exit_code": 0}))
+        for _ in range(3):
+            self.assertEqual(b"".join(sbx.files.read("/f", format="stream")), b"x" * 300000)
+            self.assertEqual(sbx.commands.run("true").exit_code, 0)
+        self.assertEqual(len([r for r in self.reqs if r.method == "POST"]), 3)
+        clients = {r.client for r in self.reqs}
+        self.assertEqual(len(clients), 1, clients)  # one keep-alive connection throughout
+
     def test_read_missing(self):
         sbx = self.sandbox()
         self.fake.route("GET", "/sandboxes/sbx-1/files", Reply(404, json={"message": "no such file", "code": "not_found"}))
