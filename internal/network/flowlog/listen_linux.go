@@ -15,7 +15,8 @@ import (
 // Config configures a listener.
 type Config struct {
 	// Group is the NFLOG group of the log rules (network.Config.LogGroup).
-	// It must not be zero, and only one socket per namespace can bind it.
+	// It must not be zero, and only one socket per namespace can bind it
+	// (the kernel refuses a second with EPERM).
 	Group uint16
 	// NetNS is the path of the network namespace the table lives in (the
 	// server's, network.Config.HostNetNS). Empty means the namespace of
@@ -62,8 +63,8 @@ type Listener struct {
 
 // Listen opens an nfnetlink_log socket in cfg.NetNS, binds it to cfg.Group
 // with packet copy mode (CopyRange bytes) and delivers events to
-// cfg.OnEvent until ctx is done or Close is called. Binding errors (e.g.
-// EBUSY: another socket has the group) are returned.
+// cfg.OnEvent until ctx is done or Close is called. Binding errors (EPERM:
+// another socket has the group) are returned.
 func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if cfg.Group == 0 {
 		return nil, errors.New("flowlog: group 0")
