@@ -2,12 +2,15 @@ package network
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/declaw/declaw/internal/network/flowlog"
 )
 
 // renderLogged is render with the log and limit expressions spelled out
@@ -146,6 +149,44 @@ func TestLogRulesPrecedeVerdicts(t *testing.T) {
 				}
 				if v.Kind == expr.VerdictDrop && strings.HasSuffix(string(lg.Data), ReasonAllow) {
 					t.Errorf("chain %s rule %d: a drop logged as %q", cd.chain.Name, i, lg.Data)
+				}
+			}
+		}
+	}
+}
+
+// TestLogPrefixParses checks that package flowlog reads back every prefix
+// the rules use, with the right decision.
+func TestLogPrefixParses(t *testing.T) {
+	reasons := []string{ReasonAllow, ReasonDeny, ReasonSpoof, ReasonIPv6, ReasonBroadcast, ReasonMetadata, ReasonSlot, ReasonBlocked, ReasonHost}
+	for _, idx := range []int{0, 3, 16383} {
+		for _, r := range reasons {
+			p := LogPrefix(idx, r)
+			gotIdx, gotReason, ok := flowlog.ParsePrefix(p)
+			if !ok || gotIdx != idx || gotReason != r {
+				t.Errorf("flowlog.ParsePrefix(%q) = %d, %q, %v; want %d, %q, true", p, gotIdx, gotReason, ok, idx, r)
+			}
+			if (r == ReasonAllow) != (r == flowlog.ReasonAllow) {
+				t.Errorf("reason %q: network and flowlog disagree on allow", r)
+			}
+		}
+	}
+	// Every log rule of a full ruleset uses one of these prefixes.
+	fw, s := testFirewall()
+	fw.logGroup = 7
+	p, err := ParsePolicy(Policy{DenyOut: []string{"10.0.0.0/8"}, AllowOut: []string{"10.1.0.0/16"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range []ruleset{fw.base(), fw.slot(s), fw.policy(s, p)} {
+		for _, cd := range rs.chains {
+			for _, r := range cd.rules {
+				for _, e := range r.Exprs {
+					if lg, ok := e.(*expr.Log); ok {
+						if _, reason, ok := flowlog.ParsePrefix(string(lg.Data)); !ok || !slices.Contains(reasons, reason) {
+							t.Errorf("chain %s: log prefix %q is not a known reason", cd.chain.Name, lg.Data)
+						}
+					}
 				}
 			}
 		}
