@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -626,6 +627,11 @@ func fillReport(ev *HTTPEvent, ex *stage.Exchange) {
 	ev.PII, ev.PIIAction, ev.Rehydrated = r.PII, r.PIIAction, r.Rehydrated
 	ev.Injection, ev.Transformations, ev.Verdicts = r.Injection, r.Transformations, r.Verdicts
 	ev.RequestBody, ev.ResponseBody, ev.BodiesTruncated = r.RequestBody, r.ResponseBody, r.BodiesTruncated
+	for _, n := range r.Notes {
+		if !slices.Contains(ev.Notes, n) {
+			ev.Notes = append(ev.Notes, n)
+		}
+	}
 }
 
 func jsonResponse(status int, stg string, body []byte) *http.Response {

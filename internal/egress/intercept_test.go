@@ -54,7 +54,7 @@ func (u *icUpstream) requests() []recorded {
 // newICUpstream serves /echo (the request body back, same Content-Type),
 // /sse (a stream in several flushes) and /gzip (a gzip-encoded JSON reply
 // echoing the body).
-func newICUpstream(t *testing.T, tlsOn bool) *icUpstream {
+func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 	u := &icUpstream{}
 	mux := http.NewServeMux()
 	record := func(r *http.Request) []byte {
@@ -119,7 +119,7 @@ type icHarness struct {
 	evCh   chan HTTPEvent
 }
 
-func newICHarness(t *testing.T, sec string, trustUpstream bool) *icHarness {
+func newICHarness(t testing.TB, sec string, trustUpstream bool) *icHarness {
 	t.Helper()
 	up := newICUpstream(t, true)
 	ih := &icHarness{up: up, evCh: make(chan HTTPEvent, 100)}
@@ -141,7 +141,7 @@ func newICHarness(t *testing.T, sec string, trustUpstream bool) *icHarness {
 	return ih
 }
 
-func (ih *icHarness) setSecurity(t *testing.T, sec string) {
+func (ih *icHarness) setSecurity(t testing.TB, sec string) {
 	t.Helper()
 	s, err := policy.Parse(json.RawMessage(sec))
 	if err != nil {

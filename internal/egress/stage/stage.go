@@ -122,8 +122,9 @@ type Report struct {
 	Injection       *InjectionFinding `json:"injection,omitempty"`
 	Transformations []string          `json:"transformations,omitempty"` // "outbound[0]", ...
 	Verdicts        []StageVerdict    `json:"verdicts,omitempty"`        // non-trivial verdicts, in order
-	RequestBody     []byte            `json:"-"`                         // as sent upstream (redacted), capped
-	ResponseBody    []byte            `json:"-"`                         // as sent to the sandbox, capped
+	Notes           []string          `json:"notes,omitempty"`
+	RequestBody     []byte            `json:"-"` // as sent upstream (redacted), capped
+	ResponseBody    []byte            `json:"-"` // as sent to the sandbox, capped
 	BodiesTruncated bool              `json:"-"`
 }
 
