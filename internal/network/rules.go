@@ -89,9 +89,7 @@ func slotInChain(i int) string  { return fmt.Sprintf("slot-%d-in", i) }
 func slotNatChain(i int) string { return fmt.Sprintf("slot-%d-nat", i) }
 func slotAllowSet(i int) string { return fmt.Sprintf("slot-%d-allow", i) }
 func slotDenySet(i int) string  { return fmt.Sprintf("slot-%d-deny", i) }
-func slotGuardChain(i int) string {
-	return fmt.Sprintf("slot-%d-guard", i)
-}
+func slotGuardChain(i int) string { return fmt.Sprintf("slot-%d-guard", i) }
 
 // base is the table with its base chains, dispatch chains and blocked set.
 func (f *firewall) base() ruleset {
@@ -181,6 +179,11 @@ func (f *firewall) slot(s *Slot) ruleset {
 	if f.proxy != 0 {
 		inRules = append(inRules, port(unix.IPPROTO_TCP, f.proxy))
 	}
+	if f.logGroup != 0 {
+		// Everything else a slot sends to the host is dropped by the
+		// input chain after slot-<i>-in returns: log it as "host".
+		inRules = append(inRules, f.logDrop(in, s, ReasonHost)...)
+	}
 	pol := f.chain(slotChain(s.Index))
 	// Set IDs only need to be unique within a batch. Setting them keeps
 	// AddSet off google/nftables' unsynchronised global ID counter.
@@ -202,9 +205,6 @@ func (f *firewall) slot(s *Slot) ruleset {
 	if f.logGroup == 0 {
 		return rs
 	}
-	// Everything else a slot sends to the host is dropped by the input
-	// chain after slot-<i>-in returns: log it as "host".
-	rs.chains[1].rules = append(inRules, f.logDrop(in, s, ReasonHost)...)
 	// The guard chain repeats the forward chain's drops (see base) with
 	// the slot's log prefix; its dispatch jump precedes the policy's.
 	guard := f.chain(slotGuardChain(s.Index))
