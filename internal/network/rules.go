@@ -84,11 +84,11 @@ func (f *firewall) set(name string) *nftables.Set {
 	return &nftables.Set{Table: f.table, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
 }
 
-func slotChain(i int) string    { return fmt.Sprintf("slot-%d", i) }
-func slotInChain(i int) string  { return fmt.Sprintf("slot-%d-in", i) }
-func slotNatChain(i int) string { return fmt.Sprintf("slot-%d-nat", i) }
-func slotAllowSet(i int) string { return fmt.Sprintf("slot-%d-allow", i) }
-func slotDenySet(i int) string  { return fmt.Sprintf("slot-%d-deny", i) }
+func slotChain(i int) string      { return fmt.Sprintf("slot-%d", i) }
+func slotInChain(i int) string    { return fmt.Sprintf("slot-%d-in", i) }
+func slotNatChain(i int) string   { return fmt.Sprintf("slot-%d-nat", i) }
+func slotAllowSet(i int) string   { return fmt.Sprintf("slot-%d-allow", i) }
+func slotDenySet(i int) string    { return fmt.Sprintf("slot-%d-deny", i) }
 func slotGuardChain(i int) string { return fmt.Sprintf("slot-%d-guard", i) }
 
 // base is the table with its base chains, dispatch chains and blocked set.
