@@ -6,7 +6,9 @@
 // When a sandbox's policy has domain rules and is not allow-all, the
 // network package redirects the slot's TCP to ports 80 and 443 (except to
 // explicitly allowed prefixes) to [Config.Listen]'s port on the slot's
-// gateway address. The proxy therefore sees each connection with the
+// gateway address; with network.Policy.Intercept (content-scanned
+// sandboxes) it redirects all their allowed web traffic, allowed prefixes
+// and default-allow policies included. The proxy therefore sees each connection with the
 // sandbox's guest address as source, and recovers the address the sandbox
 // dialed with SO_ORIGINAL_DST (IP6T_SO_ORIGINAL_DST for IPv6). The guest
 // address identifies the sandbox: the server calls [Proxy.Register] when
@@ -24,18 +26,63 @@
 //     SNI ([ParseSNI]), anything else must be an HTTP/1.x request header
 //     giving the Host ([ParseHost]). The protocol is sniffed, not inferred
 //     from the port.
-//  2. Decide with [Decide] on the sandbox's current policy. Blocked,
-//     nameless and malformed connections are reset (RST, via SO_LINGER 0).
-//  3. Offer the allowed connection to the [Interceptor], if any (issue 5's
-//     TLS termination and HTTP pipeline plug in here).
-//  4. Otherwise resolve the NAME with [Config.Resolver] (never the address
-//     the client dialed: a forged SNI or Host cannot reach the address it
-//     was sent to), drop resolved addresses in [Config.Blocked], in the
-//     sandbox CIDR and in the policy's deny prefixes (no DNS rebinding into
-//     private or metadata ranges) and this host's own addresses, dial the
-//     first that answers on the original destination port, replay the
-//     peeked bytes and splice both directions (splice(2) between TCP
-//     sockets) with half-close and an idle timeout.
+//  2. Decide with [DecideConn] on the sandbox's current policy and the
+//     original destination address: when the address itself is allowed
+//     (allow-all, an allow prefix, or the default allow of a policy without
+//     a domain allow list) the connection is allowed whatever the name and
+//     the proxy dials that address; otherwise the name decides ([Decide])
+//     and the proxy resolves it. Blocked, nameless (where the name is
+//     needed) and malformed connections are reset (RST, via SO_LINGER 0).
+//  3. If the sandbox has content policy ([Proxy.SetContent]) that needs
+//     to see content (policy.Security.RequiresTLSInterception), the
+//     connection is intercepted (below). Otherwise it is offered to the
+//     [Interceptor], if any.
+//  4. Otherwise dial (the original address, or the NAME resolved with
+//     [Config.Resolver], never the address the client dialed: a forged SNI
+//     or Host cannot reach the address it was sent to), drop resolved
+//     addresses in [Config.Blocked], in the sandbox CIDR and in the policy's
+//     deny prefixes (no DNS rebinding into private or metadata ranges) and
+//     this host's own addresses, dial the first that answers on the
+//     original destination port, replay the peeked bytes and splice both
+//     directions (splice(2) between TCP sockets) with half-close and an
+//     idle timeout.
+//
+// # Interception
+//
+// For TLS the proxy first connects to the upstream and completes a TLS
+// handshake with SNI = the client's SNI (or the original address when there
+// was none), verifying the certificate against the system roots plus
+// [Config.UpstreamCAs] and [Config.UpstreamCAFile]. A failure resets the
+// sandbox's connection before its handshake completes (the sandbox sees a
+// TLS error, never a silently trusted connection) and emits an HTTPEvent
+// (Stage "upstream_tls"). Then it terminates the sandbox's TLS with a leaf
+// certificate for the same name from the sandbox's CA (package ca), with
+// ALPN h2 and http/1.1. HTTP/2 is served by golang.org/x/net/http2,
+// HTTP/1.x by a loop of http.ReadRequest (keep-alive, pipelining, chunked,
+// Expect: 100-continue); plain HTTP on port 80 likewise without TLS.
+//
+// Every request is decided again on the current policy (a Host the policy
+// blocks gets 403; over TLS a Host other than the SNI gets 421), run through
+// the sandbox's stage pipeline (package stage: outbound transformations →
+// PII → injection → audit; inbound injection → transformations → PII
+// rehydration → audit) and forwarded with an http.Transport private to the
+// connection that dials only through the checks above. Bodies are decoded
+// (gzip, deflate, br) before scanning and sent on decoded with a fixed
+// Content-Length; Accept-Encoding is narrowed to those codings. Bodies over
+// [Config.MaxScanBody] (8 MiB decoded), or in another coding, are passed
+// unscanned with a note in the event, or refused (413 for a request, 502 for
+// a response) when a scanning stage's action is block. text/event-stream
+// responses are processed event by event and flushed as they come. Blocked
+// requests get 403 with {"error":"blocked by declaw: pii|injection", ...}
+// and an X-Declaw-Blocked header; nothing is sent upstream. A response
+// blocked for injection is replaced by such a 403. Malformed requests get
+// 400, header blocks over [Config.MaxHeaderBytes] (or MaxPeek on port 80)
+// 431, protocol upgrades (WebSocket) 501, each with an HTTPEvent.
+//
+// Each exchange ends in one [HTTPEvent] passed to [Config.HTTPEvents]
+// (bodies only when the policy's audit asks, the request body as sent
+// upstream, i.e. redacted, each capped at [Config.MaxAuditBody]); the
+// connection still ends in one [Event] with Intercepted set.
 //
 // Every connection ends in exactly one [Event] passed to [Config.Events]:
 // blocked ones when they are reset, allowed ones when they close (with byte
@@ -51,24 +98,30 @@
 // port it bound:
 //
 //	p, err := egress.New(egress.Config{
-//		Listen:      "0.0.0.0:0",        // or a fixed port
-//		DNSUpstream: cfg.DNSUpstream,    // --dns-upstream, host:port
-//		SandboxCIDR: cfg.SandboxCIDR,    // --sandbox-cidr
-//		Events:      auditEgress,        // -> audit store
-//		Logf:        logf,
+//		Listen:         "0.0.0.0:0",        // or a fixed port
+//		DNSUpstream:    cfg.DNSUpstream,    // --dns-upstream, host:port
+//		SandboxCIDR:    cfg.SandboxCIDR,    // --sandbox-cidr
+//		UpstreamCAFile: cfg.UpstreamCA,     // --upstream-ca FILE (PEM), optional
+//		Events:         auditEgress,        // -> audit store (connections)
+//		HTTPEvents:     auditHTTP,          // -> audit store (intercepted exchanges)
+//		Logf:           logf,
 //	})
 //	addr, err := p.Start()
 //	m, err := network.New(ctx, network.Config{ProxyPort: addr.Port(), CIDR: cfg.SandboxCIDR, ...})
 //
-// Per sandbox: after m.Apply(ctx, slot, pol), p.Register(slot.GuestIP, id,
-// parsed) at create (any policy; the proxy sees traffic only when the
-// firewall redirects it) and p.Update(slot.GuestIP, parsed) on a policy
-// change; p.Unregister(slot.GuestIP) before m.Release. On shutdown, Close
-// the proxy, then the Manager.
+// Per sandbox, at create: mint the CA (sandboxCA, err := ca.New(id)),
+// install sandboxCA.CertPEM() in the sandbox before any user command (see
+// package ca), m.Apply(ctx, slot, pol) with pol.Intercept =
+// sec.RequiresTLSInterception(), then p.Register(slot.GuestIP, id, parsed)
+// and p.SetContent(slot.GuestIP, &egress.Content{Security: sec, CA:
+// sandboxCA}). On a policy change: m.Apply, p.Update(slot.GuestIP, parsed)
+// and p.SetContent again. At kill: p.Unregister(slot.GuestIP) (which also
+// drops the content policy and cuts every connection) before m.Release. On
+// shutdown, Close the proxy, then the Manager.
 //
 // # Known limits of splicing
 //
-// Without interception the proxy sees only the first name: later requests
+// Without interception (no content policy) the proxy sees only the first name: later requests
 // on a kept-alive HTTP connection, and the HTTP Host inside TLS, reach the
 // upstream it dialed for the first name, so a CDN serving both an allowed
 // and a denied name on the same address can be fronted. An Encrypted Client

@@ -8,6 +8,25 @@
 // DNS SAN, or an IP SAN when the name is an IP literal), signed by the CA
 // and presented to the sandbox in place of the upstream's. A CA is safe for
 // concurrent use.
+//
+// # Installing the CA in a sandbox
+//
+// The server writes CertPEM to the sandbox's run directory on the host
+// (e.g. <state>/run/<id>/ca.pem) and, before any user command runs, into
+// the sandbox's root file system:
+//
+//   - /usr/local/share/ca-certificates/declaw.crt (the CA alone; also what
+//     NODE_EXTRA_CA_CERTS points to, since Node adds it to its own roots);
+//   - appended to a copy of the system bundle at
+//     /etc/ssl/certs/ca-certificates.crt (the overlay is per sandbox), so
+//     OpenSSL, curl, Go and Python's ssl trust it by default;
+//
+// and sets in every process's environment: SSL_CERT_FILE and
+// REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE = /etc/ssl/certs/ca-certificates.crt
+// (the combined bundle: spliced connections still present real
+// certificates), NODE_EXTRA_CA_CERTS = /usr/local/share/ca-certificates/declaw.crt.
+// Mint and install the CA for every sandbox, not only those whose policy
+// needs interception now: a policy update can turn interception on later.
 package ca
 
 import (
