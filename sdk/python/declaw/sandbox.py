@@ -472,7 +472,8 @@ class Sandbox:
 
     @classmethod
     def kill_by_id(cls, sandbox_id: str, **kw: Any) -> bool:
-        return cls._kill_class(sandbox_id, **kw)  # type: ignore[call-arg]
+        """Same as ``Sandbox.kill(sandbox_id, ...)``."""
+        return cls.kill(sandbox_id, **kw)
 
     @classmethod
     def kill_many(

@@ -103,6 +103,7 @@ class AsyncLifecycleTest(AsyncTestBase):
             self.assertEqual(self.last().raw_query, "")
             f.route("DELETE", S, Reply(404, json={"message": "gone"}))
             self.assertFalse(await AsyncSandbox.kill("sbx-1", **self.kw()))
+            self.assertFalse(await AsyncSandbox.kill_by_id("sbx-1", **self.kw()))
 
             f.route("GET", S, Reply(200, json={"sandbox_id": "sbx-1"}))
             c = await AsyncSandbox.connect("sbx-1", timeout=90, **self.kw())

@@ -105,6 +105,16 @@ class SnapshotTest(FakeServerTest):
             Sandbox.restore("sbx-1", "snap-x", **self.kw())
 
 
+class KillByIdTest(FakeServerTest):
+    def test_kill_by_id(self):
+        self.fake.route("DELETE", "/sandboxes/sbx-9", Reply(202, json={"queued": True}))
+        self.assertTrue(Sandbox.kill_by_id("sbx-9", **self.kw()))
+        self.assertEqual((self.last().path, self.last().raw_query), ("/sandboxes/sbx-9", "async=true"))
+        self.fake.route("DELETE", "/sandboxes/sbx-9", Reply(404, json={"message": "gone"}))
+        self.assertFalse(Sandbox.kill_by_id("sbx-9", wait=True, **self.kw()))
+        self.assertEqual(self.last().raw_query, "")
+
+
 class ParseTimeTest(unittest.TestCase):
     def test_any_number_of_fractional_digits(self):
         from declaw.models import parse_time
