@@ -529,6 +529,8 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 	}
 	switch {
 	case noBody || len(stages) == 0:
+	case isBinaryMedia(resp.Header):
+		ev.Notes = append(ev.Notes, "binary response ("+resp.Header.Get("Content-Type")+"), not scanned")
 	case isSSE(resp.Header):
 		r := io.Reader(resp.Body)
 		if ce := resp.Header.Get("Content-Encoding"); ce != "" {
@@ -603,6 +605,28 @@ func dropRehydrate(ss []stage.Stage) []stage.Stage {
 		}
 	}
 	return out
+}
+
+// isBinaryMedia reports response types that carry no text to scan for
+// injection or tokens to rehydrate (images, audio, video, fonts, archives,
+// octet streams): they are passed through unbuffered. Requests are scanned
+// whatever their type, since a label is no evidence against exfiltration.
+func isBinaryMedia(h http.Header) bool {
+	ct := strings.ToLower(strings.TrimSpace(h.Get("Content-Type")))
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = strings.TrimSpace(ct[:i])
+	}
+	for _, p := range []string{"image/", "audio/", "video/", "font/"} {
+		if strings.HasPrefix(ct, p) {
+			return !strings.HasPrefix(ct, "image/svg")
+		}
+	}
+	switch ct {
+	case "application/octet-stream", "binary/octet-stream", "application/zip", "application/gzip",
+		"application/x-gzip", "application/x-tar", "application/x-xz", "application/zstd", "application/wasm":
+		return true
+	}
+	return false
 }
 
 func isSSE(h http.Header) bool {

@@ -89,6 +89,11 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+	mux.HandleFunc("/binary", func(w http.ResponseWriter, r *http.Request) {
+		record(r)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.WriteString(w, injectionText)
+	})
 	mux.HandleFunc("/inject", func(w http.ResponseWriter, r *http.Request) {
 		record(r)
 		w.Header().Set("Content-Type", "text/html")
@@ -337,6 +342,13 @@ func TestInterceptInjection(t *testing.T) {
 		}
 		if ev := ih.httpEvent(t); ev.Direction != "inbound" || ev.Stage != "injection" || ev.Injection == nil || ev.Injection.Direction != "inbound" {
 			t.Errorf("event %+v", ev)
+		}
+		resp, got = post(t, ih.client(false), ih.url("/binary"), "text/plain", []byte("hello"))
+		if resp.StatusCode != 200 || string(got) != injectionText {
+			t.Errorf("binary response: %d %q, want it passed unscanned", resp.StatusCode, got)
+		}
+		if ev := ih.httpEvent(t); len(ev.Notes) == 0 || !strings.Contains(ev.Notes[0], "binary") {
+			t.Errorf("event notes %v", ev.Notes)
 		}
 	})
 }
