@@ -498,15 +498,21 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 				body = dec
 			}
 		}
-		if scan {
-			m := &stage.Message{Direction: stage.Outbound, Host: host, Header: out.Header, Body: body}
-			if v := stage.Run(stages, ex, m); v.Action == stage.Block {
-				fillReport(&ev, ex)
-				return reply(ex.Block.Status, ex.Block.Stage, v.Reason, ex.Block.Body, "outbound")
-			}
-			if hasBody {
-				setBody(out, out.Header, m.Body)
-			}
+		m := &stage.Message{Direction: stage.Outbound, Host: host, Header: out.Header, Body: body, RawQuery: out.URL.RawQuery}
+		if !scan {
+			m.Body = nil // the stages see the query only
+		}
+		v := stage.Run(stages, ex, m)
+		if m.RawQuery != out.URL.RawQuery {
+			out.URL.RawQuery = m.RawQuery
+			ev.URL = strings.TrimSuffix(ev.URL, "?"+req.URL.RawQuery) + "?" + m.RawQuery
+		}
+		if v.Action == stage.Block {
+			fillReport(&ev, ex)
+			return reply(ex.Block.Status, ex.Block.Stage, v.Reason, ex.Block.Body, "outbound")
+		}
+		if scan && hasBody {
+			setBody(out, out.Header, m.Body)
 		}
 	}
 	if out.ContentLength > 0 {

@@ -34,6 +34,7 @@ var chatSecrets = []string{"jane.doe@example.org", "123-45-6789", "536-22-1234",
 
 type recorded struct {
 	Method, Host, Proto string
+	Query               string
 	Header              http.Header
 	Body                []byte
 }
@@ -60,7 +61,7 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 	record := func(r *http.Request) []byte {
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.reqs = append(u.reqs, recorded{r.Method, r.Host, r.Proto, r.Header.Clone(), b})
+		u.reqs = append(u.reqs, recorded{Method: r.Method, Host: r.Host, Proto: r.Proto, Header: r.Header.Clone(), Body: b, Query: r.URL.RawQuery})
 		u.mu.Unlock()
 		return b
 	}
@@ -608,4 +609,24 @@ func TestInterceptNoSNIToAllowedAddress(t *testing.T) {
 		t.Error("a name was resolved")
 	}
 	ih.httpEvent(t)
+}
+
+func TestInterceptPIIInQuery(t *testing.T) {
+	ih := newICHarness(t, piiRedact, true)
+	resp, err := ih.client(false).Get(ih.url("/?email=jane.doe%40example.org&page=2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	reqs := ih.up.requests()
+	if len(reqs) == 0 {
+		t.Fatal("no upstream request")
+	}
+	if q := reqs[len(reqs)-1].Query; strings.Contains(q, "jane.doe") || !strings.Contains(q, "REDACTED_EMAIL") {
+		t.Errorf("upstream query %q, want the email redacted", q)
+	}
+	ev := ih.httpEvent(t)
+	if strings.Contains(ev.URL, "jane.doe") || !strings.Contains(ev.URL, "REDACTED_EMAIL") || !strings.Contains(ev.URL, "page=2") || ev.PII["email"] != 1 {
+		t.Errorf("event URL %q PII %v, want the email redacted", ev.URL, ev.PII)
+	}
 }

@@ -18,7 +18,8 @@
 // ActionBlock; the pipeline stops there and nothing is sent on.
 //
 // Decisions documented here:
-//   - PII is looked for in bodies only (not in headers or the URL). JSON
+//   - PII is looked for in bodies and query-string values (not in headers
+//     or the path). JSON
 //     bodies (a Content-Type containing "json") are redacted inside string
 //     values only, so they stay valid JSON; other bodies as text.
 //   - Injection is scored on the text of the body (the string values for
@@ -90,6 +91,9 @@ type Message struct {
 	Host      string      // the request's host (no port), for domain scoping
 	Header    http.Header // the stages may read it; the adapter fixes framing headers
 	Body      []byte      // decoded; stages replace it when they change it
+	// RawQuery is the request's query string (outbound only); the PII
+	// stage scans and redacts its values too.
+	RawQuery string
 }
 
 // ContentType returns the media type, lower-cased, without parameters.

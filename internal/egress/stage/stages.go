@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -200,6 +201,40 @@ func mergeSpans(a, b []pii.Span) []pii.Span {
 	return out
 }
 
+// RedactQuery is the pure core for a query string: each value is
+// unescaped, scanned, and (when redactWith is non-nil) replaced, escaped
+// again, by its redacted text; names and values without findings keep
+// their original bytes.
+func RedactQuery(sc *pii.Scanner, types []pii.Type, rawQuery string, redactWith *redact.Redactor) (string, map[string]int) {
+	counts := map[string]int{}
+	parts := strings.Split(rawQuery, "&")
+	changed := false
+	for i, part := range parts {
+		name, val, ok := strings.Cut(part, "=")
+		if !ok || val == "" {
+			continue
+		}
+		v, err := url.QueryUnescape(val)
+		if err != nil {
+			v = val
+		}
+		var spans []redact.Span
+		for _, sp := range ScanWindows(sc, v, types) {
+			counts[string(sp.Type)]++
+			spans = append(spans, redact.Span{Type: tokenType(sp.Type), Start: sp.Start, End: sp.End})
+		}
+		if len(spans) == 0 || redactWith == nil {
+			continue
+		}
+		parts[i] = name + "=" + url.QueryEscape(redactWith.Text(v, spans))
+		changed = true
+	}
+	if !changed {
+		return rawQuery, counts
+	}
+	return strings.Join(parts, "&"), counts
+}
+
 // Windows of ScanWindows.
 const (
 	ScanWindow  = 8 << 10
@@ -255,6 +290,15 @@ func (s *PIIStage) Apply(ex *Exchange, m *Message) Verdict {
 		with = ex.Redactor
 	}
 	res := RedactPII(s.Scanner, s.Types, m.Body, m.IsJSON(), with)
+	if m.RawQuery != "" {
+		q, counts := RedactQuery(s.Scanner, s.Types, m.RawQuery, with)
+		for t, n := range counts {
+			res.Counts[t] += n
+		}
+		if s.Action == "redact" {
+			m.RawQuery = q
+		}
+	}
 	if res.SlowSkipped {
 		ex.Report.Notes = append(ex.Report.Notes, "person_name/address scanned in the first 64 KiB only")
 	}
