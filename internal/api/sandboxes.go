@@ -141,18 +141,6 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	case body.AllowInternetAccess != nil && !*body.AllowInternetAccess:
 		req.Network = network.Policy{DenyOut: []string{"0.0.0.0/0"}}
 	}
-	if len(lifecycleJSON(body.Lifecycle)) > 0 {
-		var lc struct {
-			OnTimeout  string `json:"on_timeout"`
-			AutoResume bool   `json:"auto_resume"`
-		}
-		if err := json.Unmarshal(body.Lifecycle, &lc); err != nil {
-			return nil, badRequest("invalid_argument", "lifecycle: "+err.Error())
-		}
-		if lc.OnTimeout != "" && lc.OnTimeout != "kill" && lc.OnTimeout != "pause" {
-			return nil, badRequest("invalid_argument", fmt.Sprintf("lifecycle.on_timeout: %q is not one of kill, pause", lc.OnTimeout))
-		}
-	}
 	// A create runs to its end even if the client goes away (a first use of
 	// a template builds it, which may outlast a client's timeout): its retry
 	// with the same Idempotency-Key then gets the finished sandbox.
@@ -163,13 +151,6 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 		return nil, err
 	}
 	return &createResponse{Info: info, EnvdAccessToken: token, SandboxDomain: r.Host}, nil
-}
-
-func lifecycleJSON(raw json.RawMessage) json.RawMessage {
-	if string(raw) == "null" {
-		return nil
-	}
-	return raw
 }
 
 func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {

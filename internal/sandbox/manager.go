@@ -292,11 +292,6 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 	if err != nil {
 		return nil, "", &InvalidError{Field: "network", Msg: err.Error()}
 	}
-	rootfs, err := m.cfg.Templates.RootFS(ctx, req.Template)
-	if err != nil {
-		return nil, "", err
-	}
-
 	var lc Lifecycle
 	if len(req.Lifecycle) > 0 && string(req.Lifecycle) != "null" {
 		if err := json.Unmarshal(req.Lifecycle, &lc); err != nil {
@@ -308,6 +303,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 			return nil, "", invalid("lifecycle.on_timeout", "%q is not one of kill, pause", lc.OnTimeout)
 		}
 	}
+	rootfs, err := m.cfg.Templates.RootFS(ctx, req.Template)
+	if err != nil {
+		return nil, "", err
+	}
+
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
