@@ -119,13 +119,43 @@ def drain(items: Iterable[Any], emit: Callable[[Any], None]) -> None:
             close()
 
 
+class _FeedState:
+    """What a feed's reader thread shares with the consumer. The thread
+    holds only this (never the ``Feed``), so a feed nobody references any
+    more is collected and its ``__del__`` stops the thread."""
+
+    def __init__(self, window: int, on_abort: Optional[Callable[[], None]]) -> None:
+        self.token = CancelToken()
+        self.window = threading.Semaphore(window)
+        self.closed = False
+        self.finished = False
+        self.on_abort = on_abort
+        self._lock = threading.Lock()
+
+    def abort(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            was_finished, self.finished = self.finished, True
+        if not was_finished:
+            self.token.cancel()
+            if self.on_abort is not None:
+                try:
+                    self.on_abort()
+                except Exception:
+                    pass
+        self.window.release()  # wake a reader waiting for room
+
+
 class Feed:
     """Async iterator over the items a blocking ``producer(emit)`` emits
     from a thread of its own. The producer's return value is ``result``
     once the iteration ends; its exception is raised to the consumer.
 
     ``abort()`` (also done when the consuming task is cancelled while it
-    waits for an item) shuts the producer's sockets down and ends the feed.
+    waits for an item, and when the feed is garbage-collected) shuts the
+    producer's sockets down and ends the feed.
     """
 
     def __init__(
@@ -134,47 +164,44 @@ class Feed:
         on_abort: Optional[Callable[[], None]] = None,
         window: Optional[int] = None,
     ) -> None:
-        self._producer = producer
-        self._on_abort = on_abort
-        self._token = CancelToken()
-        self._window = threading.Semaphore(window or STREAM_WINDOW)
+        self._producer: Optional[Callable[[Callable[[Any], None]], Any]] = producer
+        self._state = _FeedState(window or STREAM_WINDOW, on_abort)
         self._queue: Optional["asyncio.Queue[Any]"] = None
-        self._closed = False
-        self._finished = False
-        self._thread: Optional[threading.Thread] = None
         self.result: Any = None
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._state.finished
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         queue: "asyncio.Queue[Any]" = asyncio.Queue()
         self._queue = queue
+        state = self._state
+        producer, self._producer = self._producer, None
+        assert producer is not None
 
         def emit(item: Any) -> None:
-            self._window.acquire()
-            if self._closed:
+            state.window.acquire()
+            if state.closed:
                 raise FeedClosed()
             _post(loop, queue.put_nowait, ("item", item))
 
         def work() -> None:
-            set_cancel_token(self._token)
+            set_cancel_token(state.token)
             try:
-                msg = ("end", self._producer(emit))
+                msg = ("end", producer(emit))
             except BaseException as e:  # handed to the consumer
                 msg = ("error", e)
             finally:
                 set_cancel_token(None)
             _post(loop, queue.put_nowait, msg)
 
-        self._thread = threading.Thread(target=work, name="declaw-stream", daemon=True)
-        self._thread.start()
+        threading.Thread(target=work, name="declaw-stream", daemon=True).start()
 
     def start(self) -> "Feed":
         """Start the reader thread now (it also starts on the first read)."""
-        if self._queue is None and not self._finished:
+        if self._queue is None and not self._state.finished:
             self._start()
         return self
 
@@ -182,7 +209,8 @@ class Feed:
         return self
 
     async def __anext__(self) -> Any:
-        if self._finished:
+        state = self._state
+        if state.finished:
             raise StopAsyncIteration
         if self._queue is None:
             self._start()
@@ -190,15 +218,15 @@ class Feed:
         try:
             kind, value = await self._queue.get()
         except asyncio.CancelledError:
-            self.abort()
+            state.abort()
             raise
-        if self._closed:
-            self._finished = True
+        if state.closed:
+            state.finished = True
             raise StopAsyncIteration
         if kind == "item":
-            self._window.release()
+            state.window.release()
             return value
-        self._finished = True
+        state.finished = True
         if kind == "end":
             self.result = value
             raise StopAsyncIteration
@@ -206,18 +234,7 @@ class Feed:
 
     def abort(self) -> None:
         """Stop reading: the stream's connection is shut down at once."""
-        if self._closed:
-            return
-        self._closed = True
-        was_finished, self._finished = self._finished, True
-        if not was_finished:
-            self._token.cancel()
-            if self._on_abort is not None:
-                try:
-                    self._on_abort()
-                except Exception:
-                    pass
-        self._window.release()  # wake a reader waiting for room
+        self._state.abort()
 
     async def aclose(self) -> None:
         self.abort()
@@ -227,3 +244,8 @@ class Feed:
 
     async def __aexit__(self, *exc: Any) -> None:
         self.abort()
+
+    def __del__(self) -> None:
+        state = getattr(self, "_state", None)
+        if state is not None and not state.finished:
+            state.abort()

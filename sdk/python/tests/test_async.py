@@ -377,6 +377,50 @@ class AsyncCancellationTest(AsyncTestBase):
         self.arun(main())
 
 
+    def test_abandoned_stream_closed_when_dropped(self):
+        async def main():
+            import gc
+
+            sbx = await self.asandbox()
+            hold = threading.Event()
+            self.fake.route("POST", S + "/pty", Reply(200, json={"pid": 4}))
+            self.fake.route("GET", S + "/pty/4/stream",
+                            Reply(200, sse=[sse_event("data", {"data": b64(b"$ ")})], hold=hold))
+            h = await sbx.pty.create()
+            async for chunk in h:
+                self.assertEqual(chunk, b"$ ")
+                break  # no aclose / disconnect
+            await asyncio.sleep(0.1)
+            self.assertEqual(self.fake.disconnects, [])
+            del h, chunk
+            gc.collect()
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_until(lambda: self.fake.disconnects == [S + "/pty/4/stream"]))
+            self.assertTrue(ok, self.fake.disconnects)
+            hold.set()
+
+        self.arun(main())
+
+    def test_disconnect_closes_stream(self):
+        async def main():
+            sbx = await self.asandbox()
+            hold = threading.Event()
+            self.fake.route("POST", S + "/stdio", Reply(200, json={"cmd_id": "c-1"}))
+            self.fake.route("GET", S + "/stdio/c-1/stream",
+                            Reply(200, sse=[sse_event("stdout", {"data": b64(b"x"), "entry_id": 1})], hold=hold))
+            h = await sbx.stdio.start("cat")
+            async for kind, data in h:
+                self.assertEqual((kind, data), ("stdout", b"x"))
+                break
+            await h.disconnect()
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_until(lambda: self.fake.disconnects == [S + "/stdio/c-1/stream"]))
+            self.assertTrue(ok, self.fake.disconnects)
+            hold.set()
+
+        self.arun(main())
+
+
 class AsyncFilesTest(AsyncTestBase):
     def test_files(self):
         async def main():
