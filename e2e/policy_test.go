@@ -207,3 +207,42 @@ func waitFile(t *testing.T, s *server, id, path, want string) {
 }
 
 var _ = context.Background
+
+// TestConnectionAudit: the firewall's decisions (not only the proxy's) are
+// in the sandbox's audit trail.
+func TestConnectionAudit(t *testing.T) {
+	s := startServer(t)
+	closed := s.create(map[string]any{"allow_internet_access": false})
+	open := s.create(nil)
+	s.prober(closed).expect("tcp", testenv.ServiceIP.String(), testenv.PortTCPEcho, "TIMEOUT")
+	s.prober(open).expect("tcp", testenv.ServiceIP.String(), testenv.PortTCPEcho, "OK")
+	s.prober(open).expect("tcp", testenv.MetadataIP.String(), 80, "TIMEOUT")
+	want := map[string]string{
+		closed: "network.blocked " + testenv.ServiceIP.String() + ":9000 deny",
+		open:   "network.allowed " + testenv.ServiceIP.String() + ":9000 allow",
+	}
+	wantMeta := "network.blocked " + testenv.MetadataIP.String() + ":80 meta"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := map[string]bool{}
+		for _, id := range []string{closed, open} {
+			var audit struct {
+				Events []struct {
+					Type string            `json:"type"`
+					Data map[string]string `json:"data"`
+				} `json:"events"`
+			}
+			s.must(200, "GET", "/sandboxes/"+id+"/audit?type=network&limit=1000", nil, &audit)
+			for _, e := range audit.Events {
+				found[id+" "+e.Type+" "+e.Data["dst"]+" "+e.Data["rule"]] = true
+			}
+		}
+		if found[closed+" "+want[closed]] && found[open+" "+want[open]] && found[open+" "+wantMeta] {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit lacks connection decisions; want %q, %q and %q; have %v", want[closed], want[open], wantMeta, found)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

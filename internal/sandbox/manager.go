@@ -127,6 +127,7 @@ type Manager struct {
 
 	mu        sync.Mutex
 	instances map[string]*instance
+	bySlot    map[int]string // network slot index -> id of the sandbox holding it
 	closed    bool
 }
 
@@ -211,6 +212,7 @@ func New(cfg Config) *Manager {
 		cfg:       cfg,
 		client:    &http.Client{Transport: tr},
 		instances: map[string]*instance{},
+		bySlot:    map[int]string{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSampling = cancel
@@ -467,6 +469,15 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 	if err := m.cfg.Store.CreateSandbox(ctx, rec); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
+	m.mu.Lock()
+	m.bySlot[slot.Index] = inst.id
+	m.mu.Unlock()
+	inst.undo.add("slot owner", func(context.Context) error {
+		m.mu.Lock()
+		delete(m.bySlot, slot.Index)
+		m.mu.Unlock()
+		return nil
+	})
 	m.rememberSecrets(inst.id, secretValues(sec, req.Envs))
 	inst.undo.add("secrets", func(context.Context) error { m.forgetSecrets(inst.id); return nil })
 	return rec, nil
@@ -794,6 +805,14 @@ func (m *Manager) Envd(ctx context.Context, id string) (Target, error) {
 		return Target{}, fmt.Errorf("sandbox %s: %w", id, ErrKilled)
 	}
 	return Target{BaseURL: inst.base, Token: inst.token}, nil
+}
+
+// BySlot returns the id of the sandbox holding network slot index ("" if
+// none: a free or warm-pool slot).
+func (m *Manager) BySlot(index int) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bySlot[index]
 }
 
 // IsRunning reports whether the sandbox is running.

@@ -65,6 +65,7 @@ type Server struct {
 	network   *network.Manager
 	dns       *dns.Server
 	egress    *egress.Proxy
+	flows     *flowAuditor
 	runtime   sandboxrt.Runtime
 	store     *sqlite.Store
 	templates *template.Manager
@@ -182,6 +183,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("egress proxy: %w", err)
 	}
 	ncfg.ProxyPort = proxyAddr.Port()
+	ncfg.LogGroup = flowLogGroup
 	if s.network, err = network.New(ctx, ncfg); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
@@ -200,6 +202,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Logf:           cfg.Logf,
 	})
 	audit = func(id, typ string, data any) { s.manager.Audit(context.Background(), id, typ, data) }
+	if s.flows, err = startFlowAuditor(context.WithoutCancel(ctx), cfg.Logf, func(slot int) string { return s.manager.BySlot(slot) }, audit); err != nil {
+		return nil, err
+	}
 	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
 	if err := s.manager.Recover(ctx); err != nil {
 		return nil, err
@@ -262,6 +267,11 @@ func (s *Server) closeParts(ctx context.Context) error {
 	}
 	if s.dns != nil {
 		if err := s.dns.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.flows != nil {
+		if err := s.flows.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
