@@ -75,3 +75,24 @@ func mustMarshal(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// FuzzReadBody feeds arbitrary bytes to every decoder: no panic, never more
+// than the limit, and a too-large error returns a prefix of the input.
+func FuzzReadBody(f *testing.F) {
+	f.Add([]byte("hello"), uint8(0))
+	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0}, uint8(1))
+	f.Add([]byte{0x78, 0x9c, 3, 0, 0, 0, 0, 1}, uint8(2))
+	f.Add([]byte{0x0b, 0x02, 0x80, 0x68, 0x69, 0x03}, uint8(3))
+	codings := []string{"", "gzip", "deflate", "br", "gzip, br", "identity"}
+	f.Fuzz(func(t *testing.T, raw []byte, c uint8) {
+		ce := codings[int(c)%len(codings)]
+		const limit = 4096
+		dec, consumed, err := ReadBody(bytes.NewReader(raw), ce, limit)
+		if len(dec) > limit {
+			t.Fatalf("decoded %d bytes over a %d limit", len(dec), limit)
+		}
+		if err != nil && !bytes.HasPrefix(raw, consumed) {
+			t.Fatalf("consumed bytes are not a prefix of the input")
+		}
+	})
+}
