@@ -298,6 +298,10 @@ func (ic *intercepted) serveHTTP1(ctx context.Context, conn net.Conn) endReason 
 			resp.TransferEncoding = []string{"chunked"}
 		} else {
 			resp.TransferEncoding = nil
+			if resp.ContentLength < 0 {
+				closeAfter = true // HTTP/1.0: the body ends with the connection
+				resp.Close = true
+			}
 		}
 		body := resp.Body
 		resp.Body = &flushReader{r: body, w: bw}
@@ -735,7 +739,9 @@ func (b *sseBody) Read(p []byte) (int, error) {
 				b.err = io.EOF
 			}
 		}
-		if b.sse.Blocked() != nil {
+		if v := b.sse.Blocked(); v != nil && !b.done {
+			// Tell the client why the stream ends early.
+			b.out = append(b.out, "event: declaw_blocked\ndata: {\"error\":\"blocked by declaw: injection\"}\n\n"...)
 			b.done, b.err = true, io.EOF
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -628,5 +629,32 @@ func TestInterceptPIIInQuery(t *testing.T) {
 	ev := ih.httpEvent(t)
 	if strings.Contains(ev.URL, "jane.doe") || !strings.Contains(ev.URL, "REDACTED_EMAIL") || !strings.Contains(ev.URL, "page=2") || ev.PII["email"] != 1 {
 		t.Errorf("event URL %q PII %v, want the email redacted", ev.URL, ev.PII)
+	}
+}
+
+func TestInterceptSSEInjectionCut(t *testing.T) {
+	ih := newICHarness(t, `{"injection_defense":{"enabled":true,"action":"block"}}`, true)
+	parts := []string{"data: hello\n\n", "data: " + injectionText + "\n\n", "data: never\n\n"}
+	u := ih.url("/sse?parts=" + url.QueryEscape(strings.Join(parts, "|")))
+	resp, got := post(t, ih.client(false), u, "text/plain", []byte("hi"))
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(got), "data: hello\n\n") ||
+		strings.Contains(string(got), "Ignore all previous") || strings.Contains(string(got), "never") ||
+		!strings.Contains(string(got), "event: declaw_blocked") {
+		t.Errorf("stream %q, want the first event then a declaw_blocked event", got)
+	}
+	if ev := ih.httpEvent(t); ev.Decision != DecisionBlock || ev.Direction != "inbound" {
+		t.Errorf("event %+v", ev)
+	}
+}
+
+func TestInterceptHTTP10(t *testing.T) {
+	ih := newICHarness(t, piiRedact, true)
+	c := tls.Client(ih.dial(t), &tls.Config{ServerName: "example.com", RootCAs: ih.ca.Pool(), NextProtos: []string{"http/1.1"}})
+	u := "/sse?parts=" + url.QueryEscape("data: a\n\n|data: b\n\n")
+	io.WriteString(c, "GET "+u+" HTTP/1.0\r\nHost: example.com\r\n\r\n")
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c) // the body ends with the connection
+	if err != nil || !strings.HasSuffix(string(b), "data: a\n\ndata: b\n\n") {
+		t.Errorf("HTTP/1.0 response %q, %v", b, err)
 	}
 }
