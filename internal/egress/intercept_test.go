@@ -254,8 +254,8 @@ func TestInterceptPIIRedactRehydrate(t *testing.T) {
 			if !bytes.Equal(ev.RequestBody, upBody) {
 				t.Errorf("audited request body %s, want the redacted one %s", ev.RequestBody, upBody)
 			}
-			if !bytes.Equal(ev.ResponseBody, got) {
-				t.Errorf("audited response body %s, want %s", ev.ResponseBody, got)
+			if !bytes.Equal(ev.ResponseBody, upBody) {
+				t.Errorf("audited response body %s, want the one before rehydration %s", ev.ResponseBody, upBody)
 			}
 		})
 	}

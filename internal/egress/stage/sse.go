@@ -89,6 +89,7 @@ func (s *SSE) process(events []byte, final bool) []byte {
 		}
 		events = m.Body
 	}
+	audited := events // before rehydration: the audit keeps the tokens
 	var out []byte
 	if s.reh != nil {
 		txt := s.reh.Write(string(events))
@@ -101,10 +102,10 @@ func (s *SSE) process(events []byte, final bool) []byte {
 		out = events
 	}
 	if s.maxAud > 0 && len(s.audit) < s.maxAud {
-		n := min(len(out), s.maxAud-len(s.audit))
-		s.audit = append(s.audit, out[:n]...)
+		n := min(len(audited), s.maxAud-len(s.audit))
+		s.audit = append(s.audit, audited[:n]...)
 		s.ex.Report.ResponseBody = s.audit
-		if n < len(out) {
+		if n < len(audited) {
 			s.ex.Report.BodiesTruncated = true
 		}
 	}

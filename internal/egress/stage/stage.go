@@ -154,6 +154,11 @@ type Exchange struct {
 	Redactor *redact.Redactor
 	Report   Report
 	Block    *BlockResponse
+	// auditOut and auditIn, when set, are what the AuditStage of that
+	// direction stores instead of
+	// the message body: the redacted request under log_only, the response
+	// before rehydration. The audit never holds the PII the pipeline found.
+	auditOut, auditIn []byte
 }
 
 // NewExchange returns an empty Exchange.

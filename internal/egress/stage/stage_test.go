@@ -276,3 +276,30 @@ func TestSSE(t *testing.T) {
 		t.Errorf("SSE out %q, want %q", out, want)
 	}
 }
+
+func TestAuditNeverStoresFoundPII(t *testing.T) {
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	body := `{"q":"ssn 123-45-6789"}`
+	for _, action := range []string{"redact", "log_only"} {
+		t.Run(action, func(t *testing.T) {
+			p := build(t, `{"pii":{"enabled":true,"action":"`+action+`"},"audit":{"enabled":true,"log_request_body":true,"log_response_body":true}}`)
+			ex := NewExchange()
+			m := &Message{Direction: Outbound, Host: "h", Header: hdr, Body: []byte(body)}
+			Run(p.Stages(Outbound, "h"), ex, m)
+			if action == "log_only" && string(m.Body) != body {
+				t.Errorf("log_only changed the forwarded body: %s", m.Body)
+			}
+			if bytes.Contains(ex.Report.RequestBody, []byte("123-45-6789")) || !json.Valid(ex.Report.RequestBody) {
+				t.Errorf("audited request body %s holds the SSN", ex.Report.RequestBody)
+			}
+			in := &Message{Direction: Inbound, Host: "h", Header: hdr, Body: bytes.Clone(m.Body)}
+			Run(p.Stages(Inbound, "h"), ex, in)
+			if action == "redact" && !bytes.Contains(in.Body, []byte("123-45-6789")) {
+				t.Errorf("response not rehydrated: %s", in.Body)
+			}
+			if action == "redact" && bytes.Contains(ex.Report.ResponseBody, []byte("123-45-6789")) {
+				t.Errorf("audited response body %s holds the rehydrated SSN", ex.Report.ResponseBody)
+			}
+		})
+	}
+}

@@ -314,6 +314,11 @@ func (s *PIIStage) Apply(ex *Exchange, m *Message) Verdict {
 	ex.Report.PIIAction = s.Action
 	types := res.Types()
 	reason := "pii " + strings.Join(types, ",")
+	if s.Action == "log_only" {
+		// Forwarded as is, but audited redacted.
+		red := RedactPII(s.Scanner, s.Types, m.Body, m.IsJSON(), redact.New())
+		ex.auditOut = red.Body
+	}
 	switch s.Action {
 	case "block":
 		ex.Block = &BlockResponse{Status: 403, Stage: s.Name(), Body: blockJSON("pii", map[string]any{"types": types})}
@@ -338,6 +343,7 @@ func (s *RehydrateStage) Apply(ex *Exchange, m *Message) Verdict {
 	if n == 0 {
 		return Verdict{}
 	}
+	ex.auditIn = m.Body // the audit keeps the tokens
 	m.Body = out
 	ex.Report.Rehydrated += n
 	return Verdict{Reason: fmt.Sprintf("%d token(s) rehydrated", n)}
@@ -477,8 +483,11 @@ func jsonStrings(body []byte) (string, bool) {
 
 // ---- audit ----
 
-// AuditStage records the body as it leaves the pipeline (so the stored
-// request body is the redacted one), capped at Max bytes.
+// AuditStage records the body as it leaves the pipeline, capped at Max
+// bytes, except that the PII the pipeline found is never stored: the
+// request body is the redacted one (also under log_only, where the
+// original is forwarded) and the response body is the one before
+// rehydration.
 type AuditStage struct {
 	Dir Direction
 	Max int
@@ -488,6 +497,12 @@ func (s *AuditStage) Name() string        { return "audit" }
 func (s *AuditStage) Applies(string) bool { return true }
 func (s *AuditStage) Apply(ex *Exchange, m *Message) Verdict {
 	b := m.Body
+	if m.Direction == Outbound && ex.auditOut != nil {
+		b = ex.auditOut
+	}
+	if m.Direction == Inbound && ex.auditIn != nil {
+		b = ex.auditIn
+	}
 	if len(b) > s.Max {
 		b = b[:s.Max]
 		ex.Report.BodiesTruncated = true
