@@ -144,9 +144,10 @@ type HTTPEvent struct {
 	Transformations []string // "outbound[0]", "inbound[1]", ... in order applied
 	Verdicts        []stage.StageVerdict
 	Notes           []string // e.g. "request body too large, not scanned"
-	// RequestBody (as sent upstream: redacted) and ResponseBody (as sent to
-	// the sandbox) when the policy's audit.log_request_body /
-	// log_response_body is on, each capped at Config.MaxAuditBody.
+	// RequestBody and ResponseBody when the policy's audit.log_request_body
+	// / log_response_body is on, each capped at Config.MaxAuditBody: the
+	// request as redacted (also under log_only) and the response before
+	// rehydration, so found PII is never stored.
 	RequestBody, ResponseBody []byte
 	BodiesTruncated           bool
 }

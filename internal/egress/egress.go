@@ -80,8 +80,10 @@
 // 431, protocol upgrades (WebSocket) 501, each with an HTTPEvent.
 //
 // Each exchange ends in one [HTTPEvent] passed to [Config.HTTPEvents]
-// (bodies only when the policy's audit asks, the request body as sent
-// upstream, i.e. redacted, each capped at [Config.MaxAuditBody]); the
+// (bodies only when the policy's audit asks, each capped at
+// [Config.MaxAuditBody], and never with the PII the pipeline found: the
+// request body redacted, also under log_only, the response body before
+// rehydration); the
 // connection still ends in one [Event] with Intercepted set.
 //
 // Every connection ends in exactly one [Event] passed to [Config.Events]:
