@@ -123,6 +123,7 @@ type Manager struct {
 
 	secretsMu sync.Mutex
 	secrets   map[string][][]byte // sandbox id -> masked env values (see secrets.go)
+	auditOff  map[string]bool     // sandbox id -> its policy turned audit off
 	pool      *pool
 
 	mu        sync.Mutex
@@ -479,6 +480,9 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 		return nil
 	})
 	m.rememberSecrets(inst.id, secretValues(sec, req.Envs))
+	if !sec.Audit.Enabled {
+		m.setAuditOff(inst.id)
+	}
 	inst.undo.add("secrets", func(context.Context) error { m.forgetSecrets(inst.id); return nil })
 	return rec, nil
 }
@@ -862,6 +866,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 func (m *Manager) Audit(ctx context.Context, id, typ string, data any) { m.audit(ctx, id, typ, data) }
 
 func (m *Manager) audit(ctx context.Context, id, typ string, data any) {
+	if m.auditDropped(id, typ) {
+		return
+	}
 	var raw json.RawMessage
 	if data != nil {
 		b, err := json.Marshal(data)

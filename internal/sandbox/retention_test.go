@@ -57,3 +57,28 @@ func TestMaskSecrets(t *testing.T) {
 		t.Errorf("MaskSecrets of an unknown sandbox changed the text: %s", got)
 	}
 }
+
+func TestAuditOffGatesCategories(t *testing.T) {
+	h := newHarness(t)
+	sec := policy.Default()
+	sec.Audit.Enabled = false
+	info, _ := h.create(t, CreateRequest{Template: "python", Security: sec})
+	h.m.Audit(context.Background(), info.SandboxID, "egress.blocked", nil)
+	h.m.Audit(context.Background(), info.SandboxID, "sandbox.paused", nil)
+	evs, err := h.st.ListAudit(context.Background(), store.AuditQuery{SandboxID: info.SandboxID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range evs {
+		types = append(types, e.Type)
+	}
+	for _, typ := range types {
+		if typ == "egress.blocked" {
+			t.Fatalf("audit off still recorded egress events: %v", types)
+		}
+	}
+	if len(types) < 2 || types[len(types)-1] != "sandbox.paused" {
+		t.Fatalf("lifecycle events must still be recorded: %v", types)
+	}
+}

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/declaw/declaw/internal/policy"
@@ -43,8 +44,39 @@ func (m *Manager) forgetSecrets(id string) {
 	time.AfterFunc(time.Minute, func() {
 		m.secretsMu.Lock()
 		delete(m.secrets, id)
+		delete(m.auditOff, id)
 		m.secretsMu.Unlock()
 	})
+}
+
+// auditGated are the event categories a policy with audit.enabled=false
+// turns off; lifecycle events (sandbox.*) are always recorded.
+var auditGated = []string{"dns.", "egress.", "network.", "http.", "command.", "file."}
+
+// setAuditOff records that a sandbox's policy turned its audit off.
+func (m *Manager) setAuditOff(id string) {
+	m.secretsMu.Lock()
+	defer m.secretsMu.Unlock()
+	if m.auditOff == nil {
+		m.auditOff = map[string]bool{}
+	}
+	m.auditOff[id] = true
+}
+
+// auditDropped reports whether an event of typ for sandbox id is gated off.
+func (m *Manager) auditDropped(id, typ string) bool {
+	m.secretsMu.Lock()
+	off := m.auditOff[id]
+	m.secretsMu.Unlock()
+	if !off {
+		return false
+	}
+	for _, p := range auditGated {
+		if strings.HasPrefix(typ, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // MaskSecrets replaces, in b, every value of the sandbox's masked env vars

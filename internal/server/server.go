@@ -342,7 +342,8 @@ func (a templatesAdapter) RootFS(ctx context.Context, name string) (string, erro
 type contentAdapter struct{ p *egress.Proxy }
 
 func (a contentAdapter) Attach(guestIP netip.Addr, sandboxID string, sec *policy.Security) ([]byte, error) {
-	c, err := ca.New(sandboxID)
+	// The CA outlives the longest sandbox (its leaves are minted on demand).
+	c, err := ca.NewWithOptions(sandboxID, ca.Options{Validity: sandbox.MaxTimeout + 24*time.Hour})
 	if err != nil {
 		return nil, fmt.Errorf("mint the CA of %s: %w", sandboxID, err)
 	}
