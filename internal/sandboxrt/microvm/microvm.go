@@ -93,6 +93,8 @@ type Config struct {
 	StartTimeout time.Duration
 	// ExtraArgs are appended to QEMU's command line.
 	ExtraArgs []string
+	// KernelArgs are appended to the guest kernel's command line.
+	KernelArgs []string
 	// Logf logs driver events. Default: discard.
 	Logf func(format string, args ...any)
 }
@@ -103,6 +105,7 @@ type Driver struct {
 	qemu, mkfs  string
 	accel       string
 	accelReason string
+	tscKHz      int // for tsc_early_khz under TCG; 0 under KVM
 	initramfs   string
 	vms         string // StateDir/vms
 	images      string // StateDir/images
@@ -181,6 +184,12 @@ func New(cfg Config) (*Driver, error) {
 		d.accel, d.accelReason = cfg.Accel, "configured"
 	default:
 		return nil, fmt.Errorf("microvm: accel %q: want auto, kvm or tcg", cfg.Accel)
+	}
+	if d.accel == "tcg" {
+		b, _ := os.ReadFile("/proc/cpuinfo")
+		if d.tscKHz = hostTSCkHz(b); d.tscKHz == 0 {
+			d.tscKHz = 2_000_000
+		}
 	}
 	if d.cfg.Kernel == "" {
 		if d.cfg.Kernel, err = newestKernel("/boot"); err != nil {
@@ -384,10 +393,33 @@ func qemuArgs(p vmParams, extra []string) []string {
 
 // kernelCmdline is the guest kernel's command line: serial console, reset
 // on reboot and panic (QEMU runs with -no-reboot, so the VM then exits), and
-// the guest's network and clock (guestinit.FormatCmdline).
-func kernelCmdline(b guestinit.Boot) string {
+// the guest's network and clock (guestinit.FormatCmdline). tscKHz > 0 adds
+// tsc_early_khz: under TCG the microvm has no PIT or HPET the kernel can
+// calibrate the TSC against, and without a known TSC frequency the kernel
+// hangs (one vCPU: in the delay loop calibration; two: bringing up the
+// second CPU). TCG's TSC ticks at the host's rate. Measured with QEMU 7.2
+// and Debian's 6.1 kernel.
+func kernelCmdline(b guestinit.Boot, tscKHz int) string {
 	w := []string{"console=ttyS0", "reboot=t", "panic=-1", "quiet", "8250.nr_uarts=1"}
+	if tscKHz > 0 {
+		w = append(w, "tsc_early_khz="+strconv.Itoa(tscKHz))
+	}
 	return strings.Join(append(w, guestinit.FormatCmdline(b)...), " ")
+}
+
+// hostTSCkHz estimates the host's TSC frequency from the first "cpu MHz"
+// line of cpuinfo (0 if there is none).
+func hostTSCkHz(cpuinfo []byte) int {
+	for _, line := range strings.Split(string(cpuinfo), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil && mhz > 0 {
+				return int(mhz * 1000)
+			}
+		}
+	}
+	return 0
 }
 
 // resources fills the zero fields of r from defaults, then from the driver's own.
@@ -481,7 +513,7 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	p := vmParams{
 		Accel: d.accel, VCPUs: vcpus, MemoryMB: mem,
 		Kernel: d.cfg.Kernel, Initramfs: d.initramfs,
-		Cmdline: kernelCmdline(guestinit.Boot{IP: sn.IP, GW: sn.GW, MTU: sn.MTU, Time: time.Now()}),
+		Cmdline: strings.Join(append([]string{kernelCmdline(guestinit.Boot{IP: sn.IP, GW: sn.GW, MTU: sn.MTU, Time: time.Now()}, d.tscKHz)}, d.cfg.KernelArgs...), " "),
 		Image:   image, Dir: dir, Tap: tapName, MAC: sn.MAC.String(),
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

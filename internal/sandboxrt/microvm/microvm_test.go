@@ -106,8 +106,8 @@ func TestCmdlineRoundTrip(t *testing.T) {
 		MTU:  1400,
 		Time: time.Unix(1790000000, 0),
 	}
-	line := kernelCmdline(b)
-	for _, w := range []string{"console=ttyS0", "reboot=t", "panic=-1", "declaw.ip=10.200.0.2/30", "declaw.gw=10.200.0.1", "declaw.mtu=1400", "declaw.time=1790000000"} {
+	line := kernelCmdline(b, 2445406)
+	for _, w := range []string{"tsc_early_khz=2445406", "console=ttyS0", "reboot=t", "panic=-1", "declaw.ip=10.200.0.2/30", "declaw.gw=10.200.0.1", "declaw.mtu=1400", "declaw.time=1790000000"} {
 		if !slices.Contains(strings.Fields(line), w) {
 			t.Errorf("kernelCmdline = %q, missing %q", line, w)
 		}
@@ -130,6 +130,19 @@ func TestCmdlineRoundTrip(t *testing.T) {
 	}
 	if got, err := guestinit.ParseCmdline("console=ttyS0 quiet"); err != nil || got.IP.IsValid() {
 		t.Errorf("ParseCmdline without declaw.* = %+v, %v; want no network", got, err)
+	}
+}
+
+func TestHostTSCkHz(t *testing.T) {
+	info := "processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2445.406\n\nprocessor\t: 1\ncpu MHz\t\t: 1000.000\n"
+	if got := hostTSCkHz([]byte(info)); got != 2445406 {
+		t.Errorf("hostTSCkHz = %d, want 2445406", got)
+	}
+	if got := hostTSCkHz([]byte("processor: 0\n")); got != 0 {
+		t.Errorf("hostTSCkHz without cpu MHz = %d, want 0", got)
+	}
+	if strings.Contains(kernelCmdline(guestinit.Boot{}, 0), "tsc_early_khz") {
+		t.Errorf("kernelCmdline(tsc 0) sets tsc_early_khz")
 	}
 }
 

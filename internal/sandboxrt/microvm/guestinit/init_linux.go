@@ -40,6 +40,11 @@ func Main() {
 	select {}
 }
 
+// step prints a progress line with the time since the init started.
+func step(t0 time.Time, what string) {
+	fmt.Fprintf(os.Stdout, "declaw-init: %s (+%v)\n", what, time.Since(t0).Round(time.Millisecond))
+}
+
 func run() error {
 	t0 := time.Now()
 	for _, m := range []struct{ src, dst, fstype, data string }{
@@ -59,9 +64,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	step(t0, "started")
 	if err := loadModules(boot.ModParams); err != nil {
 		return err
 	}
+	step(t0, "modules loaded")
 	rootDev, err := waitDisk(RootSerial, 30*time.Second)
 	if err != nil {
 		return err
@@ -74,6 +81,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	step(t0, "disks found, config read")
 	if len(cfg.Init) == 0 {
 		return errors.New("config: no init")
 	}
@@ -99,9 +107,11 @@ func run() error {
 			return fmt.Errorf("sethostname: %w", err)
 		}
 	}
+	step(t0, "root mounted")
 	if err := setupNetwork(boot); err != nil {
 		return err
 	}
+	step(t0, "network up")
 	if now := time.Now(); !boot.Time.IsZero() && now.Before(boot.Time) {
 		tv := unix.NsecToTimeval(boot.Time.UnixNano())
 		if err := unix.Settimeofday(&tv); err != nil {
