@@ -200,3 +200,35 @@ func TestPtyAndReconnect(t *testing.T) {
 		t.Fatalf("reconnected stream = %q exit %d", got, exit)
 	}
 }
+
+func TestAuditFollowAndActivity(t *testing.T) {
+	s := startServer(t)
+	id := s.create(map[string]any{"envs": map[string]string{"SERVICE_TOKEN": "tok-very-secret-123"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	follow := s.sse(ctx, "/sandboxes/"+id+"/audit?follow=true")
+	s.run(id, "echo $SERVICE_TOKEN > /dev/null; echo tok-very-secret-123 | wc -c")
+	s.must(200, "POST", "/sandboxes/"+id+"/files", map[string]any{"path": "/tmp/a.txt", "data": "x"}, nil)
+	s.must(200, "GET", "/sandboxes/"+id+"/files?path=/tmp/a.txt", nil, nil)
+	want := map[string]bool{"sandbox.created": false, "command.run": false, "file.write": false, "file.read": false}
+	for ev := range follow {
+		typ, _ := ev.Data["type"].(string)
+		if _, ok := want[typ]; ok {
+			want[typ] = true
+		}
+		if typ == "command.run" {
+			b, _ := json.Marshal(ev.Data)
+			if strings.Contains(string(b), "tok-very-secret-123") {
+				t.Errorf("a masked env value reached the audit store: %s", b)
+			}
+		}
+		done := true
+		for _, v := range want {
+			done = done && v
+		}
+		if done {
+			return
+		}
+	}
+	t.Fatalf("follow stream ended without every event: %v", want)
+}

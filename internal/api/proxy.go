@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httputil"
@@ -75,8 +76,18 @@ func (p *envdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxJSONBody)
 	}
+	var act activity
+	act.teeBody(r)
+	sw := &statusWriter{ResponseWriter: w}
 	ctx := contextWith(r, proxyTarget{scheme: t.BaseURL.Scheme, host: t.BaseURL.Host, path: rest, token: t.Token})
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	p.rp.ServeHTTP(sw, r.WithContext(ctx))
+	if typ, data := describe(r.Method, rest, r.URL.Query(), act.body.Bytes(), sw.status); typ != "" {
+		// Values of the sandbox's masked env vars never reach the store.
+		if cmd, ok := data["cmd"].(string); ok {
+			data["cmd"] = string(p.s.cfg.Sandboxes.MaskSecrets(id, []byte(cmd)))
+		}
+		p.s.cfg.Sandboxes.Audit(context.WithoutCancel(r.Context()), id, typ, data)
+	}
 }
 
 // isRawUpload reports whether r streams file bytes (no JSON size cap).

@@ -344,6 +344,10 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if queryBool(r, "follow") {
+		s.followAudit(w, r, aq)
+		return
+	}
 	evs, err := s.cfg.Store.ListAudit(r.Context(), aq)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -500,4 +504,52 @@ func (s *Server) restoreSandbox(w http.ResponseWriter, r *http.Request) {
 		"sandbox_id": info.SandboxID, "snapshot_id": sn.ID, "node_id": "local",
 		"envd_access_token": token, "sandbox": info,
 	})
+}
+
+// followAudit streams a sandbox's audit events as SSE (`event: audit`,
+// `id:` = the event id, data = the event), the stored ones first, then new
+// ones as they are recorded, until the client goes away. A client resumes
+// with ?cursor=<last id> (or the Last-Event-ID header).
+func (s *Server) followAudit(w http.ResponseWriter, r *http.Request, q store.AuditQuery) {
+	if v := r.Header.Get("Last-Event-ID"); v != "" && q.AfterID == 0 {
+		q.AfterID, _ = strconv.ParseInt(v, 10, 64)
+	}
+	q.Limit = 500
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	if fl != nil {
+		fl.Flush()
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	idle := 0
+	for {
+		evs, err := s.cfg.Store.ListAudit(r.Context(), q)
+		if err != nil {
+			return
+		}
+		for _, e := range evs {
+			b, _ := json.Marshal(e)
+			fmt.Fprintf(w, "id: %d\nevent: audit\ndata: %s\n\n", e.ID, b)
+			q.AfterID = e.ID
+		}
+		if len(evs) > 0 {
+			idle = 0
+		} else if idle++; idle%30 == 0 {
+			fmt.Fprint(w, ": keepalive\n\n")
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+		if len(evs) == q.Limit {
+			continue
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
