@@ -159,3 +159,51 @@ func TestSecurityProxySeedRows(t *testing.T) {
 		t.Errorf("unsecured sandbox has HTTP audit events: %s", fmtJSON(audit))
 	}
 }
+
+// tlsProbe opens TLS from inside the sandbox (optionally without SNI),
+// sends raw bytes and prints what came back or the failure.
+const tlsProbe = `import socket, ssl, sys
+host, ip, payload = sys.argv[1], sys.argv[2], sys.argv[3].encode().decode("unicode_escape").encode()
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+try:
+    raw = socket.create_connection((ip, 443), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname=(host or None))
+    s.sendall(payload)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print("REPLY", data.split(b"\r\n")[0].decode(errors="replace"))
+except Exception as e:
+    print("FAIL", type(e).__name__, e)
+`
+
+// TestProxyEdgeCases: a ClientHello without SNI under domain rules is
+// refused; non-HTTP bytes inside intercepted TLS get an HTTP 400, not a hang.
+func TestProxyEdgeCases(t *testing.T) {
+	s := startServer(t)
+	svc := testenv.ServiceIP.String()
+	domains := s.create(map[string]any{"network": map[string]any{"allow_out": []string{"api.example.test"}, "deny_out": []string{"0.0.0.0/0"}}})
+	pj, _ := json.Marshal(map[string]any{"pii": map[string]any{"enabled": true}})
+	scanned := s.create(map[string]any{"security": map[string]any{"policy_json": string(pj)}})
+	for _, id := range []string{domains, scanned} {
+		s.must(200, "POST", "/sandboxes/"+id+"/files", map[string]any{"path": "/tmp/tls.py", "data": tlsProbe}, nil)
+	}
+	get := `GET / HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n`
+	if res := s.run(domains, "python3 /tmp/tls.py '' "+svc+" '"+get+"'"); !strings.HasPrefix(res.Stdout, "FAIL") {
+		t.Errorf("domain policy: a ClientHello without SNI was let through: %+v", res)
+	}
+	if res := s.run(domains, "python3 /tmp/tls.py api.example.test "+svc+" '"+get+"'"); !strings.HasPrefix(res.Stdout, "REPLY HTTP/1.1 200") {
+		t.Errorf("domain policy: allowed SNI: %+v", res)
+	}
+	if res := s.run(scanned, "python3 /tmp/tls.py api.example.test "+svc+" 'HELLO not http\\n\\n'"); !strings.HasPrefix(res.Stdout, "REPLY HTTP/1.1 400") {
+		t.Errorf("content policy: non-HTTP inside TLS: %+v, want an HTTP 400", res)
+	}
+	if res := s.run(scanned, "python3 /tmp/tls.py api.example.test "+svc+" '"+get+"'"); !strings.HasPrefix(res.Stdout, "REPLY HTTP/1.1 200") {
+		t.Errorf("content policy: a normal request after the bad one: %+v", res)
+	}
+}
