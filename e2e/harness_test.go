@@ -81,6 +81,11 @@ func (s *server) start(extraArgs ...string) {
 	args := append([]string{"server", "--listen", "127.0.0.1:8080", "--state-dir", s.stateDir, "--api-key", s.key,
 		"--net-prefix", s.prefix, "--envd", s.envd, "--slot-pool", "2", "--dns-upstream", testenv.DNSServer.String(), "--warm-pool=",
 		"--upstream-ca", s.net.CAFile()}, extraArgs...)
+	if rt := os.Getenv("DECLAW_TEST_RUNTIME"); rt != "" {
+		// The whole suite runs on another runtime with one setting, e.g.
+		// DECLAW_TEST_RUNTIME=microvm.
+		args = append(args, "--runtime", rt)
+	}
 	// Not n.Command: its cleanup would SIGKILL the server before stop
 	// could shut it down gracefully (and check what it left behind).
 	cmd := s.net.Host.Command(context.Background(), s.declaw, args...)

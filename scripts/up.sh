@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 ./scripts/build.sh
-install -m 0755 bin/declaw bin/envd /usr/local/bin/
+install -m 0755 bin/declaw bin/envd bin/declaw-init /usr/local/bin/
 exec /usr/local/bin/declaw server --build-templates base,python "$@"

@@ -26,6 +26,7 @@ import (
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/gvisor"
+	"github.com/declaw/declaw/internal/sandboxrt/microvm"
 	"github.com/declaw/declaw/internal/store/sqlite"
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/openapi"
@@ -39,7 +40,8 @@ type Config struct {
 	SandboxCIDR string         // default 10.200.0.0/16
 	NetPrefix   string         // names of netns/veth/table; default "declaw"
 	EnvdPath    string         // envd binary; default: "envd" beside the declaw binary
-	Runtime     string         // "gvisor" (default)
+	Runtime     string         // "gvisor" (default) or "microvm"
+	Accel       string         // microvm: auto (default), kvm or tcg
 	Runsc       string         // runsc binary
 	Platform    string         // runsc platform
 	PoolSize    int            // network slots kept ready
@@ -123,8 +125,15 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("gvisor runtime: %w", err)
 		}
 		s.runtime = d
+	case "microvm":
+		d, err := microvm.New(microvm.Config{StateDir: filepath.Join(cfg.StateDir, "microvm"), Accel: cfg.Accel, Logf: cfg.Logf})
+		if err != nil {
+			return nil, fmt.Errorf("microvm runtime: %w", err)
+		}
+		cfg.Logf("microvm runtime: accel %s (%s), kernel %s", d.Accel(), d.AccelReason(), d.Kernel())
+		s.runtime = d
 	default:
-		return nil, fmt.Errorf("unknown runtime %q (available: gvisor)", cfg.Runtime)
+		return nil, fmt.Errorf("unknown runtime %q (available: gvisor, microvm)", cfg.Runtime)
 	}
 	if err := s.runtime.Cleanup(ctx); err != nil {
 		cfg.Logf("runtime: cleaning leftovers: %v", err)
@@ -213,7 +222,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	handler := api.New(api.Config{
 		Sandboxes: s.manager, Store: s.store, OpenAPI: openapi.Spec, Logf: cfg.Logf,
 		Health: func() map[string]any {
-			return map[string]any{"runtime": s.runtime.Name(), "warm_pool": s.manager.PoolSizes()}
+			h := map[string]any{"runtime": s.runtime.Name(), "warm_pool": s.manager.PoolSizes()}
+			if a, ok := s.runtime.(interface{ Accel() string }); ok {
+				h["accel"] = a.Accel()
+			}
+			return h
 		},
 	})
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
