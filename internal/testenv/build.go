@@ -84,7 +84,9 @@ func buildBinaries(root string) (declaw, envd string, err error) {
 	}
 	dir := filepath.Join(os.TempDir(), buildCachePrefix+key)
 	declaw, envd = filepath.Join(dir, "declaw"), filepath.Join(dir, "envd")
-	if isExecutable(declaw) && isExecutable(envd) {
+	// declaw-init (the microVM guest init) is built beside declaw, where the
+	// microvm runtime looks for it.
+	if isExecutable(declaw) && isExecutable(envd) && isExecutable(filepath.Join(dir, "declaw-init")) {
 		return declaw, envd, nil
 	}
 
@@ -102,6 +104,7 @@ func buildBinaries(root string) (declaw, envd string, err error) {
 	}{
 		{"./cmd/declaw", "declaw", nil},
 		{"./cmd/envd", "envd", []string{"CGO_ENABLED=0"}},
+		{"./cmd/declaw-init", "declaw-init", []string{"CGO_ENABLED=0"}},
 	} {
 		cmd := exec.Command(goTool, "build", "-o", filepath.Join(tmp, b.out), b.pkg)
 		cmd.Dir = root
