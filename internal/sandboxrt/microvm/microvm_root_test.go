@@ -538,7 +538,10 @@ func TestConformance(t *testing.T) {
 			short[dir] = s
 		}
 		mu.Unlock()
-		return newTestDriver(t, s)
+		d := newTestDriver(t, s)
+		// Also when a test fails before its own Cleanup (CleanupAfterCrash).
+		t.Cleanup(func() { _ = d.Cleanup(context.Background()) })
+		return d
 	}
 	leaksFn := h.Leaks
 	h.Leaks = func(dir, id string) []string {
@@ -548,4 +551,50 @@ func TestConformance(t *testing.T) {
 		return leaksFn(s, id)
 	}
 	rttest.Run(t, h)
+}
+
+// BenchmarkBoot reports, in the same run, the QEMU+kernel floor (the same
+// kernel and initramfs booting an init that resets at once) and the
+// driver's boot: Start (guest init done, envd exec'd) and envd's /health
+// answering over the slot. Each iteration boots two VMs: under TCG run it
+// with a small count, e.g. -bench Boot -benchtime 3x.
+func BenchmarkBoot(b *testing.B) {
+	requireRoot(b)
+	_, envd := testenv.BuildBinaries(b)
+	rootfs := testRootFS(b)
+	d := newTestDriver(b, shortStateDir(b))
+	d.cfg.Logf = func(string, ...any) {}
+	b.Cleanup(func() { _ = d.Cleanup(context.Background()) })
+	slot := newSlot(b)
+	if _, err := d.EnsureImage(context.Background(), rootfs); err != nil {
+		b.Fatal(err)
+	}
+	var floor, start, ready time.Duration
+	for b.Loop() {
+		f, err := d.BootFloor(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		spec := envdSpec(b, envd, rootfs, slot.NetNS, "bench")
+		t0 := time.Now()
+		if err := d.Start(context.Background(), spec); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := waitHealth(context.Background(), spec, 60*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		if err := d.Destroy(context.Background(), spec.ID); err != nil {
+			b.Fatal(err)
+		}
+		floor += f
+		start += t1.Sub(t0)
+		ready += t2.Sub(t0)
+	}
+	n := float64(b.N)
+	b.ReportMetric(floor.Seconds()/n, "floor-s/op")
+	b.ReportMetric(start.Seconds()/n, "start-s/op")
+	b.ReportMetric(ready.Seconds()/n, "envd-ready-s/op")
+	b.Logf("accel %s: QEMU+kernel floor %.2fs, Start %.2fs, envd ready %.2fs (n=%d)", d.Accel(), floor.Seconds()/n, start.Seconds()/n, ready.Seconds()/n, b.N)
 }

@@ -128,7 +128,10 @@ func TestCmdlineRoundTrip(t *testing.T) {
 			t.Errorf("ParseCmdline(%q) succeeded, want an error", bad)
 		}
 	}
-	if got, err := guestinit.ParseCmdline("console=ttyS0 quiet"); err != nil || got.IP.IsValid() {
+	if got, err := guestinit.ParseCmdline(kernelCmdline(guestinit.Boot{PowerOff: true}, 0)); err != nil || !got.PowerOff {
+		t.Errorf("PowerOff does not round-trip: %+v, %v", got, err)
+	}
+	if got, err := guestinit.ParseCmdline("console=ttyS0 quiet"); err != nil || got.IP.IsValid() || got.PowerOff {
 		t.Errorf("ParseCmdline without declaw.* = %+v, %v; want no network", got, err)
 	}
 }

@@ -62,6 +62,9 @@ type Boot struct {
 	GW   netip.Addr   // default gateway
 	MTU  int          // 0: leave the default
 	Time time.Time    // host clock when the VM was started (a floor for the guest clock)
+	// PowerOff ("declaw.poweroff") makes the init reset the VM at once:
+	// the driver's boot-floor probe (QEMU + kernel, no guest work).
+	PowerOff bool
 	// ModParams are "module.param=value" arguments, by module name
 	// (dashes folded to underscores), passed to finit_module as modprobe would.
 	ModParams map[string][]string
@@ -82,6 +85,9 @@ func FormatCmdline(b Boot) []string {
 	if !b.Time.IsZero() {
 		out = append(out, "declaw.time="+strconv.FormatInt(b.Time.Unix(), 10))
 	}
+	if b.PowerOff {
+		out = append(out, "declaw.poweroff")
+	}
 	return out
 }
 
@@ -92,6 +98,7 @@ func ParseCmdline(s string) (Boot, error) {
 	for _, w := range strings.Fields(s) {
 		k, v, ok := strings.Cut(w, "=")
 		if !ok {
+			b.PowerOff = b.PowerOff || w == "declaw.poweroff"
 			continue
 		}
 		var err error

@@ -34,11 +34,15 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // -no-reboot, so it exits and the driver sees the failed start).
 func Main() {
 	err := run()
-	fmt.Fprintf(os.Stdout, "%s%v\n", FailMarker, err)
+	if !errors.Is(err, errPowerOff) {
+		fmt.Fprintf(os.Stdout, "%s%v\n", FailMarker, err)
+	}
 	unix.Sync()
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 	select {}
 }
+
+var errPowerOff = errors.New("power off requested")
 
 // step prints a progress line with the time since the init started.
 func step(t0 time.Time, what string) {
@@ -63,6 +67,9 @@ func run() error {
 	boot, err := ParseCmdline(string(cmdline))
 	if err != nil {
 		return err
+	}
+	if boot.PowerOff {
+		return errPowerOff
 	}
 	step(t0, "started")
 	if err := loadModules(boot.ModParams); err != nil {
