@@ -241,6 +241,17 @@ func dialInNetNS(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	return r.c, r.err
 }
 
+// listenInNetNS listens on addr inside the netns at nsPath.
+func listenInNetNS(nsPath, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := inNetNS(nsPath, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
+}
+
 // dialGuest dials the guest from the host end of its slot.
 func dialGuest(ctx context.Context, spec sandboxrt.Spec, port int) (net.Conn, error) {
 	v, ok := slots.Load(spec.NetNSPath)
@@ -494,6 +505,40 @@ func TestBootEnvd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(rootfs, "root/vm-written")); err == nil {
 		t.Errorf("a guest write reached the template directory")
 	}
+	// The guest reaches the host end of its slot (the path to DNS and the egress proxy).
+	l, err := listenInNetNS(slot.HostNS, testHostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	if r := run(fmt.Sprintf("python3 -c 'import socket; s = socket.create_connection((%q, %d), 10); s.sendall(b\"from-vm\"); s.close()'", testHostIP, port)); r.ExitCode != 0 {
+		t.Errorf("connect from the guest to the host end = %+v", r)
+	}
+	select {
+	case msg := <-got:
+		if msg != "from-vm" {
+			t.Errorf("host end received %q, want from-vm", msg)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("host end received nothing from the guest")
+	}
+	if r := run("cat /proc/net/if_inet6 2>&1; ls /proc/sys/net/ipv6 2>&1 | head -1"); strings.Contains(r.Stdout, "eth0") {
+		t.Errorf("guest has IPv6 on eth0: %q", r.Stdout)
+	}
+
 	st, err := d.Stats(t.Context(), spec.ID)
 	if err != nil || st.CPUUsageNanos == 0 || st.MemoryBytes < 16<<20 {
 		t.Errorf("Stats = %+v, %v", st, err)
