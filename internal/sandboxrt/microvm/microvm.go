@@ -22,6 +22,7 @@
 // The driver keeps all it owns under Config.StateDir:
 //
 //	initramfs-<key>.cpio   the initramfs (guest init + modules), per input hash
+//	vmlinux-<key>          the kernel, uncompressed (booted through its PVH entry)
 //	images/                root images of directories that are not templates
 //	vms/<id>/              record.json, config.tar, console.log, qemu.log,
 //	                       qmp.sock, qemu.pid
@@ -105,7 +106,8 @@ type Driver struct {
 	qemu, mkfs  string
 	accel       string
 	accelReason string
-	tscKHz      int // for tsc_early_khz under TCG; 0 under KVM
+	tscKHz      int    // for tsc_early_khz under TCG; 0 under KVM
+	bootKernel  string // what QEMU boots: Kernel or its extracted vmlinux
 	initramfs   string
 	vms         string // StateDir/vms
 	images      string // StateDir/images
@@ -229,7 +231,9 @@ func New(cfg Config) (*Driver, error) {
 	if d.initramfs, err = d.ensureInitramfs(); err != nil {
 		return nil, fmt.Errorf("microvm: initramfs: %w", err)
 	}
-	d.cfg.Logf("microvm: accel %s (%s), kernel %s", d.accel, d.accelReason, d.cfg.Kernel)
+	var note string
+	d.bootKernel, note = bootableKernel(d.cfg.Kernel, stateDir)
+	d.cfg.Logf("microvm: accel %s (%s), kernel %s (%s)", d.accel, d.accelReason, d.cfg.Kernel, note)
 	return d, nil
 }
 
@@ -443,7 +447,7 @@ func (d *Driver) BootFloor(ctx context.Context) (time.Duration, error) {
 		"-M", "microvm,isa-serial=on,rtc=on", "-accel", d.accel, "-cpu", cpu,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-smp", strconv.Itoa(vcpus), "-m", strconv.FormatInt(mem, 10),
-		"-kernel", d.cfg.Kernel, "-initrd", d.initramfs,
+		"-kernel", d.bootKernel, "-initrd", d.initramfs,
 		"-append", kernelCmdline(guestinit.Boot{PowerOff: true}, d.tscKHz),
 		"-serial", "file:" + filepath.Join(dir, "console.log"),
 	}
@@ -549,7 +553,7 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	vcpus, mem := resources(spec.Resources, d.cfg.Defaults)
 	p := vmParams{
 		Accel: d.accel, VCPUs: vcpus, MemoryMB: mem,
-		Kernel: d.cfg.Kernel, Initramfs: d.initramfs,
+		Kernel: d.bootKernel, Initramfs: d.initramfs,
 		Cmdline: strings.Join(append([]string{kernelCmdline(guestinit.Boot{IP: sn.IP, GW: sn.GW, MTU: sn.MTU, Time: time.Now()}, d.tscKHz)}, d.cfg.KernelArgs...), " "),
 		Image:   image, Dir: dir, Tap: tapName, MAC: sn.MAC.String(),
 	}

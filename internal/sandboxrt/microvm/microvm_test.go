@@ -2,6 +2,7 @@ package microvm
 
 import (
 	"bytes"
+	"compress/gzip"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -336,5 +337,35 @@ func TestNewValidates(t *testing.T) {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New succeeded, want an error", name)
 		}
+	}
+}
+
+func TestExtractVmlinux(t *testing.T) {
+	// A fake bzImage: a header, then a gzip stream holding an "ELF", then trailing bytes.
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write([]byte("\x7fELF fake kernel"))
+	zw.Close()
+	bz := append(append([]byte("MZ....HdrS...\x1f\x8b no stream here"), z.Bytes()...), "trailer"...)
+	got, err := extractVmlinux(bz)
+	if err != nil || string(got) != "\x7fELF fake kernel" {
+		t.Errorf("extractVmlinux = %q, %v", got, err)
+	}
+	if _, err := extractVmlinux([]byte("MZ nothing compressed")); err == nil {
+		t.Errorf("extractVmlinux without a payload succeeded")
+	}
+	// The real kernel, when installed: extracted once, with a PVH entry.
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(kernels) == 0 || testing.Short() {
+		return
+	}
+	dir := t.TempDir()
+	p, note := bootableKernel(kernels[0], dir)
+	t.Logf("bootableKernel(%s) = %s (%s)", kernels[0], p, note)
+	if filepath.Dir(p) == dir && !hasPVHNote(p) {
+		t.Errorf("extracted kernel %s has no PVH note", p)
+	}
+	if p2, _ := bootableKernel(kernels[0], dir); p2 != p {
+		t.Errorf("second bootableKernel = %s, want the cached %s", p2, p)
 	}
 }
