@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/declaw/declaw/internal/sandboxrt/microvm"
 	"github.com/declaw/declaw/internal/server"
 	"github.com/declaw/declaw/internal/template"
 )
@@ -31,6 +33,7 @@ func runTemplate(e *env, args []string) int {
 	stateDir := fs.String("state-dir", e.envOr("DECLAW_STATE_DIR", "/var/lib/declaw"), "state directory")
 	envd := fs.String("envd", e.envOr("DECLAW_ENVD", ""), "envd binary to install into templates")
 	asJSON := fs.Bool("json", false, "print JSON")
+	noImage := fs.Bool("no-image", false, "build: skip the ext4 image the microvm runtime boots from")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -60,6 +63,15 @@ func runTemplate(e *env, args []string) int {
 			if err != nil {
 				fmt.Fprintf(e.stderr, "declaw template build %s: %v\n", name, err)
 				return 1
+			}
+			// The microVM runtime boots the template from an ext4 image of it.
+			if _, err := exec.LookPath("mkfs.ext4"); err == nil && !*noImage {
+				img, err := microvm.BuildTemplateImage(ctx, "", t.RootFS)
+				if err != nil {
+					fmt.Fprintf(e.stderr, "declaw template build %s: microvm image: %v\n", name, err)
+					return 1
+				}
+				fmt.Fprintf(e.stderr, "microvm root image %s\n", img)
 			}
 			if *asJSON {
 				json.NewEncoder(e.stdout).Encode(t)
