@@ -61,6 +61,10 @@ type Config struct {
 	Runsc    string
 	Platform string
 	RootFS   string
+	// ColdBaseline, when set, replaces the raw runsc baseline of cold
+	// creates (another runtime's floor, e.g. QEMU + kernel booting a
+	// trivial init for the microvm runtime): runs samples and their label.
+	ColdBaseline func(ctx context.Context, runs int) ([]time.Duration, string, error)
 
 	Logf func(format string, args ...any) // progress; default none
 }
@@ -174,19 +178,24 @@ func (b *runner) closeTarget(ctx context.Context, t *Target) {
 func (b *runner) phaseCold(ctx context.Context) error {
 	cfg := b.cfg
 	// The baseline first, then the figure, both on an otherwise idle host.
-	cfg.Logf("baseline: raw runsc run /bin/true x%d", cfg.Runs)
+	label := "raw runsc run /bin/true"
 	rootfs := cfg.RootFS
 	var raw []time.Duration
 	var err error
-	if rootfs == "" {
+	switch {
+	case cfg.ColdBaseline != nil:
+		cfg.Logf("baseline: cold baseline x%d", cfg.Runs)
+		raw, label, err = cfg.ColdBaseline(ctx, cfg.Runs)
+	case rootfs == "":
 		err = errors.New("no template rootfs on this host")
-	} else if os.Geteuid() != 0 {
+	case os.Geteuid() != 0:
 		err = errors.New("needs root (a network namespace)")
-	} else {
+	default:
+		cfg.Logf("baseline: raw runsc run /bin/true x%d", cfg.Runs)
 		raw, err = RawRunsc(ctx, RawRunscConfig{Runsc: cfg.Runsc, Platform: cfg.Platform, RootFS: rootfs, Runs: cfg.Runs})
 	}
 	if err != nil {
-		b.r.Notes = append(b.r.Notes, fmt.Sprintf("raw runsc baseline not measured: %v", err))
+		b.r.Notes = append(b.r.Notes, fmt.Sprintf("%s baseline not measured: %v", label, err))
 	}
 	rawSum := Summarize(raw)
 
@@ -212,7 +221,7 @@ func (b *runner) phaseCold(ctx context.Context) error {
 			lat = append(lat, d)
 		}
 	}
-	b.r.CreateCold = Compare(Summarize(lat), "raw runsc run /bin/true", rawSum)
+	b.r.CreateCold = Compare(Summarize(lat), label, rawSum)
 
 	// Exec and files on one sandbox of this server.
 	sb, err := b.t.Client.CreateSandbox(ctx, b.createReq())
@@ -252,7 +261,7 @@ func (b *runner) phaseWarm(ctx context.Context) error {
 			b.killAll(ctx, []string{id})
 		}
 	}
-	b.r.CreateWarm = Compare(Summarize(lat), "raw runsc run /bin/true", raw)
+	b.r.CreateWarm = Compare(Summarize(lat), b.r.CreateCold.BaselineName, raw)
 
 	for _, n := range cfg.Concurrency {
 		if err := b.waitPool(ctx, pool); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/bench"
+	"github.com/declaw/declaw/internal/sandboxrt/microvm"
 	"github.com/declaw/declaw/internal/server"
 )
 
@@ -39,6 +40,7 @@ func runBench(e *env, globals, args []string) int {
 	runsc := c.fs.String("runsc", e.envOr("DECLAW_RUNSC", "runsc"), "runsc binary (the local server's and the baseline's)")
 	platform := c.fs.String("runsc-platform", e.envOr("DECLAW_RUNSC_PLATFORM", "ptrace"), "runsc --platform (the local server's and the baseline's)")
 	verbose := c.fs.Bool("v", false, "log progress (and the local server's log) to stderr")
+	rt := c.fs.String("runtime", "gvisor", "--local: runtime of the private servers (gvisor, or microvm: cold creates are then compared to the QEMU+kernel boot floor)")
 	c.fs.Usage = func() {
 		fmt.Fprint(e.stderr, benchUsage)
 		c.fs.PrintDefaults()
@@ -71,7 +73,7 @@ func runBench(e *env, globals, args []string) int {
 				srv, err := server.Start(ctx, server.Config{
 					Listen: sc.Listen, StateDir: sc.StateDir, APIKey: sc.APIKey, SandboxCIDR: sc.SandboxCIDR,
 					NetPrefix: sc.NetPrefix, EnvdPath: sc.EnvdPath, Runsc: *runsc, Platform: *platform,
-					PoolSize: 4, WarmPool: sc.WarmPool, DNSUpstream: sc.DNSUpstream, Logf: sc.Logf,
+					PoolSize: 4, WarmPool: sc.WarmPool, DNSUpstream: sc.DNSUpstream, Logf: sc.Logf, Runtime: *rt,
 				})
 				if err != nil {
 					return "", nil, err
@@ -88,6 +90,24 @@ func runBench(e *env, globals, args []string) int {
 			return 1
 		}
 		cfg.Open = open
+		if *rt == "microvm" {
+			cfg.ColdBaseline = func(ctx context.Context, runs int) ([]time.Duration, string, error) {
+				d, err := microvm.New(microvm.Config{StateDir: filepath.Join(os.TempDir(), "declaw-bench-microvm"), Logf: logf})
+				if err != nil {
+					return nil, "", err
+				}
+				label := "QEMU+kernel floor (" + d.Accel() + ")"
+				var out []time.Duration
+				for range runs {
+					t, err := d.BootFloor(ctx)
+					if err != nil {
+						return out, label, err
+					}
+					out = append(out, t)
+				}
+				return out, label, nil
+			}
+		}
 	} else {
 		client, err := c.client()
 		if err != nil {
