@@ -83,7 +83,11 @@ func (s *server) start(extraArgs ...string) {
 		"--upstream-ca", s.net.CAFile()}, extraArgs...)
 	if rt := os.Getenv("DECLAW_TEST_RUNTIME"); rt != "" {
 		// The whole suite runs on another runtime with one setting, e.g.
-		// DECLAW_TEST_RUNTIME=microvm.
+		// DECLAW_TEST_RUNTIME=microvm. On hosts without hardware KVM the
+		// microVM runtime boots under TCG (~10 s a sandbox), so CI runs the
+		// representative subset in microvm_subset.txt there: the seed
+		// example, commands, files, lifecycle, bad input, network policy,
+		// DNS, domain rules and the security proxy.
 		args = append(args, "--runtime", rt)
 	}
 	// Not n.Command: its cleanup would SIGKILL the server before stop

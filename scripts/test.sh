@@ -19,6 +19,12 @@ if [ "$(id -u)" = 0 ]; then
 fi
 go vet ./...
 go test -count=1 -timeout 40m ./...
+if [ "$(id -u)" = 0 ]; then
+	# The end-to-end suite again on the microVM runtime (QEMU; TCG on this
+	# host: a boot takes ~10 s, so a representative subset, listed in
+	# e2e/harness_test.go).
+	DECLAW_TEST_RUNTIME=microvm go test -count=1 -timeout 30m -run "$(cat e2e/microvm_subset.txt)" ./e2e
+fi
 (cd sdk/python && python3 -m unittest discover -s tests)
 
 # Bounded fuzzing of every Fuzz target (scanners, parsers, redactor).
