@@ -9,11 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/declaw/declaw/internal/network/nsrun"
 )
 
 // Baselines are the same work done without declaw, measured in the same
@@ -106,33 +104,7 @@ func runInNetns(cmd *exec.Cmd, nsPath string) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-func startInNetns(cmd *exec.Cmd, nsPath string) error {
-	target, err := os.Open(nsPath)
-	if err != nil {
-		return fmt.Errorf("open netns: %w", err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", syscall.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own netns: %w", err)
-	}
-	defer self.Close()
-	if err := setns(target.Fd()); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", nsPath, err)
-	}
-	startErr := cmd.Start()
-	if err := setns(self.Fd()); err != nil {
-		// Leave the thread locked: the runtime discards it when this goroutine ends.
-		return errors.Join(startErr, fmt.Errorf("switch back from netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return startErr
-}
-
-func setns(fd uintptr) error { return unix.Setns(int(fd), unix.CLONE_NEWNET) }
+func startInNetns(cmd *exec.Cmd, nsPath string) error { return nsrun.Start(nsPath, cmd) }
 
 // NativeSpawn measures fork+exec of `/bin/bash -c true` on the host runs times.
 func NativeSpawn(ctx context.Context, runs int) ([]time.Duration, error) {

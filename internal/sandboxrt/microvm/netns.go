@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/declaw/declaw/internal/network/nsrun"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,45 +30,10 @@ type slotNet struct {
 }
 
 // inNetNS runs fn on an OS thread that has entered the netns at nsPath.
-// If the thread cannot return to its namespace, it stays locked and the Go
-// runtime discards it when the goroutine ends.
-func inNetNS(nsPath string, fn func() error) error {
-	target, err := os.Open(nsPath)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", nsPath, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", nsPath, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- ferr
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNetNS(nsPath string, fn func() error) error { return nsrun.Do(nsPath, fn) }
 
-// startInNetNS starts cmd inside the netns at nsPath (the child inherits
-// the thread's namespace).
-func startInNetNS(nsPath string, cmd *exec.Cmd) error {
-	return inNetNS(nsPath, cmd.Start)
-}
+// startInNetNS starts cmd inside the netns at nsPath.
+func startInNetNS(nsPath string, cmd *exec.Cmd) error { return nsrun.Start(nsPath, cmd) }
 
 // readSlot reads the IPv4 address, default gateway, MTU and MAC of iface
 // in the current thread's netns.
