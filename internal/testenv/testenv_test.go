@@ -202,18 +202,19 @@ func TestRecordsSnapshotIsACopy(t *testing.T) {
 	}
 }
 
-// writeModule makes a tiny module with cmd/declaw and cmd/envd.
+// writeModule makes a tiny module with cmd/declaw, cmd/envd and cmd/declaw-init.
 func writeModule(t *testing.T, envdMain string) string {
 	t.Helper()
 	root := t.TempDir()
 	files := map[string]string{
-		"go.mod":              "module example.test/fake\n\ngo 1.26\n",
-		"cmd/declaw/main.go":  "package main\n\nfunc main() { println(\"declaw\") }\n",
-		"cmd/envd/main.go":    envdMain,
-		"cmd/envd/x_test.go":  "package main\n",
-		"testdata/ignored.go": "ignored",
-		"bin/declaw":          "old build output",
-		"README.md":           "top-level docs",
+		"go.mod":                  "module example.test/fake\n\ngo 1.26\n",
+		"cmd/declaw/main.go":      "package main\n\nfunc main() { println(\"declaw\") }\n",
+		"cmd/envd/main.go":        envdMain,
+		"cmd/declaw-init/main.go": "package main\n\nfunc main() { println(\"init\") }\n",
+		"cmd/envd/x_test.go":      "package main\n",
+		"testdata/ignored.go":     "ignored",
+		"bin/declaw":              "old build output",
+		"README.md":               "top-level docs",
 	}
 	for name, body := range files {
 		p := filepath.Join(root, name)
@@ -311,7 +312,7 @@ func TestBuildBinaries(t *testing.T) {
 	if declaw2 != declaw || envd2 != envd {
 		t.Errorf("second BuildBinaries = %s %s, want %s %s", declaw2, envd2, declaw, envd)
 	}
-	for _, p := range []string{declaw, envd} {
+	for _, p := range []string{declaw, envd, filepath.Join(filepath.Dir(declaw), "declaw-init")} {
 		if !isExecutable(p) {
 			t.Errorf("%s is not executable", p)
 		}
