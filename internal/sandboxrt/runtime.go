@@ -10,6 +10,7 @@ package sandboxrt
 import (
 	"context"
 	"errors"
+	"regexp"
 	"time"
 )
 
@@ -32,9 +33,16 @@ type Resources struct {
 	Pids     int64
 }
 
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidID reports whether id is a valid Spec.ID: lower-case letters,
+// digits and dashes, starting with a letter or digit, at most 63
+// characters (it names files, cgroups and containers in every driver).
+func ValidID(id string) bool { return idRE.MatchString(id) }
+
 // Spec describes a sandbox to start. It is immutable once passed to Start.
 type Spec struct {
-	ID        string   // unique, [a-z0-9-], also the driver's container id
+	ID        string   // unique, see ValidID; also the driver's container id
 	RootFS    string   // template root filesystem directory; never written to
 	NetNSPath string   // network namespace to run in, e.g. /var/run/netns/declaw-3
 	Hostname  string   // hostname inside the sandbox

@@ -49,7 +49,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,8 +112,6 @@ type record struct {
 }
 
 const cgroupMount = "/sys/fs/cgroup"
-
-var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // New returns a Driver for cfg, creating its state directories.
 func New(cfg Config) (*Driver, error) {
@@ -188,7 +185,7 @@ func (d *Driver) cgroupsPath(id string) string {
 // running. On error, everything it created has been removed.
 func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	t0 := time.Now()
-	if !idRE.MatchString(spec.ID) {
+	if !sandboxrt.ValidID(spec.ID) {
 		return fmt.Errorf("gvisor: start: invalid sandbox id %q", spec.ID)
 	}
 	if spec.NetNSPath == "" {
@@ -334,7 +331,7 @@ func (d *Driver) consoleTail(id string) string {
 // "runsc kill --all" + "runsc delete --force" and finally to killing runsc
 // processes by pid, then removes the cgroups and the bundle.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	if !idRE.MatchString(id) {
+	if !sandboxrt.ValidID(id) {
 		return nil // cannot be ours
 	}
 	t0 := time.Now()
@@ -766,7 +763,7 @@ func stateFileID(name string) (string, bool) {
 		return "", false
 	}
 	cid, sid, ok := strings.Cut(base, "_sandbox:")
-	if !ok || cid != sid || !idRE.MatchString(cid) {
+	if !ok || cid != sid || !sandboxrt.ValidID(cid) {
 		return "", false
 	}
 	return cid, true

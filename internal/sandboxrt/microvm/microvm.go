@@ -142,8 +142,6 @@ const (
 	maxSocketPath = 107
 )
 
-var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
 // New returns a Driver for cfg: it resolves the binaries and the kernel,
 // picks the accelerator and builds (or reuses) the initramfs.
 func New(cfg Config) (*Driver, error) {
@@ -485,7 +483,7 @@ func resources(r, defaults sandboxrt.Resources) (vcpus int, memMB int64) {
 // On error, everything it created has been removed.
 func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	t0 := time.Now()
-	if !idRE.MatchString(spec.ID) {
+	if !sandboxrt.ValidID(spec.ID) {
 		return fmt.Errorf("microvm: start: invalid sandbox id %q", spec.ID)
 	}
 	if spec.NetNSPath == "" {
@@ -682,7 +680,7 @@ func processGone(pid int) bool {
 // quit over QMP, kills it if it does not exit within two seconds, removes
 // the tap and the redirect from the slot's netns and deletes the VM's dir.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	if !idRE.MatchString(id) {
+	if !sandboxrt.ValidID(id) {
 		return nil
 	}
 	t0 := time.Now()
@@ -756,7 +754,7 @@ func (d *Driver) known(id string) (*vmProc, bool) {
 	d.mu.Lock()
 	p := d.procs[id]
 	d.mu.Unlock()
-	if !idRE.MatchString(id) {
+	if !sandboxrt.ValidID(id) {
 		return nil, false
 	}
 	_, err := os.Stat(filepath.Join(d.vmDir(id), "record.json"))
@@ -879,7 +877,7 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 	d.mu.Unlock()
 	var errs []error
 	for id := range ids {
-		if !idRE.MatchString(id) {
+		if !sandboxrt.ValidID(id) {
 			errs = append(errs, os.RemoveAll(filepath.Join(d.vms, id)))
 			continue
 		}
