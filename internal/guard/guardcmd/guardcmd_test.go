@@ -181,7 +181,8 @@ func TestPresetsFromCrossValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scores := OutOfFold(ex, injection.TrainConfig{}, fileOf, len(names))
+	group, k := CVGroups(fileOf, names)
+	scores := OutOfFold(ex, injection.TrainConfig{}, group, k)
 	lo, med, hi := Presets(ex, scores, fileOf)
 	want := [3]float64{injection.LowThreshold, injection.MediumThreshold, injection.HighThreshold}
 	if got := [3]float64{lo, med, hi}; math.Abs(got[0]-want[0]) > 1e-9 || math.Abs(got[1]-want[1]) > 1e-9 || math.Abs(got[2]-want[2]) > 1e-9 {

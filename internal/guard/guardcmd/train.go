@@ -1,6 +1,7 @@
 package guardcmd
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -8,11 +9,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/declaw/declaw/internal/guard/eval"
 	"github.com/declaw/declaw/internal/guard/injection"
+	"github.com/declaw/declaw/internal/guard/injection/corpus"
 )
 
 // DefaultTrainFiles are the injection files the shipped model is trained
@@ -24,6 +27,7 @@ var DefaultTrainFiles = []string{
 	"injection/opensource_gandalf_attacks.yaml",
 	"pii/presidio_synth_dataset_v2.json",
 	"pii/presidio_generated_small.json",
+	corpus.Prefix + "declaw_benign_requests.yaml",
 }
 
 func runTrain(args []string, stdout, stderr io.Writer) error {
@@ -39,6 +43,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	l2 := fs.Float64("l2", 0, "L2 regularisation (0: default)")
 	lr := fs.Float64("lr", 0, "learning rate (0: default)")
 	normExp := fs.Float64("norm", 0, "length-normalisation exponent: 0.5 = 1/sqrt(n), 0.75 (default), 1 = mean over n-grams")
+	worst := fs.Int("worst", 0, "with cross-validation: print each training file's N worst out-of-fold examples (highest-scoring benign, lowest-scoring attacks)")
 	balance := fs.Bool("balance-files", false, "weight examples so that every file has the same total weight within its class (attacks, benign)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -60,7 +65,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "training on %d examples (%d malicious, %d benign) from %s\n", len(ex), pos, len(ex)-pos, strings.Join(names, ", "))
 	switch {
 	case *byFile:
-		crossValidate(stdout, ex, cfg, fileOf, len(names), "leave-one-file-out", fileOf, names, true)
+		group, k := CVGroups(fileOf, names)
+		crossValidate(stdout, ex, cfg, group, k, "leave-one-file-out", fileOf, names, true, *worst)
 	case *folds > 1:
 		idx := make([]int, len(ex))
 		for i := range idx {
@@ -71,7 +77,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		for r, i := range idx {
 			fold[i] = r % *folds
 		}
-		crossValidate(stdout, ex, cfg, fold, *folds, fmt.Sprintf("%d-fold", *folds), fileOf, names, false)
+		crossValidate(stdout, ex, cfg, fold, *folds, fmt.Sprintf("%d-fold", *folds), fileOf, names, false, *worst)
 	}
 	m := injection.Train(ex, cfg, names)
 	if err := os.WriteFile(*outPath, m.Encode(), 0o644); err != nil {
@@ -81,16 +87,22 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// LoadTraining reads the training files (paths relative to data): YAML
-// case lists give labelled examples, presidio JSON files give benign
-// texts. fileOf[i] indexes names (base names) for example i.
+// LoadTraining reads the training files (paths relative to data, or
+// "corpus/NAME" for a file embedded in package corpus): YAML case lists
+// give labelled examples, presidio JSON files give benign texts. fileOf[i] indexes names (base names) for example i.
 func LoadTraining(data string, files []string) (ex []injection.Example, fileOf []int, names []string, err error) {
 	for _, f := range files {
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(data, f))
+		var b []byte
+		if name, ok := strings.CutPrefix(f, corpus.Prefix); ok {
+			// Written for this repository and embedded (package corpus).
+			b, err = corpus.ReadFile(name)
+		} else {
+			b, err = os.ReadFile(filepath.Join(data, f))
+		}
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -117,6 +129,40 @@ func LoadTraining(data string, files []string) (ex []injection.Example, fileOf [
 		}
 	}
 	return ex, fileOf, names, nil
+}
+
+// CorpusFolds is the number of folds a file of package corpus is split
+// into in leave-one-file-out cross-validation.
+const CorpusFolds = 5
+
+// CVGroups assigns the examples to the groups of leave-one-file-out
+// cross-validation: every shared/data file is one group. A file written
+// for this repository (package corpus) is split into CorpusFolds groups by
+// row (row i goes to group i mod CorpusFolds, which spreads its kinds of
+// request evenly): it is one author's ordinary requests, and holding all
+// of it out would score it with a model that has never seen a benign
+// imperative request, unlike the shipped model, which was trained on it.
+// The per-file FPR criterion of the presets still treats it as one file.
+func CVGroups(fileOf []int, names []string) (group []int, k int) {
+	base := make([]int, len(names)) // first group of each file
+	for f, name := range names {
+		base[f] = k
+		if corpus.Has(name) {
+			k += CorpusFolds
+		} else {
+			k++
+		}
+	}
+	group = make([]int, len(fileOf))
+	row := make([]int, len(names))
+	for i, f := range fileOf {
+		group[i] = base[f]
+		if corpus.Has(names[f]) {
+			group[i] += row[f] % CorpusFolds
+		}
+		row[f]++
+	}
+	return group, k
 }
 
 // BalanceFiles sets example weights so that, within each class, every
@@ -149,8 +195,11 @@ func BalanceFiles(ex []injection.Example, fileOf []int) {
 // model) over a grid of thresholds, and the out-of-fold log-loss; the
 // presets and hyperparameters are picked from it. fold[i] in [0,k) assigns
 // example i to a fold.
-func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, fold []int, k int, what string, fileOf []int, names []string, byFile bool) {
+func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfig, fold []int, k int, what string, fileOf []int, names []string, byFile bool, worst int) {
 	scores := OutOfFold(ex, cfg, fold, k)
+	if worst > 0 {
+		printWorst(w, ex, scores, fileOf, names, worst)
+	}
 	// Mean log-loss of the out-of-fold scores (lower is better).
 	ll := 0.0
 	for i, e := range ex {
@@ -221,6 +270,45 @@ func crossValidate(w io.Writer, ex []injection.Example, cfg injection.TrainConfi
 		lo, med, hi := Presets(ex, scores, fileOf)
 		fmt.Fprintf(w, "presets from these scores: low %.2f, medium %.2f, high %.2f\n", lo, med, hi)
 	}
+}
+
+// printWorst lists, per training file, the n benign examples with the
+// highest out-of-fold scores and the n attacks with the lowest.
+func printWorst(w io.Writer, ex []injection.Example, scores []float64, fileOf []int, names []string, n int) {
+	for f, name := range names {
+		for _, mal := range []bool{false, true} {
+			var idx []int
+			for i, e := range ex {
+				if fileOf[i] == f && e.Malicious == mal {
+					idx = append(idx, i)
+				}
+			}
+			if len(idx) == 0 {
+				continue
+			}
+			slices.SortStableFunc(idx, func(a, b int) int {
+				if mal {
+					return cmp.Compare(scores[a], scores[b])
+				}
+				return cmp.Compare(scores[b], scores[a])
+			})
+			what := "highest-scoring benign"
+			if mal {
+				what = "lowest-scoring attacks"
+			}
+			fmt.Fprintf(w, "%s: %s (out of fold)\n", name, what)
+			for _, i := range idx[:min(n, len(idx))] {
+				fmt.Fprintf(w, "  %.3f %q\n", scores[i], clipText(ex[i].Text, 120))
+			}
+		}
+	}
+}
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // OutOfFold scores every example with the full detector (rules and a

@@ -28,12 +28,12 @@ const (
 
 // Preset thresholds, read off the leave-one-file-out cross-validation of
 // the training files (`train -group-cv`), never off the held-out files:
-// low is the lowest threshold with out-of-fold FPR <= 0.1%, medium <= 1%,
-// high <= 10%.
+// the lowest thresholds at which every benign training file's out-of-fold
+// FPR is <= 1% (low), <= 3% (medium) and <= 10% (high).
 const (
-	LowThreshold    = 0.61
-	MediumThreshold = 0.48
-	HighThreshold   = 0.42
+	LowThreshold    = 0.67
+	MediumThreshold = 0.54
+	HighThreshold   = 0.43
 )
 
 // Threshold returns the score threshold of the preset; unknown values

@@ -23,7 +23,14 @@ type rule struct {
 	// window overrides ruleWindow.
 	window int
 	re     *regexp.Regexp
+	// unless, when set, vetoes a match: it is searched in the matched text
+	// and the unlessTail bytes after it (benign structures that share the
+	// rule's words, such as "the secret to a flaky crust").
+	unless *regexp.Regexp
 }
+
+// unlessTail is how far past a match a rule's unless expression looks.
+const unlessTail = 24
 
 // ruleWindow bounds the text an anchored expression sees; rules whose
 // matches are short set a smaller window (the backtracking matcher's cost
@@ -66,9 +73,14 @@ var rules = []rule{
 	{name: "role_reassignment", weight: 0.55, window: 80, words: []string{"you", "act", "behave", "respond", "pretend", "roleplay", "role", "simulate", "impersonate", "du", "tu", "agiere", "spiele", "spiel"},
 		re: anchored(`you\s+are\s+(?:now|no\s+longer|going\s+to\s+(?:be|act|pretend))|you're\s+(?:now|no\s+longer)|you\s+will\s+now\s+(?:act|be|respond)|(?:act|behave|respond)\s+(?:as|like)\s+(?:a|an|my)\b|act\s+as\s+if\b|pretend\s+(?:to\s+be|you\s+are|that\s+you)|roleplay\b|role-play\b|role\s+play\b|simulate\b|impersonate\b|du\s+bist\s+(?:jetzt|nun|ab\s+sofort)|tu\s+so\s+als|agiere\s+als|spiele?\s+die\s+rolle`)},
 	{name: "jailbreak_persona", weight: 0.75, window: 80, words: []string{"dan", "stan", "aim", "dude", "betterdan", "anti", "antigpt", "developer", "god", "opposite", "jailbreak", "jailbroken", "do", "unfiltered", "uncensored", "no", "without", "evil"},
-		re: anchored(`(?:dan|stan|aim|dude|betterdan|anti-?gpt)\b(?:\s+mode|\s+which\s+stands|\s*[:,(]|\s+is\s+an?\b)|(?:developer\s+mode|god\s+mode|opposite\s+mode|jailbr(?:eak|oken)|do\s+anything\s+now|unfiltered|uncensored|(?:no|without(?:\s+any)?)\s+(?:restrictions|limitations|filters?|censorship|ethical|moral)|evil\s+(?:ai|assistant|bot|mode|confidant))\b`)},
+		re: anchored(`(?:dan|stan|aim|dude|betterdan|anti-?gpt)\b(?:\s+mode|\s+which\s+stands|\s*[:,(]|\s+is\s+an?\b)|(?:developer\s+mode|god\s+mode|opposite\s+mode|jailbr(?:eak|oken)|do\s+anything\s+now|(?:unfiltered|uncensored)\b[^.!?\n]{0,30}?\b(?:ai|chatbot|bot|assistant|model|mode|gpt|llm|responses?|answers?|replies|version|persona|character|output)|(?:no|without(?:\s+any)?)\s+(?:restrictions|limitations|filters?|censorship|ethical|moral)|evil\s+(?:ai|assistant|bot|mode|confidant))\b`),
+		// A phone's or browser's developer mode.
+		unless: regexp.MustCompile(`^developer\s+mode\s+(?:on|in|for|of)\s+(?:[a-z]+\s+){0,3}?(?:android|iphone|ios|phones?|tablets?|devices?|browsers?|chrome|firefox|edge|safari|windows|mac|macos|laptops?|pc|computers?|consoles?|xbox|playstation|tv|router|pixel|samsung|apps?)\b`)},
 	{name: "prompt_extraction", weight: 0.8, window: 120, needs: []string{"prompt", "instruction", "message", "text", "rules", "guideline", "directive", "programming", "configuration", "password", "passphrase", "secret", "key", "above", "anweisung", "passwort", "regeln"}, words: []string{"reveal", "show", "print", "output", "display", "repeat", "tell", "give", "share", "list", "spell", "write", "say", "provide", "leak", "dump", "disclose", "recite", "what", "zeig", "zeige", "gib", "nenne", "verrate", "sag"},
-		re: anchored(`(?:reveal|show|print|output|display|repeat|tell|give|share|list|spell|write|say|provide|leak|dump|disclose|recite|what\s+(?:is|are|was|were)|zeige?|gib|nenne|verrate|sag)\b[^.!?\n]{0,50}?\b(?:(?:system|initial|original|hidden|secret|first|previous|above|entire|full|complete)\s+(?:prompt|instructions?|message|text)|your\s+(?:system\s+)?(?:instructions|prompt|rules|guidelines|directives|programming|configuration)|(?:the|my)\s+system\s+prompt|(?:the|your|secret|hidden)\s+(?:password|passphrase|secret)|(?:your|secret|hidden)\s+key|(?:text|words|everything|all)\s+above|prompt\s+texts?|dein(?:e|en)?\s+(?:anweisungen|prompt|passwort|regeln)|das\s+passwort)\b`)},
+		re: anchored(`(?:reveal|show|print|output|display|repeat|tell|give|share|list|spell|write|say|provide|leak|dump|disclose|recite|what\s+(?:is|are|was|were)|zeige?|gib|nenne|verrate|sag)\b[^.!?\n]{0,50}?\b(?:(?:system|initial|original|hidden|secret|first|previous|above|entire|full|complete)\s+(?:prompt|instructions?|message|text)|your\s+(?:system\s+)?(?:instructions|prompt|rules|guidelines|directives|programming|configuration)|(?:the|my)\s+system\s+prompt|(?:the|your|secret|hidden)\s+(?:password|passphrase|secret)|(?:your|secret|hidden)\s+key|(?:text|words|everything|all)\s+above|prompt\s+texts?|dein(?:e|en)?\s+(?:anweisungen|prompt|passwort|regeln)|das\s+passwort)\b`),
+		// Questions about the concept ("what is a system prompt") and
+		// secrets of a craft ("the secret to a flaky crust").
+		unless: regexp.MustCompile(`\b(?:an?|between)\s+system\s+prompts?\b|\bsecret\s+(?:to|of|for|behind|ingredients?|recipe|sauce|spice)\b`)},
 	{name: "chat_template_token", weight: 0.92, prefixes: []string{"<|", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "###", "{{#system", "[system](", "<system>", "</system>", "<im_start>", "<start_of_turn>", "<end_of_turn>"},
 		re: anchored(`<\|(?:im_start|im_end|im_sep|system|user|assistant|start|end|message|channel|endoftext|begin_of_text|end_of_text|start_header_id|end_header_id|eot_id|eom_id|fim_prefix|pad)\|>|\[/?inst\]|<</?sys>>|###\s*(?:system|instruction|new\s+instruction)s?\s*:|\{\{#system~?\}\}|\[system\]\s*\(#|</?system>|<im_start>|<(?:start|end)_of_turn>`)},
 	{name: "role_header", weight: 0.65, window: 80, words: []string{"system", "assistant", "human"}, lineStart: true,
@@ -211,6 +223,9 @@ func matchRules(lower string) []ruleHit {
 			return
 		}
 		if loc := r.re.FindStringIndex(lower[p:hi]); loc != nil {
+			if r.unless != nil && r.unless.MatchString(lower[p:min(len(lower), p+loc[1]+unlessTail)]) {
+				return
+			}
 			done[ri] = true
 			hits = append(hits, ruleHit{name: r.name, weight: r.weight, match: lower[p : p+loc[1]], pos: p})
 		}
