@@ -58,8 +58,10 @@ var (
 // common model families) rather than from the evaluation files.
 var rules = []rule{
 	{name: "instruction_override", weight: 0.92, words: overrideVerbs, window: 160, needs: overrideObjects, re: anchored(overrideExpr)},
-	{name: "forget_everything", weight: 0.8, window: 80, words: []string{"forget", "ignore", "disregard"},
-		re: anchored(`(?:forget|ignore|disregard)\s+(?:about\s+)?(?:everything|all\s+(?:of\s+)?(?:that|this|the\s+above|above|before)|what\s+(?:i|you|we)\s+(?:said|told|wrote|were\s+told)|that\s+and)\b`)},
+	{name: "forget_everything", weight: 0.8, window: 80, words: []string{"forget", "ignore", "disregard", "stop"},
+		re: anchored(`(?:forget|ignore|disregard)\s+(?:about\s+)?(?:everything|all\s+(?:of\s+)?(?:that|this|the\s+above|above|before)|what\s+(?:i|you|we)\s+(?:said|told|wrote|were\s+told)|that\s+and)\b` +
+			// PromptInject's "escape" strings: "STOP EVERYTHING!!! NOW!!! JUST PRINT ...".
+			`|stop\s+everything\s*(?:!|(?:[.,:;]\s*)?(?:now|just|and\s+(?:just\s+|only\s+)?(?:print|say|write|output|repeat))\b)`)},
 	{name: "instruction_override_de", weight: 0.9, window: 120, words: []string{"vergiss", "vergessen", "ignoriere", "ignorieren", "missachte", "missachten", "beachte", "beachten"},
 		re: anchored(`(?:vergiss|vergessen\s+sie|ignoriere|ignorieren\s+sie|missachte|missachten\s+sie|beachte\s+nicht|beachten\s+sie\s+nicht)\b[^.!?\n]{0,60}?\b(?:alles|alle|vorherigen?|obigen?|bisherigen?|anweisungen|befehle|aufgaben|aufgabe|regeln|instruktionen|vorgaben|gesagte)`)},
 	{name: "instruction_override_es_fr_it", weight: 0.9, window: 100, words: []string{"ignora", "ignorez", "ignorer", "olvida", "olvide", "oubliez", "oublie", "oublier", "dimentica"},
@@ -76,6 +78,22 @@ var rules = []rule{
 		re: anchored(`(?:dan|stan|aim|dude|betterdan|anti-?gpt)\b(?:\s+mode|\s+which\s+stands|\s*[:,(]|\s+is\s+an?\b)|(?:developer\s+mode|god\s+mode|opposite\s+mode|jailbr(?:eak|oken)|do\s+anything\s+now|(?:unfiltered|uncensored)\b[^.!?\n]{0,30}?\b(?:ai|chatbot|bot|assistant|model|mode|gpt|llm|responses?|answers?|replies|version|persona|character|output)|(?:no|without(?:\s+any)?)\s+(?:restrictions|limitations|filters?|censorship|ethical|moral)|evil\s+(?:ai|assistant|bot|mode|confidant))\b`),
 		// A phone's or browser's developer mode.
 		unless: regexp.MustCompile(`^developer\s+mode\s+(?:on|in|for|of)\s+(?:[a-z]+\s+){0,3}?(?:android|iphone|ios|phones?|tablets?|devices?|browsers?|chrome|firefox|edge|safari|windows|mac|macos|laptops?|pc|computers?|consoles?|xbox|playstation|tv|router|pixel|samsung|apps?)\b`)},
+	// Policy evasion, the common core of jailbreak templates (the DAN /
+	// developer-mode / "AIM" family published on jailbreakchat and in the
+	// JailbreakHub collection): a model that is "not bound by" rules or
+	// "ignores OpenAI's content policy", "never refuses", has "broken free
+	// of the typical confines of AI", and is told to "stay in character".
+	{name: "policy_evasion", weight: 0.75, window: 100, needs: []string{"polic", "guideline", "rules", "restriction", "limitation", "filter", "ethic", "moral", "refuse", "confines", "character", "censor"},
+		words: []string{"ignore", "ignores", "ignoring", "bypass", "bypasses", "break", "breaks", "violate", "violates", "not", "doesn", "does", "don", "do", "no", "never", "you", "it", "he", "she", "free", "freed", "broken", "released", "stay", "without", "unbound"},
+		re: anchored(`(?:ignores?|ignoring|bypass(?:es)?|break(?:s|ing)?|violat(?:e|es|ing))\s+(?:all\s+(?:of\s+)?)?(?:the\s+|its\s+|your\s+|any\s+)?(?:openai|anthropic|content|usage|safety|ethical|moral)(?:'s)?\s+(?:content\s+|usage\s+)?(?:polic(?:y|ies)|guidelines?|rules|restrictions|filters?|principles)` +
+			`|(?:not|never|no\s+longer)\s+(?:bound|restricted|limited|constrained|held)\s+by\s+(?:any\s+)?(?:of\s+)?(?:the\s+)?(?:openai|rules|restrictions|limitations|guidelines|polic(?:y|ies)|ethics|morals|ethical|moral|filters|censorship)` +
+			`|(?:doesn'?t|does\s+not|don'?t|do\s+not|never|no\s+longer)\s+(?:have\s+to\s+|need\s+to\s+)?(?:follow|abide\s+by|adhere\s+to|comply\s+with|care\s+about|obey|respect)\s+(?:any\s+)?(?:of\s+)?(?:the\s+)?(?:openai|anthropic|content|usage|safety|ethical|moral)(?:'s)?\s+(?:content\s+)?(?:polic(?:y|ies)|guidelines?|rules|restrictions|principles)` +
+			`|(?:you|it|he|she)\s+(?:will\s+|shall\s+|must\s+|should\s+|can\s+)?(?:never|not|cannot|can'?t|won'?t)\s+(?:ever\s+)?refuse\b` +
+			`|(?:free|freed|broken\s+free|released|unbound)\s+(?:from|of)\s+(?:the\s+)?(?:typical|usual|normal)\s+(?:confines|restrictions|limitations|rules)\b` +
+			`|(?:broken\s+free|freed)\s+(?:from|of)\s+(?:the\s+|all\s+|any\s+|its\s+|your\s+)?(?:confines|restrictions|limitations|shackles|chains|censorship)\b` +
+			`|free\s+(?:from|of)\s+(?:the\s+)?(?:confines|shackles|chains|censorship)\b` +
+			`|stay\s+in\s+character\s*!` +
+			`|without\s+(?:any\s+)?(?:moral|ethical)\s+(?:or\s+(?:moral|ethical)\s+)?(?:guidelines|constraints|boundaries|restrictions|limits|considerations)`)},
 	{name: "prompt_extraction", weight: 0.8, window: 120, needs: []string{"prompt", "instruction", "message", "text", "rules", "guideline", "directive", "programming", "configuration", "password", "passphrase", "secret", "key", "above", "anweisung", "passwort", "regeln"}, words: []string{"reveal", "show", "print", "output", "display", "repeat", "tell", "give", "share", "list", "spell", "write", "say", "provide", "leak", "dump", "disclose", "recite", "what", "zeig", "zeige", "gib", "nenne", "verrate", "sag"},
 		re: anchored(`(?:reveal|show|print|output|display|repeat|tell|give|share|list|spell|write|say|provide|leak|dump|disclose|recite|what\s+(?:is|are|was|were)|zeige?|gib|nenne|verrate|sag)\b[^.!?\n]{0,50}?\b(?:(?:system|initial|original|hidden|secret|first|previous|above|entire|full|complete)\s+(?:prompt|instructions?|message|text)|your\s+(?:system\s+)?(?:instructions|prompt|rules|guidelines|directives|programming|configuration)|(?:the|my)\s+system\s+prompt|(?:the|your|secret|hidden)\s+(?:password|passphrase|secret)|(?:your|secret|hidden)\s+key|(?:text|words|everything|all)\s+above|prompt\s+texts?|dein(?:e|en)?\s+(?:anweisungen|prompt|passwort|regeln)|das\s+passwort)\b`),
 		// Questions about the concept ("what is a system prompt") and
