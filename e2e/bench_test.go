@@ -81,7 +81,7 @@ func BenchmarkRawRunscRun(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		id := fmt.Sprintf("bench-%s-%d", randHex(3), i)
 		start := time.Now()
-		cmd := n.Host.Command(context.Background(), "runsc", "--root", filepath.Join(dir, "runsc"), "--platform=ptrace", "--network=host", "--overlay",
+		cmd := n.Host.Command(context.Background(), "runsc", "--root", filepath.Join(dir, "runsc"), "--platform=ptrace", "--network=host", "--overlay2=all:memory",
 			"run", "--bundle", bundle, id)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("runsc run: %v\n%s", err, out)

@@ -12,10 +12,7 @@ if [ "$(id -u)" = 0 ]; then
 	export DECLAW_E2E=1
 	# Templates shared by the end-to-end tests (built once per machine).
 	export DECLAW_TEST_TEMPLATES=${DECLAW_TEST_TEMPLATES:-/var/lib/declaw/templates}
-	for t in base python; do
-		[ -f "$DECLAW_TEST_TEMPLATES/$t/template.json" ] ||
-			./bin/declaw template build --state-dir "$(dirname "$DECLAW_TEST_TEMPLATES")" --envd bin/envd "$t"
-	done
+	./bin/declaw template build --if-needed --state-dir "$(dirname "$DECLAW_TEST_TEMPLATES")" --envd bin/envd base python
 fi
 go vet ./...
 go test -count=1 -timeout 40m ./...

@@ -76,7 +76,7 @@ func RawRunsc(ctx context.Context, cfg RawRunscConfig) (_ []time.Duration, err e
 	var lat []time.Duration
 	for i := range cfg.Runs {
 		id := fmt.Sprintf("dbraw-%s-%d", randHex(3), i)
-		cmd := exec.CommandContext(ctx, cfg.Runsc, "--root", root, "--platform="+cfg.Platform, "--network=host", "--overlay",
+		cmd := exec.CommandContext(ctx, cfg.Runsc, "--root", root, "--platform="+cfg.Platform, "--network=host", "--overlay2=all:memory",
 			"run", "--bundle", bundle, id)
 		start := time.Now()
 		out, err := runInNetns(cmd, "/run/netns/"+ns)

@@ -35,7 +35,7 @@ func runServer(e *env, args []string) int {
 	poolSize, _ := strconv.Atoi(e.envOr("DECLAW_SLOT_POOL", "4"))
 	fs.IntVar(&cfg.PoolSize, "slot-pool", poolSize, "network slots kept ready")
 	warmPool := fs.String("warm-pool", e.envOr("DECLAW_WARM_POOL", "base=1,python=1"), "booted sandboxes kept ready per template, e.g. python=4,base=1 (empty: none)")
-	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing (e.g. base,python)")
+	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing or built by an older recipe (e.g. base,python)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -17,6 +17,7 @@ import (
 
 const templateUsage = `Usage:
   declaw template build NAME...   build (or rebuild) built-in templates: base, python, node
+                                  --if-needed: only those not built yet or built by an older recipe
   declaw template list [--json]   list built templates
   declaw template delete NAME     delete a built template
 Flags: --state-dir DIR (env DECLAW_STATE_DIR, default /var/lib/declaw)
@@ -34,6 +35,7 @@ func runTemplate(e *env, args []string) int {
 	envd := fs.String("envd", e.envOr("DECLAW_ENVD", ""), "envd binary to install into templates")
 	asJSON := fs.Bool("json", false, "print JSON")
 	noImage := fs.Bool("no-image", false, "build: skip the ext4 image the microvm runtime boots from")
+	ifNeeded := fs.Bool("if-needed", false, "build: skip templates that are built and current")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -54,6 +56,10 @@ func runTemplate(e *env, args []string) int {
 			return 2
 		}
 		for _, name := range fs.Args() {
+			if t, err := tm.Get(name); err == nil && t.Current() && *ifNeeded {
+				fmt.Fprintf(e.stderr, "template %s is built and current\n", name)
+				continue
+			}
 			fmt.Fprintf(e.stderr, "building template %s...\n", name)
 			if err := tm.Build(ctx, name, e.stderr); err != nil {
 				fmt.Fprintf(e.stderr, "declaw template build %s: %v\n", name, err)

@@ -197,6 +197,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("network: %w", err)
 	}
 
+	// A crashed run's generated files go before the warm pool (started by
+	// sandbox.New) writes the first new ones there.
+	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
 	s.manager = sandbox.New(sandbox.Config{
 		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
 		DNS:            s.dns,
@@ -214,7 +217,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.flows, err = startFlowAuditor(context.WithoutCancel(ctx), cfg.Logf, func(slot int) string { return s.manager.BySlot(slot) }, audit); err != nil {
 		return nil, err
 	}
-	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
 	if err := s.manager.Recover(ctx); err != nil {
 		return nil, err
 	}

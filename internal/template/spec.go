@@ -130,6 +130,12 @@ func dedup(in []string) []string {
 // userHook creates the unprivileged "user" account (uid 1000, /home/user, bash).
 const userHook = `chroot "$1" useradd --create-home --home-dir /home/user --uid 1000 --user-group --shell /bin/bash user`
 
+// localeHook compiles the C.UTF-8 locale (the sandboxes' LANG) into
+// locale-archive: glibc then maps one file instead of trying two paths for
+// each of a dozen LC_* files at every process start, about 40 syscalls that
+// cost ~5 ms per bash start under gVisor's ptrace platform.
+const localeHook = `chroot "$1" localedef --add-to-archive /usr/lib/locale/C.utf8`
+
 // mmdebstrapArgs returns mmdebstrap's argv (without the program name) to
 // build spec into target. The spec must be valid and resolved. Every hook
 // is a fixed string or a quoted user command: mmdebstrap runs each hook
@@ -148,7 +154,7 @@ func mmdebstrapArgs(spec Spec, suite, target, mirror string) []string {
 	if len(spec.AptPackages) > 0 {
 		args = append(args, "--include="+strings.Join(spec.AptPackages, ","))
 	}
-	args = append(args, "--customize-hook="+userHook)
+	args = append(args, "--customize-hook="+userHook, "--customize-hook="+localeHook)
 	envArgs := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "DEBIAN_FRONTEND=noninteractive"}
 	keys := make([]string, 0, len(spec.Envs))
 	for k := range spec.Envs {

@@ -63,7 +63,20 @@ type Template struct {
 	Spec       Spec      `json:"spec"`     // as requested (Base not folded in)
 	Packages   []string  `json:"packages"` // installed, "name=version", sorted
 	EnvdSHA256 string    `json:"envd_sha256,omitempty"`
+	// Recipe is the build recipe version the template was built with (0:
+	// before versions were recorded). See Recipe.
+	Recipe int `json:"recipe"`
 }
+
+// Recipe is the version of what a build puts into every template besides
+// the spec's packages and commands (envd mount points, the user account,
+// the locale archive, the statx fix). It goes up whenever that changes; a
+// built-in template built by an older recipe is rebuilt on its next use
+// (Ensure) and by "declaw template build --if-needed".
+const Recipe = 2
+
+// Current reports whether t was built by this recipe.
+func (t Template) Current() bool { return t.Recipe >= Recipe }
 
 // Manager builds, caches and lists templates. It is safe for concurrent use;
 // concurrent builds of the same name share one build.
@@ -185,10 +198,18 @@ func (m *Manager) removeAside(dir string) error {
 // built-in that is not built yet.
 func (m *Manager) Ensure(ctx context.Context, name string) (Template, error) {
 	t, err := m.Get(name)
-	if !errors.Is(err, ErrNotFound) {
+	switch {
+	case err == nil && t.Current():
+		return t, nil
+	case err == nil && builtins[name].Name == "":
+		return t, nil // a custom template: rebuilt only on request
+	case err == nil:
+		m.cfg.Logf("template: %s was built by an older recipe (%d, now %d); rebuilding it now (about a minute)", name, t.Recipe, Recipe)
+	case errors.Is(err, ErrNotFound):
+		m.cfg.Logf("template: %s is not built yet; building it now (about a minute, once per machine)", name)
+	default:
 		return t, err
 	}
-	m.cfg.Logf("template: %s is not built yet; building it now (about a minute, once per machine)", name)
 	if err := m.buildShared(ctx, builtins[name], nil, true); err != nil {
 		return Template{}, err
 	}
@@ -271,7 +292,7 @@ func (m *Manager) lockedBuild(ctx context.Context, spec Spec, log io.Writer, ifM
 		}
 	}
 	if ifMissing {
-		if _, err := m.Get(spec.Name); err == nil {
+		if t, err := m.Get(spec.Name); err == nil && t.Current() {
 			return nil
 		}
 	}
@@ -323,8 +344,12 @@ func (m *Manager) build(ctx context.Context, spec Spec, log io.Writer) (err erro
 		Suite:      m.cfg.Suite,
 		Spec:       spec,
 		EnvdSHA256: envdSum,
+		Recipe:     Recipe,
 	}
 	if err := finishRootFS(rootfs, m.cfg.EnvdPath); err != nil {
+		return fmt.Errorf("template %s: %w", spec.Name, err)
+	}
+	if err := installStatxFix(ctx, rootfs, out); err != nil {
 		return fmt.Errorf("template %s: %w", spec.Name, err)
 	}
 	if t.Packages, err = installedPackages(filepath.Join(rootfs, "var/lib/dpkg/status")); err != nil {

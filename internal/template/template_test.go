@@ -24,7 +24,7 @@ func TestMmdebstrapArgs(t *testing.T) {
 	if n := len(got); got[n-3] != "bookworm" || got[n-2] != "/t/rootfs" || got[n-1] != "http://mirror.example/debian" {
 		t.Errorf("mmdebstrapArgs tail = %q, want suite, target, mirror", got[n-3:])
 	}
-	for _, want := range []string{"--variant=minbase", "--mode=root", "--customize-hook=" + userHook} {
+	for _, want := range []string{"--variant=minbase", "--mode=root", "--customize-hook=" + userHook, "--customize-hook=" + localeHook} {
 		if !slices.Contains(got, want) {
 			t.Errorf("mmdebstrapArgs missing %q in %q", want, got)
 		}
@@ -49,12 +49,12 @@ func TestMmdebstrapArgs(t *testing.T) {
 			hooks = append(hooks, s)
 		}
 	}
-	if len(hooks) != 2 {
-		t.Fatalf("hooks = %q, want user hook + 1 run command", hooks)
+	if len(hooks) != 3 {
+		t.Fatalf("hooks = %q, want user hook, locale hook, 1 run command", hooks)
 	}
 	wantHook := `chroot "$1" /usr/bin/env -i 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'HOME=/root' 'DEBIAN_FRONTEND=noninteractive' 'FOO=b a'\''r' /bin/sh -c 'echo '\''hi'\'' > /greeting'`
-	if hooks[1] != wantHook {
-		t.Errorf("run hook =\n%s\nwant\n%s", hooks[1], wantHook)
+	if hooks[2] != wantHook {
+		t.Errorf("run hook =\n%s\nwant\n%s", hooks[2], wantHook)
 	}
 	// The shell must parse the hook back into the original words.
 	if _, err := exec.LookPath("sh"); err == nil {
@@ -224,7 +224,8 @@ func TestBuildCustom(t *testing.T) {
 		t.Fatalf("Get: %v", err)
 	}
 	root := tm.RootFS
-	for _, p := range []string{"home/user", "usr/bin/bash", "usr/bin/curl", "usr/bin/git", "usr/bin/jq", "usr/local/bin/envd", "etc/declaw/template.json"} {
+	for _, p := range []string{"home/user", "usr/bin/bash", "usr/bin/curl", "usr/bin/git", "usr/bin/jq", "usr/local/bin/envd", "etc/declaw/template.json",
+		"usr/lib/locale/locale-archive", strings.TrimPrefix(StatxFixPath, "/"), "etc/ld.so.preload"} {
 		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 			t.Errorf("template lacks /%s: %v", p, err)
 		}
@@ -344,6 +345,29 @@ func TestBuildPipeline(t *testing.T) {
 	if b2, _ := os.ReadFile(calls); string(b2) != string(b) {
 		t.Errorf("Ensure of a built template ran mmdebstrap again")
 	}
+	// The statx fix is compiled into the rootfs and preloaded.
+	if pre, _ := os.ReadFile(filepath.Join(root, "etc/ld.so.preload")); string(pre) != StatxFixPath+"\n" {
+		t.Errorf("/etc/ld.so.preload = %q, want %s", pre, StatxFixPath)
+	}
+	if fi, err := os.Stat(filepath.Join(root, StatxFixPath)); err != nil || fi.Size() == 0 {
+		t.Errorf("statx fix library: %v", err)
+	}
+	if tm.Recipe != Recipe || !tm.Current() {
+		t.Errorf("recipe = %d, want %d", tm.Recipe, Recipe)
+	}
+	// A built-in template built by an older recipe is rebuilt by Ensure.
+	old := tm
+	old.Recipe = Recipe - 1
+	if err := writeJSON(filepath.Join(state, "templates", "python", "template.json"), old); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Ensure(t.Context(), "python"); err != nil || !got.Current() || !got.BuiltAt.After(tm.BuiltAt) {
+		t.Errorf("Ensure of an outdated template = %+v, %v; want a new build", got, err)
+	}
+	if b2, _ := os.ReadFile(calls); strings.Count(string(b2), "\n") != 2 {
+		t.Errorf("mmdebstrap ran %d times after Ensure of an outdated template, want 2", strings.Count(string(b2), "\n"))
+	}
+	b, _ = os.ReadFile(calls)
 
 	// A failing build leaves the old template and no temp dirs.
 	bad, err := New(Config{StateDir: state, Mmdebstrap: fakeMmdebstrap(t, calls, true)})

@@ -68,7 +68,8 @@ type Config struct {
 	// Network is runsc's --network. Default "host" (the slot netns is the sandbox's network).
 	Network string
 	// OverlayFlag makes the root an in-memory overlay over the template.
-	// Default "--overlay"; newer runsc: "--overlay2=root:memory".
+	// Default "--overlay2=all:memory", which Debian 12's runsc and newer
+	// ones take (newer ones refuse the old "--overlay").
 	OverlayFlag string
 	// ExtraFlags are added to every runsc invocation (global flags, e.g. "--debug-log=/tmp/runsc/").
 	ExtraFlags []string
@@ -125,7 +126,7 @@ func New(cfg Config) (*Driver, error) {
 		cfg.Network = "host"
 	}
 	if cfg.OverlayFlag == "" {
-		cfg.OverlayFlag = "--overlay"
+		cfg.OverlayFlag = "--overlay2=all:memory"
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = "/var/lib/declaw/gvisor"
