@@ -93,6 +93,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	// Runtimes bind-mount it: a relative path would be resolved against
+	// whatever directory runsc or QEMU happens to run in.
+	if cfg.EnvdPath, err = filepath.Abs(cfg.EnvdPath); err != nil {
+		return nil, fmt.Errorf("envd binary: %w", err)
+	}
 	if st, err := os.Stat(cfg.EnvdPath); err != nil || st.IsDir() {
 		return nil, fmt.Errorf("envd binary %s: not found (build it with `make` or pass --envd)", cfg.EnvdPath)
 	}
