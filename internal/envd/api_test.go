@@ -892,3 +892,10 @@ func TestStreamSlowReaderDoesNotBlock(t *testing.T) {
 		t.Errorf("wait for the streamed command = exit %d stderr %q", res.ExitCode, res.Stderr)
 	}
 }
+
+func TestWarmupEndpoint(t *testing.T) {
+	c := newTestServer(t, process.Config{})
+	if code, b := c.do("POST", "/warmup", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("POST /warmup = %d %s, want 204", code, b)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/declaw/declaw/internal/envd/filesystem"
 	"github.com/declaw/declaw/internal/envd/process"
@@ -101,6 +102,7 @@ func (s *Server) Close() {
 func (s *Server) routes() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("POST /init", s.handleInit)
+	api.HandleFunc("POST /warmup", s.handleWarmup)
 	api.HandleFunc("GET /snapshot", s.handleSnapshotGet)
 	api.HandleFunc("PUT /snapshot", s.handleSnapshotPut)
 
@@ -174,6 +176,17 @@ func (s *Server) handleInit(w http.ResponseWriter, r *http.Request) {
 		if err := s.cfg.SetHostname(req.Hostname); err != nil {
 			s.cfg.Logf("init: set hostname %q: %v", req.Hostname, err)
 		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleWarmup runs the shell once so that the first user command finds
+// it in the page cache (see process.Warmup). The server's warm pool calls
+// it on every sandbox it boots, before anyone owns the sandbox.
+func (s *Server) handleWarmup(w http.ResponseWriter, r *http.Request) {
+	if err := process.Warmup(30 * time.Second); err != nil {
+		writeError(w, err)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bufio"
 	"context"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -115,6 +116,11 @@ func (p *pool) fill(ctx context.Context) {
 		if err == nil {
 			var inst *instance
 			if inst, err = p.m.boot(ctx, template, rootfs); err == nil {
+				// The first command then finds the shell in the page cache
+				// (~10 ms less under gVisor). A failure only costs that.
+				if werr := p.m.envdJSON(ctx, inst, http.MethodPost, "/warmup", nil, nil); werr != nil {
+					p.m.cfg.Logf("warm pool: sandbox %s: warm up: %v", inst.id, werr)
+				}
 				p.mu.Lock()
 				p.ready[template] = append(p.ready[template], &pooled{inst: inst, bootAt: time.Now()})
 				p.mu.Unlock()

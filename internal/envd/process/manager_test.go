@@ -380,3 +380,9 @@ func TestOutputCompleteAfterExit(t *testing.T) {
 		}
 	}
 }
+
+func TestWarmup(t *testing.T) {
+	if err := Warmup(30 * time.Second); err != nil {
+		t.Fatalf("Warmup: %v", err)
+	}
+}
