@@ -413,21 +413,10 @@ func (m *Manager) boot(ctx context.Context, template, rootfs string) (_ *instanc
 // before any user command), and its record in the store.
 func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed, sec *policy.Security) (*store.Sandbox, error) {
 	slot := inst.slot
-	if err := m.cfg.Network.Apply(ctx, slot, req.Network); err != nil {
-		return nil, fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
-	}
-	if m.cfg.Egress != nil {
-		if err := m.cfg.Egress.Register(slot.GuestIP, inst.id, netPolicy); err != nil {
-			return nil, fmt.Errorf("create sandbox %s: register with the egress proxy: %w", inst.id, err)
-		}
-		inst.undo.add("egress", func(context.Context) error { m.cfg.Egress.Unregister(slot.GuestIP); return nil })
-	}
-	if m.cfg.DNS != nil {
-		if err := m.cfg.DNS.Serve(slot.HostIP, inst.id, netPolicy); err != nil {
-			return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
-		}
-		inst.undo.add("dns", func(context.Context) error { return m.cfg.DNS.Stop(slot.HostIP) })
-	}
+	// envd's /init (the sandbox's envs, hostname and CA) and the host-side
+	// steps (firewall, egress proxy, DNS) are independent: they run at the
+	// same time, and the sandbox is handed out only once both are done, so
+	// no user code runs before its policy is in place.
 	init := envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}
 	if inst.intercept && m.cfg.Content != nil {
 		caPEM, err := m.cfg.Content.Attach(slot.GuestIP, inst.id, sec)
@@ -446,8 +435,14 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 			}
 		}
 	}
-	if err := m.envdJSON(ctx, inst, http.MethodPost, "/init", init, nil); err != nil {
+	initDone := make(chan error, 1)
+	go func() { initDone <- m.envdJSON(ctx, inst, http.MethodPost, "/init", init, nil) }()
+	hostErr := m.claimHost(ctx, inst, req, netPolicy)
+	if err := <-initDone; err != nil {
 		return nil, fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
+	}
+	if hostErr != nil {
+		return nil, hostErr
 	}
 
 	now := time.Now().UTC()
@@ -485,6 +480,29 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 	}
 	inst.undo.add("secrets", func(context.Context) error { m.forgetSecrets(inst.id); return nil })
 	return rec, nil
+}
+
+// claimHost applies the sandbox's network policy on the host side: the
+// firewall, the egress proxy and its DNS server. Each step it took is on
+// inst.undo.
+func (m *Manager) claimHost(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed) error {
+	slot := inst.slot
+	if err := m.cfg.Network.Apply(ctx, slot, req.Network); err != nil {
+		return fmt.Errorf("create sandbox %s: apply network policy: %w", inst.id, err)
+	}
+	if m.cfg.Egress != nil {
+		if err := m.cfg.Egress.Register(slot.GuestIP, inst.id, netPolicy); err != nil {
+			return fmt.Errorf("create sandbox %s: register with the egress proxy: %w", inst.id, err)
+		}
+		inst.undo.add("egress", func(context.Context) error { m.cfg.Egress.Unregister(slot.GuestIP); return nil })
+	}
+	if m.cfg.DNS != nil {
+		if err := m.cfg.DNS.Serve(slot.HostIP, inst.id, netPolicy); err != nil {
+			return fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		}
+		inst.undo.add("dns", func(context.Context) error { return m.cfg.DNS.Stop(slot.HostIP) })
+	}
+	return nil
 }
 
 // caEnvs point the usual TLS clients at the system bundle that holds the
