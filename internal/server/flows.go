@@ -2,15 +2,32 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
+	"syscall"
 	"time"
 
 	"github.com/declaw/declaw/internal/network/flowlog"
 )
 
-// flowLogGroup is the NFLOG group the server's nftables rules log
-// connection decisions to (groups are per network namespace).
-const flowLogGroup = 41237
+// defaultFlowLogGroup is the NFLOG group the server's nftables rules log
+// connection decisions to (groups are per network namespace), for the
+// default net prefix.
+const defaultFlowLogGroup = 41237
+
+// flowLogGroup returns the NFLOG group of the server whose netns, veths and
+// table are named with prefix. Servers with different prefixes can share a
+// network namespace (a README server and "declaw bench --local", tests), and
+// one group has one listener, so each prefix gets its own group.
+func flowLogGroup(prefix string) uint16 {
+	if prefix == "" || prefix == "declaw" {
+		return defaultFlowLogGroup
+	}
+	h := fnv.New32a()
+	h.Write([]byte(prefix))
+	return uint16(42000 + h.Sum32()%16000)
+}
 
 // flowAuditor turns the firewall's connection decisions into audit events
 // (network.allowed / network.blocked). Events are queued so the netlink
@@ -22,14 +39,17 @@ type flowAuditor struct {
 	done   chan struct{}
 }
 
-func startFlowAuditor(ctx context.Context, logf func(string, ...any), owner func(slot int) string, audit func(id, typ string, data any)) (*flowAuditor, error) {
+func startFlowAuditor(ctx context.Context, group uint16, logf func(string, ...any), owner func(slot int) string, audit func(id, typ string, data any)) (*flowAuditor, error) {
 	fa := &flowAuditor{events: make(chan flowlog.Event, 4096), done: make(chan struct{})}
-	ln, err := flowlog.Listen(ctx, flowlog.Config{Group: flowLogGroup, Logf: logf, OnEvent: func(ev flowlog.Event) {
+	ln, err := flowlog.Listen(ctx, flowlog.Config{Group: group, Logf: logf, OnEvent: func(ev flowlog.Event) {
 		select {
 		case fa.events <- ev:
 		default: // the auditor is behind: the event is lost, the drop still happened
 		}
 	}})
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EBUSY) {
+		return nil, fmt.Errorf("flow log: NFLOG group %d is taken (another declaw server with the same --net-prefix in this network namespace?): %w", group, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("flow log: %w", err)
 	}

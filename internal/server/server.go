@@ -71,6 +71,7 @@ type Server struct {
 	runtime   sandboxrt.Runtime
 	store     *sqlite.Store
 	templates *template.Manager
+	owner     *owner
 }
 
 // Start sets everything up (cleaning leftovers of a crashed run) and starts serving.
@@ -110,6 +111,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			s.closeParts(context.WithoutCancel(ctx))
 		}
 	}()
+	if s.owner, err = claimOwner(cfg.StateDir, cmp.Or(cfg.NetPrefix, network.DefaultPrefix)); err != nil {
+		return nil, err
+	}
 
 	if s.store, err = sqlite.Open(filepath.Join(cfg.StateDir, "declaw.db")); err != nil {
 		return nil, err
@@ -197,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("egress proxy: %w", err)
 	}
 	ncfg.ProxyPort = proxyAddr.Port()
-	ncfg.LogGroup = flowLogGroup
+	ncfg.LogGroup = flowLogGroup(cfg.NetPrefix)
 	if s.network, err = network.New(ctx, ncfg); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
@@ -219,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Logf:           cfg.Logf,
 	})
 	audit = func(id, typ string, data any) { s.manager.Audit(context.Background(), id, typ, data) }
-	if s.flows, err = startFlowAuditor(context.WithoutCancel(ctx), cfg.Logf, func(slot int) string { return s.manager.BySlot(slot) }, audit); err != nil {
+	if s.flows, err = startFlowAuditor(context.WithoutCancel(ctx), ncfg.LogGroup, cfg.Logf, func(slot int) string { return s.manager.BySlot(slot) }, audit); err != nil {
 		return nil, err
 	}
 	if err := s.manager.Recover(ctx); err != nil {
@@ -305,6 +309,7 @@ func (s *Server) closeParts(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	s.owner.release() // last: everything the server owned is gone
 	return errors.Join(errs...)
 }
 
