@@ -413,12 +413,13 @@ func (m *Manager) boot(ctx context.Context, template, rootfs string) (_ *instanc
 // before any user command), and its record in the store.
 func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed, sec *policy.Security) (*store.Sandbox, error) {
 	slot := inst.slot
-	// envd's /init (the sandbox's envs, hostname and CA) and the host-side
-	// steps (firewall, egress proxy, DNS) are independent: they run at the
-	// same time, and the sandbox is handed out only once both are done, so
-	// no user code runs before its policy is in place.
 	init := envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}
 	if inst.intercept && m.cfg.Content != nil {
+		// Content inspection hangs off the egress registration, and its CA
+		// goes into /init: one after the other.
+		if err := m.claimHost(ctx, inst, req, netPolicy); err != nil {
+			return nil, err
+		}
 		caPEM, err := m.cfg.Content.Attach(slot.GuestIP, inst.id, sec)
 		if err != nil {
 			return nil, fmt.Errorf("create sandbox %s: content inspection: %w", inst.id, err)
@@ -434,15 +435,23 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 				init.Envs[k] = v
 			}
 		}
-	}
-	initDone := make(chan error, 1)
-	go func() { initDone <- m.envdJSON(ctx, inst, http.MethodPost, "/init", init, nil) }()
-	hostErr := m.claimHost(ctx, inst, req, netPolicy)
-	if err := <-initDone; err != nil {
-		return nil, fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
-	}
-	if hostErr != nil {
-		return nil, hostErr
+		if err := m.envdJSON(ctx, inst, http.MethodPost, "/init", init, nil); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
+		}
+	} else {
+		// envd's /init (envs, hostname) and the host-side steps are
+		// independent: they run at the same time. The sandbox is handed out
+		// only once both are done, so no user code runs before its policy
+		// is in place.
+		initDone := make(chan error, 1)
+		go func() { initDone <- m.envdJSON(ctx, inst, http.MethodPost, "/init", init, nil) }()
+		hostErr := m.claimHost(ctx, inst, req, netPolicy)
+		if err := <-initDone; err != nil {
+			return nil, fmt.Errorf("create sandbox %s: init envd: %w", inst.id, err)
+		}
+		if hostErr != nil {
+			return nil, hostErr
+		}
 	}
 
 	now := time.Now().UTC()
