@@ -177,6 +177,12 @@ func TestCommands(t *testing.T) {
 	if res.Stdout != "/tmp\nb\n" {
 		t.Fatalf("cwd/envs: %q", res.Stdout)
 	}
+	// Commands run on bash-static (the same bash, linked statically: a
+	// faster start under gVisor) and still see themselves as /bin/bash.
+	res = s.run(id, `c=$(cat /proc/$$/comm); echo "$0|$BASH|${BASH_VERSINFO[0]}|$c"`)
+	if res.Stdout != "/bin/bash|/bin/bash|5|bash-static\n" {
+		t.Fatalf("command shell = %+v", res)
+	}
 	// The everyday tools that stat files work (coreutils passes statx
 	// AT_NO_AUTOMOUNT, which Debian 12's runsc refused with EINVAL before
 	// the templates' statx fix), and the locale loads from its archive.

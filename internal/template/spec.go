@@ -27,8 +27,10 @@ type Spec struct {
 	StartCmd string `json:"start_cmd,omitempty"`
 }
 
+// basePackages go into every template. bash-static is the same bash
+// release linked statically: envd runs commands on it (see envd/process).
 var basePackages = []string{
-	"bash", "ca-certificates", "coreutils", "curl", "git", "iproute2",
+	"bash", "bash-static", "ca-certificates", "coreutils", "curl", "git", "iproute2",
 	"iputils-ping", "jq", "less", "procps", "vim-tiny",
 }
 

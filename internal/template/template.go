@@ -70,10 +70,10 @@ type Template struct {
 
 // Recipe is the version of what a build puts into every template besides
 // the spec's packages and commands (envd mount points, the user account,
-// the locale archive, the statx fix). It goes up whenever that changes; a
+// the locale archive, the statx fix, bash-static). It goes up whenever that changes; a
 // built-in template built by an older recipe is rebuilt on its next use
 // (Ensure) and by "declaw template build --if-needed".
-const Recipe = 2
+const Recipe = 3
 
 // Current reports whether t was built by this recipe.
 func (t Template) Current() bool { return t.Recipe >= Recipe }

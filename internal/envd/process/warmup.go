@@ -20,7 +20,7 @@ func Warmup(timeout time.Duration) error {
 	}
 	defer null.Close()
 	fd := null.Fd()
-	shell := Shell()
+	shell, argv0 := commandShell()
 	done := make(chan syscall.WaitStatus, 1)
 	attr := &syscall.ProcAttr{
 		Dir:   "/",
@@ -28,7 +28,7 @@ func Warmup(timeout time.Duration) error {
 		Files: []uintptr{fd, fd, fd},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	}
-	if _, err := theReaper.start(shell, []string{shell, "-c", ":"}, attr, func(int) func(syscall.WaitStatus) {
+	if _, err := theReaper.start(shell, []string{argv0, "-c", ":"}, attr, func(int) func(syscall.WaitStatus) {
 		return func(ws syscall.WaitStatus) { done <- ws }
 	}); err != nil {
 		return fmt.Errorf("warmup: start %s: %w", shell, err)
