@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,11 @@ func RawRunsc(ctx context.Context, cfg RawRunscConfig) (_ []time.Duration, err e
 	if err != nil {
 		return nil, fmt.Errorf("raw runsc baseline: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		// Newer runsc leaves a netns bind mount in its root dir.
+		_ = unix.Unmount(filepath.Join(dir, "runsc", "null-netns"), unix.MNT_DETACH)
+		os.RemoveAll(dir)
+	}()
 	bundle := filepath.Join(dir, "bundle")
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		return nil, fmt.Errorf("raw runsc baseline: %w", err)

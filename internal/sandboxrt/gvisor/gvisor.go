@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/sandboxrt"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures a Driver. The zero value is usable on a host with
@@ -192,6 +193,12 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if spec.NetNSPath == "" {
 		// With --network=host an empty path would mean the host's network.
 		return fmt.Errorf("gvisor: start %s: no network namespace", spec.ID)
+	}
+	// runsc mounts into the root by its path and newer releases refuse a
+	// path that goes through a symlink (a state dir whose templates dir is
+	// a link, say): give it the real one.
+	if real, err := filepath.EvalSymlinks(spec.RootFS); err == nil {
+		spec.RootFS = real
 	}
 	if fi, err := os.Stat(spec.RootFS); err != nil || !fi.IsDir() {
 		return fmt.Errorf("gvisor: start %s: root filesystem %q is not a directory", spec.ID, spec.RootFS)
@@ -663,9 +670,14 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	// Leftover runsc files of ids that do not match our pattern.
+	// Leftover runsc files of ids that do not match our pattern. Newer
+	// runsc also leaves "null-netns" there, a bind mount of a network
+	// namespace: unmount it first or it cannot be removed.
 	if ents, err := os.ReadDir(d.root); err == nil {
 		for _, e := range ents {
+			if e.Name() == "null-netns" {
+				_ = unix.Unmount(filepath.Join(d.root, e.Name()), unix.MNT_DETACH)
+			}
 			if err := os.RemoveAll(filepath.Join(d.root, e.Name())); err != nil {
 				errs = append(errs, err)
 			}
