@@ -39,6 +39,7 @@ type server struct {
 	client   *http.Client
 	cmd      *exec.Cmd
 	exited   chan struct{}
+	log      *lineLogger // the server's output, also sent to t.Log
 }
 
 func randHex(n int) string {
@@ -94,6 +95,7 @@ func (s *server) start(extraArgs ...string) {
 	// could shut it down gracefully (and check what it left behind).
 	cmd := s.net.Host.Command(context.Background(), s.declaw, args...)
 	lw := &lineLogger{t: t}
+	s.log = lw
 	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.Env = append(os.Environ(), "DECLAW_E2E_HOST_CANARY=host-secret-"+randHex(4))
 	if err := cmd.Start(); err != nil {
@@ -123,11 +125,28 @@ func (s *server) start(extraArgs ...string) {
 	}
 }
 
-// lineLogger sends whole lines to t.Log while the test runs.
+// lineLogger sends whole lines to t.Log while the test runs, and keeps
+// the first maxKeptLines of them for logLines.
 type lineLogger struct {
-	t   testing.TB
-	mu  sync.Mutex
-	buf []byte
+	t     testing.TB
+	mu    sync.Mutex
+	buf   []byte
+	lines []string
+}
+
+const maxKeptLines = 20000
+
+// logLines returns the server's output lines so far that contain substr.
+func (s *server) logLines(substr string) []string {
+	s.log.mu.Lock()
+	defer s.log.mu.Unlock()
+	var out []string
+	for _, l := range s.log.lines {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (l *lineLogger) Write(p []byte) (int, error) {
@@ -141,6 +160,9 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 		}
 		line := string(l.buf[:i])
 		l.buf = l.buf[i+1:]
+		if len(l.lines) < maxKeptLines {
+			l.lines = append(l.lines, line)
+		}
 		func() {
 			defer func() { recover() }() // t.Log after the test ended panics
 			l.t.Log("declaw: " + line)

@@ -30,6 +30,11 @@ func TestWarmPool(t *testing.T) {
 		}
 	}
 	waitPool(2)
+	// Every pooled boot and its shell warm-up (envd POST /warmup) worked
+	// the first time.
+	if errs := append(s.logLines("warm pool: boot"), s.logLines("warm up:")...); len(errs) > 0 {
+		t.Errorf("warm pool errors: %q", errs)
+	}
 	open := s.create(map[string]any{"envs": map[string]string{"WHO": "first"}})
 	closed := s.create(map[string]any{"allow_internet_access": false, "envs": map[string]string{"WHO": "second"}})
 	for id, want := range map[string]string{open: "first", closed: "second"} {
