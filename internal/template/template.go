@@ -70,9 +70,9 @@ type Template struct {
 
 // Recipe is the version of what a build puts into every template besides
 // the spec's packages and commands (envd mount points, the user account,
-// the locale archive, the statx fix, bash-static). It goes up whenever that changes; a
-// built-in template built by an older recipe is rebuilt on its next use
-// (Ensure) and by "declaw template build --if-needed".
+// the locale archive, the statx fix, bash-static). It goes up whenever
+// that changes; a built-in template built by an older recipe is rebuilt on
+// its next use (Ensure) and by "declaw template build --if-needed".
 const Recipe = 3
 
 // Current reports whether t was built by this recipe.
@@ -195,7 +195,7 @@ func (m *Manager) removeAside(dir string) error {
 }
 
 // Ensure returns the template called name, building it first if it is a
-// built-in that is not built yet.
+// built-in that is not built yet or was built by an older Recipe.
 func (m *Manager) Ensure(ctx context.Context, name string) (Template, error) {
 	t, err := m.Get(name)
 	switch {
