@@ -9,7 +9,10 @@ package sandboxrt
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"regexp"
 	"time"
 )
@@ -92,4 +95,27 @@ type Runtime interface {
 type Pauser interface {
 	Pause(ctx context.Context, id string) error
 	Resume(ctx context.Context, id string) error
+}
+
+// WriteJSON writes v, indented, to path with mode 0600: the per-sandbox
+// records and specs a runtime keeps in its state dir.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+// ReadJSON reads the JSON file at path into v. A missing file is the
+// os.ReadFile error, unwrapped (errors.Is(err, fs.ErrNotExist) holds).
+func ReadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	return nil
 }

@@ -233,10 +233,10 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 			}
 		}
 	}()
-	if err := writeJSON(filepath.Join(bundle, "record.json"), rec); err != nil {
+	if err := sandboxrt.WriteJSON(filepath.Join(bundle, "record.json"), rec); err != nil {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
-	if err := writeJSON(filepath.Join(bundle, "config.json"), oci); err != nil {
+	if err := sandboxrt.WriteJSON(filepath.Join(bundle, "config.json"), oci); err != nil {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
 	console, err := os.OpenFile(filepath.Join(bundle, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -805,23 +805,11 @@ func (d *Driver) removeStateFiles(id string) error {
 }
 
 func (d *Driver) loadRecord(id string) (*record, error) {
-	b, err := os.ReadFile(filepath.Join(d.bundleDir(id), "record.json"))
-	if err != nil {
+	var r record
+	if err := sandboxrt.ReadJSON(filepath.Join(d.bundleDir(id), "record.json"), &r); err != nil {
 		return nil, err
 	}
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("parse record of %s: %w", id, err)
-	}
 	return &r, nil
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o600)
 }
 
 func readUint(path string) (uint64, error) {

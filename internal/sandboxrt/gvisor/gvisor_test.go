@@ -478,7 +478,7 @@ func BenchmarkRawRunscRun(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := writeJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
+	if err := sandboxrt.WriteJSON(filepath.Join(bundle, "config.json"), spec); err != nil {
 		b.Fatal(err)
 	}
 	for i := 0; b.Loop(); i++ {

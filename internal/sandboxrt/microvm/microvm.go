@@ -524,7 +524,7 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 		}
 	}()
 	rec := record{ID: spec.ID, NetNSPath: spec.NetNSPath, Iface: d.cfg.Iface, Tap: tapName, CreatedAt: time.Now().UTC()}
-	if err := writeJSON(filepath.Join(dir, "record.json"), rec); err != nil {
+	if err := sandboxrt.WriteJSON(filepath.Join(dir, "record.json"), rec); err != nil {
 		return fmt.Errorf("microvm: start %s: %w", spec.ID, err)
 	}
 	image, err := d.EnsureImage(ctx, spec.RootFS)
@@ -906,23 +906,11 @@ func (d *Driver) Cleanup(ctx context.Context) error {
 }
 
 func (d *Driver) loadRecord(id string) (*record, error) {
-	b, err := os.ReadFile(filepath.Join(d.vmDir(id), "record.json"))
-	if err != nil {
+	var r record
+	if err := sandboxrt.ReadJSON(filepath.Join(d.vmDir(id), "record.json"), &r); err != nil {
 		return nil, err
 	}
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("parse record of %s: %w", id, err)
-	}
 	return &r, nil
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o600)
 }
 
 var (
