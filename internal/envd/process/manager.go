@@ -267,11 +267,18 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 }
 
 // stdio holds the descriptors of a process being started.
+//
+// The child's ends are raw descriptors in blocking mode, never wrapped in
+// an os.File: wrapping registers a descriptor with Go's poller and Fd()
+// then takes it out again, four syscalls per descriptor that under gVisor's
+// ptrace platform cost ~40 us each on every command start.
 type stdio struct {
-	child   [3]*os.File // the child's 0, 1, 2 (closed in the parent after the fork)
-	stdin   *os.File    // parent's writable end, nil without stdin
-	pty     *os.File    // pty master, nil without pty
-	outputs []output    // parent's readable ends
+	child   [3]int   // the child's 0, 1, 2
+	owned   []int    // child descriptors to close in the parent after the fork
+	tty     *os.File // the pty's tty (the child's 0, 1 and 2), nil without pty
+	stdin   *os.File // parent's writable end, nil without stdin
+	pty     *os.File // pty master, nil without pty
+	outputs []output // parent's readable ends
 }
 
 type output struct {
@@ -294,46 +301,86 @@ func newStdio(spec Spec) (_ *stdio, err error) {
 		if err != nil {
 			return nil, err
 		}
-		sio.child = [3]*os.File{tty, tty, tty}
+		sio.tty = tty
+		fd := int(tty.Fd()) // blocking, as the child expects
+		sio.child = [3]int{fd, fd, fd}
 		sio.stdin, sio.pty = master, master
 		sio.outputs = []output{{master, PtyStream}}
 		return sio, nil
 	}
 	if spec.Stdin {
-		r, w, err := os.Pipe()
+		w, r, err := pipe(false)
 		if err != nil {
 			return nil, fmt.Errorf("stdin pipe: %w", err)
 		}
-		sio.child[0], sio.stdin = r, w
+		sio.stdin = w
+		sio.child[0] = r
+		sio.owned = append(sio.owned, r)
 	} else {
-		null, err := os.Open(os.DevNull)
+		null, err := devNull()
 		if err != nil {
 			return nil, err
 		}
-		sio.child[0] = null
+		sio.child[0] = null // shared, never closed
 	}
 	for i, s := range []Stream{Stdout, Stderr} {
-		r, w, err := os.Pipe()
+		r, w, err := pipe(true)
 		if err != nil {
 			return nil, fmt.Errorf("output pipe: %w", err)
 		}
 		sio.child[i+1] = w
+		sio.owned = append(sio.owned, w)
 		sio.outputs = append(sio.outputs, output{r, s})
 	}
 	return sio, nil
 }
 
-// childFds returns the child's descriptors. Fd puts them in blocking mode,
-// which the child expects.
+// pipe returns a pipe whose parent end (the read end if parentReads, else
+// the write end) is non-blocking and in Go's poller, and whose child end is
+// a raw blocking descriptor. Both are close-on-exec; ForkExec dups the
+// child end onto 0, 1 or 2, which clears that.
+func pipe(parentReads bool) (parent *os.File, child int, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, -1, err
+	}
+	pfd, cfd, name := p[1], p[0], "|1"
+	if parentReads {
+		pfd, cfd, name = p[0], p[1], "|0"
+	}
+	// F_SETFL replaces the status flags; a fresh pipe end has none but
+	// its access mode, which F_SETFL ignores.
+	if _, err := unix.FcntlInt(uintptr(pfd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, -1, err
+	}
+	return os.NewFile(uintptr(pfd), name), cfd, nil
+}
+
+// devNull returns a descriptor of /dev/null opened once for reading, which
+// every child without a stdin gets as its fd 0. It is never closed.
+var devNull = sync.OnceValues(func() (int, error) {
+	fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	return fd, nil
+})
+
+// childFds returns the child's descriptors.
 func (sio *stdio) childFds() []uintptr {
-	return []uintptr{sio.child[0].Fd(), sio.child[1].Fd(), sio.child[2].Fd()}
+	return []uintptr{uintptr(sio.child[0]), uintptr(sio.child[1]), uintptr(sio.child[2])}
 }
 
 func (sio *stdio) closeChildEnds() {
-	for _, f := range sio.child {
-		if f != nil {
-			f.Close() // the same tty thrice: later closes just fail
-		}
+	for _, fd := range sio.owned {
+		unix.Close(fd)
+	}
+	sio.owned = nil
+	if sio.tty != nil {
+		sio.tty.Close()
+		sio.tty = nil
 	}
 }
 

@@ -2,7 +2,6 @@ package process
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 	"time"
 )
@@ -14,12 +13,11 @@ import (
 // 10 ms more than later ones. It is not a user process: it is not in the
 // Manager's list, has no output and runs before any user code can.
 func Warmup(timeout time.Duration) error {
-	null, err := os.Open(os.DevNull)
+	null, err := devNull()
 	if err != nil {
 		return fmt.Errorf("warmup: %w", err)
 	}
-	defer null.Close()
-	fd := null.Fd()
+	fd := uintptr(null)
 	shell, argv0 := commandShell()
 	done := make(chan syscall.WaitStatus, 1)
 	attr := &syscall.ProcAttr{

@@ -4,7 +4,10 @@
 // It never consults NSS or the host: envd runs as PID 1 inside the sandbox,
 // and the only user database there is the template's files. The files are
 // re-read on every lookup, so users created by commands (useradd) are seen
-// without restarting envd. It is safe for concurrent use.
+// without restarting envd: a file is read again whenever its identity
+// (device, inode, size, modification and change times) differs from the
+// last read, so an unchanged file costs one stat. It is safe for
+// concurrent use.
 package sysuser
 
 import (
@@ -16,6 +19,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnknownUser is returned (wrapped) when a user name is not in the passwd file.
@@ -98,13 +104,57 @@ func nameByID(path string, id, field int) string {
 	return strconv.Itoa(id)
 }
 
+// fileID identifies one version of a file. Every write or rename changes
+// its change time, which users cannot set.
+type fileID struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+// dbCache holds the last read contents of each database file by path.
+// Looking up a user is on the path of every command start, where reading
+// two files costs ~20 syscalls; a stat is one.
+var dbCache struct {
+	mu sync.Mutex
+	m  map[string]cachedDB // +checklocks:mu
+}
+
+type cachedDB struct {
+	id   fileID
+	data []byte // never modified after it is stored
+}
+
 func readDB(path string) ([]byte, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	id := fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+	dbCache.mu.Lock()
+	c, ok := dbCache.m[path]
+	dbCache.mu.Unlock()
+	if ok && c.id == id {
+		return c.data, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxDBSize))
+	data, err := io.ReadAll(io.LimitReader(f, maxDBSize))
+	if err != nil {
+		return nil, err
+	}
+	// Stored under the identity seen before reading: if the file changed
+	// in between, the next stat differs and it is read again.
+	dbCache.mu.Lock()
+	if dbCache.m == nil {
+		dbCache.m = make(map[string]cachedDB)
+	}
+	dbCache.m[path] = cachedDB{id: id, data: data}
+	dbCache.mu.Unlock()
+	return data, nil
 }
 
 // lines splits a colon-separated database into fields, skipping blank

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -95,5 +96,66 @@ func TestMissingFiles(t *testing.T) {
 	}
 	if got := db.UserName(0); got != "0" {
 		t.Errorf("UserName(0) with missing passwd = %q, want 0", got)
+	}
+}
+
+// TestChangesSeen checks that lookups see every change to the files, made
+// the ways tools make them: rewritten in place with the same size (a uid
+// edited digit for digit), appended to, and replaced by rename (useradd).
+func TestChangesSeen(t *testing.T) {
+	db := writeDB(t)
+	uidOf := func(name string) int {
+		t.Helper()
+		u, err := db.Lookup(name)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", name, err)
+		}
+		return u.Uid
+	}
+	if got := uidOf("user"); got != 1000 {
+		t.Fatalf("uid = %d, want 1000", got)
+	}
+
+	// Same size, same second: only the contents and the times differ.
+	edited := []byte(strings.Replace(testPasswd, "user:x:1000:", "user:x:1001:", 1))
+	if err := os.WriteFile(db.PasswdPath, edited, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := uidOf("user"); got != 1001 {
+		t.Fatalf("after an in-place edit: uid = %d, want 1001", got)
+	}
+
+	f, err := os.OpenFile(db.PasswdPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("extra:x:2000:2000::/home/extra:/bin/sh\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got := uidOf("extra"); got != 2000 {
+		t.Fatalf("after an append: uid = %d, want 2000", got)
+	}
+
+	tmp := db.GroupPath + ".new"
+	if err := os.WriteFile(tmp, []byte(testGroup+"extra:x:2000:\nwheel:x:10:extra\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, db.GroupPath); err != nil {
+		t.Fatal(err)
+	}
+	u, err := db.Lookup("extra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{2000, 10}; !slices.Equal(u.Groups, want) {
+		t.Fatalf("after a rename: groups = %v, want %v", u.Groups, want)
+	}
+
+	if err := os.Remove(db.PasswdPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Lookup("user"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after removal: err = %v, want not exist", err)
 	}
 }
