@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/declaw/declaw/internal/network/nsrun"
@@ -25,6 +26,7 @@ import (
 //     BenchmarkRawRunscRun). No API, no slot, no envd.
 //   - NativeSpawn: fork+exec of `/bin/bash -c true` on the host, which is
 //     what envd does for commands.run("true").
+//   - NativeShellStart: the shell exec chain of ShellChain on the host.
 
 // rawRunscSpec is the OCI spec of the raw runsc baseline (%q: the rootfs).
 const rawRunscSpec = `{"ociVersion":"1.0.2","process":{"args":["/bin/true"],"cwd":"/","env":["PATH=/usr/bin:/bin"],"user":{"uid":0,"gid":0}},
@@ -128,4 +130,40 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// ShellChain returns a command that starts shell (a bash) n times in a row,
+// each start exec'ing the next (no fork: what envd pays per command once
+// its own fork is done), and prints the start and end times. ShellStarts
+// turns the output into the time per start. Inside a sandbox it measures
+// the floor of any command's round trip: the cost of starting the shell.
+func ShellChain(shell string, n int) string {
+	return fmt.Sprintf(`export N=%d T0=$EPOCHREALTIME; exec %s -c 'if [ "$N" -gt 0 ]; then N=$((N-1)) exec %s -c "$BASH_EXECUTION_STRING"; else echo "$T0 $EPOCHREALTIME"; fi'`, n, shell, shell)
+}
+
+// ShellStarts parses the output of ShellChain(_, n) into the time per start.
+func ShellStarts(out string, n int) (time.Duration, error) {
+	var t0, t1 float64
+	if _, err := fmt.Sscanf(strings.TrimSpace(out), "%f %f", &t0, &t1); err != nil || n <= 0 || t1 < t0 {
+		return 0, fmt.Errorf("shell chain: unexpected output %q", out)
+	}
+	return time.Duration((t1 - t0) / float64(n) * float64(time.Second)), nil
+}
+
+// NativeShellStart runs ShellChain("/bin/bash", n) on the host runs times
+// and returns the time per start of each run.
+func NativeShellStart(ctx context.Context, runs, n int) ([]time.Duration, error) {
+	var lat []time.Duration
+	for range runs {
+		out, err := exec.CommandContext(ctx, "/bin/bash", "-c", ShellChain("/bin/bash", n)).Output()
+		if err != nil {
+			return lat, fmt.Errorf("native shell start baseline: %w", err)
+		}
+		d, err := ShellStarts(string(out), n)
+		if err != nil {
+			return lat, fmt.Errorf("native shell start baseline: %w", err)
+		}
+		lat = append(lat, d)
+	}
+	return lat, nil
 }

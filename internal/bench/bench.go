@@ -231,6 +231,7 @@ func (b *runner) phaseCold(ctx context.Context) error {
 	}
 	defer b.killAll(ctx, []string{sb.SandboxID})
 	b.measureExec(ctx, sb.SandboxID)
+	b.measureShellStart(ctx, sb.SandboxID)
 	b.measureFiles(ctx, sb.SandboxID)
 	return nil
 }
@@ -442,6 +443,41 @@ func (b *runner) measureExec(ctx context.Context, id string) {
 		lat = append(lat, d)
 	}
 	b.r.Exec = Compare(Summarize(lat), "native /bin/bash -c true", Summarize(native))
+}
+
+// shellChainLen is how many shell starts one ShellChain run times.
+const shellChainLen = 20
+
+// measureShellStart times the start of the command shell inside the
+// sandbox (a chain of execs, no fork, no envd) against the same chain on
+// the host: the part of the exec round trip that is the sandbox's own
+// process start, which no change to declaw can remove.
+func (b *runner) measureShellStart(ctx context.Context, id string) {
+	runs := b.cfg.Runs
+	b.cfg.Logf("shell start: chain of %d execs x%d, inside and native", shellChainLen, runs)
+	native, err := NativeShellStart(ctx, runs, shellChainLen)
+	if err != nil {
+		b.errorf("%v", err)
+	}
+	// The shell commands run on: bash-static where the template has it.
+	cmd := `S=/bin/bash; if [ -x /bin/bash-static ]; then S=/bin/bash-static; fi; export S; ` + ShellChain("$S", shellChainLen)
+	var lat []time.Duration
+	for range runs {
+		res, err := b.t.Client.RunCommand(ctx, id, apiclient.CommandRequest{Cmd: cmd})
+		if err == nil && res.ExitCode != 0 {
+			err = fmt.Errorf("exit code %d: %s", res.ExitCode, res.Stderr)
+		}
+		var d time.Duration
+		if err == nil {
+			d, err = ShellStarts(res.Stdout, shellChainLen)
+		}
+		if err != nil {
+			b.errorf("shell start chain in %s: %v", id, err)
+			continue
+		}
+		lat = append(lat, d)
+	}
+	b.r.ShellStart = Compare(Summarize(lat), "same chain on the host", Summarize(native))
 }
 
 func (b *runner) measureFiles(ctx context.Context, id string) {

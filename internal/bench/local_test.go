@@ -73,6 +73,7 @@ func TestBenchLocalQuick(t *testing.T) {
 		{"create_warm", r.CreateWarm, runs},
 		{"create_cold", r.CreateCold, runs},
 		{"exec", r.Exec, 10 * runs},
+		{"shell_start", r.ShellStart, runs},
 	} {
 		checkSummary(c.name+".latency", c.c.Latency, c.n)
 		checkSummary(c.name+".baseline", c.c.Baseline, c.n)

@@ -17,6 +17,10 @@ type Report struct {
 	CreateWarm Compared `json:"create_warm"` // create + commands.run("true"), warm pool, vs raw runsc
 	CreateCold Compared `json:"create_cold"` // the same with no warm sandbox, vs raw runsc
 	Exec       Compared `json:"exec"`        // commands.run("true") round trip vs native spawn
+	// ShellStart is one start of the command shell inside the sandbox (an
+	// exec chain timed in the sandbox) vs the same on the host: the floor
+	// under Exec that the sandbox's process start sets.
+	ShellStart Compared `json:"shell_start"`
 
 	Concurrent []Concurrent `json:"concurrent"`
 	Files      []FileIO     `json:"files"`
@@ -139,6 +143,7 @@ func WriteTable(w io.Writer, r *Report) error {
 		{"create + run(true), warm pool", r.CreateWarm},
 		{"create + run(true), cold", r.CreateCold},
 		{"commands.run(\"true\")", r.Exec},
+		{"shell start inside (exec chain)", r.ShellStart},
 	} {
 		row(tw, c.name, c.c.Latency)
 		row(tw, "  baseline: "+c.c.BaselineName, c.c.Baseline)

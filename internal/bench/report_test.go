@@ -23,6 +23,7 @@ func sampleReport() *Report {
 		CreateWarm: Compare(Summary{N: 5, Min: 45.4, P50: 52.9, P95: 65.4, P99: 65.4, Max: 65.4}, "raw runsc run /bin/true", raw),
 		CreateCold: Compare(Summary{N: 5, Min: 311, P50: 438, P95: 575, P99: 575, Max: 575}, "raw runsc run /bin/true", raw),
 		Exec:       Compare(Summary{N: 50, Min: 1.2, P50: 2.5, P95: 4, P99: 6, Max: 9}, "native /bin/bash -c true", Summary{N: 50, Min: 1, P50: 2, P95: 3, P99: 4, Max: 5}),
+		ShellStart: Compare(Summary{N: 5, Min: 1.1, P50: 1.3, P95: 1.6, P99: 1.6, Max: 1.6}, "same chain on the host", Summary{N: 5, Min: 0.9, P50: 1, P95: 1.2, P99: 1.2, Max: 1.2}),
 		Concurrent: []Concurrent{{N: 5, OK: 5, SuccessRate: 1, WallMS: 477, Latency: Summary{N: 5, P50: 344, P95: 477}}},
 		Files: []FileIO{{SizeBytes: 1 << 10, Write: IO{Latency: Summary{N: 5, P50: 3.25, P95: 12.9}, MBPerSec: 0.31}, Read: IO{Latency: Summary{N: 5, P50: 2.97, P95: 5.54}, MBPerSec: 0.34}},
 			{SizeBytes: 10 << 20, Write: IO{Latency: Summary{N: 5, P50: 63, P95: 76.6}, MBPerSec: 167}, Read: IO{Latency: Summary{N: 5, P50: 23.7, P95: 54.3}, MBPerSec: 442}}},
@@ -79,7 +80,7 @@ func TestReportJSONKeys(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	want := []string{"cleanup", "concurrent", "create_cold", "create_warm", "duration_s", "errors", "exec", "files", "idle_memory", "machine", "notes", "setup"}
+	want := []string{"cleanup", "concurrent", "create_cold", "create_warm", "duration_s", "errors", "exec", "files", "idle_memory", "machine", "notes", "setup", "shell_start"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("report JSON keys = %v, want %v", keys, want)
 	}

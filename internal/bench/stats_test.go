@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"context"
 	"math"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -96,6 +100,39 @@ func TestMedian3(t *testing.T) {
 	for _, v := range [][4]int64{{1, 2, 3, 2}, {3, 2, 1, 2}, {2, 3, 1, 2}, {5, 5, 1, 5}, {1, 3, 2, 2}} {
 		if got := median3(v[0], v[1], v[2]); got != v[3] {
 			t.Errorf("median3(%d, %d, %d) = %d, want %d", v[0], v[1], v[2], got, v[3])
+		}
+	}
+}
+
+// TestShellChain runs the shell-start chain on this host and checks that
+// it starts the shell the given number of times and times them.
+func TestShellChain(t *testing.T) {
+	const n = 5
+	lat, err := NativeShellStart(context.Background(), 2, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lat) != 2 || lat[0] <= 0 || lat[1] <= 0 {
+		t.Fatalf("per-start times = %v, want 2 positive", lat)
+	}
+	// The chain really execs n more shells: count them with a trace file.
+	dir := t.TempDir()
+	cmd := "export LOG=" + dir + "/starts; " + strings.Replace(ShellChain("/bin/bash", n), `-c 'if`, `-c 'echo x >> "$LOG"; if`, 1)
+	if out, err := exec.Command("/bin/bash", "-c", cmd).Output(); err != nil {
+		t.Fatalf("chain: %v", err)
+	} else if _, err := ShellStarts(string(out), n); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(dir + "/starts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(data), "x"); got != n+1 {
+		t.Fatalf("shell started %d times, want %d", got, n+1)
+	}
+	for _, bad := range []string{"", "x y", "5 4", "7"} {
+		if _, err := ShellStarts(bad, n); err == nil {
+			t.Errorf("ShellStarts(%q) = nil error", bad)
 		}
 	}
 }
