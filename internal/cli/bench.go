@@ -17,9 +17,10 @@ import (
 const benchUsage = `Usage: declaw bench [--json] [--quick] [--local] [--template python] [--runs N]
 
 Measures create-to-first-command (warm pool and cold), concurrent creates,
-the commands.run("true") round trip, file write/read and idle memory per
-sandbox on this host, each beside a baseline measured in the same run
-(raw runsc run, a native process spawn). See docs/bench.md.
+the commands.run("true") round trip and the shell start under it, file
+write/read and idle memory per sandbox on this host, each beside a baseline
+measured in the same run (raw runsc run, a native process spawn, the same
+shell start on the host). See docs/bench.md.
 
 It drives the server named by DECLAW_DOMAIN / DECLAW_API_KEY (or
 --domain, --api-url, --api-key), or with --local private servers it
