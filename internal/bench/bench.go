@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/internal/meminfo"
 )
 
 // Target is a declaw server to measure.
@@ -665,7 +666,7 @@ func settledMemAvailable(ctx context.Context) (int64, error) {
 			return 0, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
-		m, err := MemAvailable()
+		m, err := meminfo.Available()
 		if err != nil {
 			return 0, err
 		}

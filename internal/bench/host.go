@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -9,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/declaw/declaw/internal/meminfo"
 )
 
 // Machine describes the host the figures were measured on.
@@ -41,8 +41,8 @@ func LoadAvg() [3]float64 {
 // ReadMachine collects the machine facts (runsc: the binary the baseline runs).
 func ReadMachine(ctx context.Context, runsc string) Machine {
 	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), LoadAvgStart: LoadAvg()}
-	if kb, err := meminfo("MemTotal"); err == nil {
-		m.MemTotalMiB = math.Round(float64(kb)/1024*10) / 10
+	if b, err := meminfo.Field("MemTotal"); err == nil {
+		m.MemTotalMiB = math.Round(float64(b)/(1<<20)*10) / 10
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
@@ -57,28 +57,6 @@ func ReadMachine(ctx context.Context, runsc string) Machine {
 		m.RunscVersion = strings.TrimSpace(strings.TrimPrefix(first, "runsc version "))
 	}
 	return m
-}
-
-// MemAvailable returns the host's MemAvailable in bytes.
-func MemAvailable() (int64, error) {
-	kb, err := meminfo("MemAvailable")
-	return kb << 10, err
-}
-
-// meminfo returns the /proc/meminfo field key in kB.
-func meminfo(key string) (int64, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/meminfo: no %s", key)
 }
 
 // safeBuffer is a bytes.Buffer safe for the concurrent writes of a

@@ -1,14 +1,12 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/declaw/declaw/internal/meminfo"
 )
 
 // pool keeps booted sandboxes ready per template (Config.WarmPool), so a
@@ -108,7 +106,7 @@ func (p *pool) fill(ctx context.Context) {
 		if template == "" {
 			return
 		}
-		if avail := memAvailable(); avail > 0 && avail < MinFreeMemory {
+		if avail, err := meminfo.Available(); err == nil && avail < MinFreeMemory {
 			p.m.cfg.Logf("warm pool: only %d MiB of memory available; not booting more", avail>>20)
 			return
 		}
@@ -189,26 +187,6 @@ func (p *pool) close(ctx context.Context) error {
 		}
 	}
 	return firstErr
-}
-
-// memAvailable returns MemAvailable from /proc/meminfo in bytes (0 if unknown).
-func memAvailable() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // PoolSizes reports how many booted sandboxes are ready per template.
