@@ -569,8 +569,14 @@ func (b *runner) concurrent(ctx context.Context, n int) Concurrent {
 
 // metric is one sample of GET /sandboxes/{id}/metrics.
 type metric struct {
-	MemoryUsageMB float64 `json:"memory_usage_mb"`
+	Timestamp       time.Time `json:"timestamp"`
+	CPUUsagePercent float64   `json:"cpu_usage_percent"` // over the interval before Timestamp
+	MemoryUsageMB   float64   `json:"memory_usage_mb"`
 }
+
+// metricsInterval is how often the server samples a sandbox's metrics
+// (sandbox.MetricsInterval): a sample covers the interval before it.
+const metricsInterval = 5 * time.Second
 
 // measureDensity grows the number of idle sandboxes through cfg.Density,
 // measuring the host memory they take and checking create still works.
@@ -610,14 +616,25 @@ func (b *runner) measureDensity(ctx context.Context, pool int) error {
 			return err
 		}
 		d := Density{Sandboxes: len(alive)}
+		idleFrom := time.Now()
 		if after, err := settledMemAvailable(ctx); err == nil && before > 0 {
 			d.MemAvailableDeltaMiB = round2(float64(before-after) / (1 << 20))
 			d.PerSandboxMiB = round2(d.MemAvailableDeltaMiB / float64(len(alive)))
 		}
-		d.CgroupSumMiB, d.CgroupReadable = b.cgroupSum(ctx, alive)
-		d.CgroupSumMiB = round2(d.CgroupSumMiB)
+		// Wait for every sandbox to have a metric sample that covers only
+		// idle time: the first one at or after idleFrom + metricsInterval.
+		b.cfg.Logf("idle CPU: waiting for metric samples of the %d idle sandboxes", len(alive))
+		if err := sleepCtx(ctx, time.Until(idleFrom.Add(2*metricsInterval+time.Second))); err != nil {
+			return err
+		}
+		u := b.idleUsage(ctx, alive, idleFrom.Add(metricsInterval))
+		d.CgroupSumMiB, d.CgroupReadable = round2(u.memMiB), u.memReadable
 		if d.CgroupReadable > 0 {
 			d.CgroupPerSandboxMiB = round2(d.CgroupSumMiB / float64(d.CgroupReadable))
+		}
+		d.IdleCPUSumPct, d.IdleCPUReadable = round3(u.cpuPct), u.cpuReadable
+		if d.IdleCPUReadable > 0 {
+			d.IdleCPUPerSandboxPct = round3(u.cpuPct / float64(u.cpuReadable))
 		}
 		dur, _, ok := b.createAndRun(ctx, true)
 		d.CreateOK, d.CreateMS = ok, ms(dur)
@@ -629,11 +646,19 @@ func (b *runner) measureDensity(ctx context.Context, pool int) error {
 	return nil
 }
 
-// cgroupSum sums the latest memory_usage_mb of ids' metrics.
-func (b *runner) cgroupSum(ctx context.Context, ids []string) (float64, int) {
+// usage is what the metrics of a set of sandboxes say.
+type usage struct {
+	memMiB      float64 // sum of the latest memory_usage_mb
+	memReadable int
+	cpuPct      float64 // sum of the mean cpu_usage_percent of the samples since a time
+	cpuReadable int
+}
+
+// idleUsage reads ids' metrics: the latest memory of each, and the mean
+// CPU of each one's samples taken at or after since.
+func (b *runner) idleUsage(ctx context.Context, ids []string, since time.Time) usage {
 	var mu sync.Mutex
-	var sum float64
-	var readable int
+	var u usage
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for _, id := range ids {
@@ -643,17 +668,46 @@ func (b *runner) cgroupSum(ctx context.Context, ids []string) (float64, int) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			var ms []metric
-			if err := b.get(ctx, "/sandboxes/"+id+"/metrics", &ms); err != nil || len(ms) == 0 || ms[len(ms)-1].MemoryUsageMB <= 0 {
+			if err := b.get(ctx, "/sandboxes/"+id+"/metrics", &ms); err != nil || len(ms) == 0 {
 				return
 			}
+			var cpu float64
+			var n int
+			for _, m := range ms {
+				if !m.Timestamp.Before(since) {
+					cpu += m.CPUUsagePercent
+					n++
+				}
+			}
 			mu.Lock()
-			sum += ms[len(ms)-1].MemoryUsageMB
-			readable++
-			mu.Unlock()
+			defer mu.Unlock()
+			if last := ms[len(ms)-1]; last.MemoryUsageMB > 0 {
+				u.memMiB += last.MemoryUsageMB
+				u.memReadable++
+			}
+			if n > 0 {
+				u.cpuPct += cpu / float64(n)
+				u.cpuReadable++
+			}
 		}()
 	}
 	wg.Wait()
-	return sum, readable
+	return u
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // settledMemAvailable waits a moment for the host to settle, then returns

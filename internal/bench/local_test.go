@@ -110,6 +110,10 @@ func TestBenchLocalQuick(t *testing.T) {
 	if d.CgroupReadable > 0 && d.CgroupPerSandboxMiB <= 0 {
 		t.Errorf("idle memory cgroup figures = %+v", d)
 	}
+	// Every sandbox had a metric sample covering only idle time.
+	if d.IdleCPUReadable != d.Sandboxes || d.IdleCPUSumPct < 0 || d.IdleCPUPerSandboxPct < 0 {
+		t.Errorf("idle CPU figures = %+v, want one per sandbox", d)
+	}
 	if len(r.Cleanup) != 2 {
 		t.Errorf("cleanup checks = %d, want 2 (cold and warm servers)", len(r.Cleanup))
 	}

@@ -108,6 +108,13 @@ type Density struct {
 	CgroupSumMiB        float64 `json:"cgroup_sum_mib"`
 	CgroupPerSandboxMiB float64 `json:"cgroup_per_sandbox_mib"`
 	CgroupReadable      int     `json:"cgroup_readable"`
+	// IdleCPUSumPct is the CPU the N idle sandboxes used together, in
+	// percent of one CPU: the mean cpu_usage_percent of each one's metric
+	// samples taken wholly after all N were idle, summed; per sandbox it is
+	// divided by IdleCPUReadable, how many had such samples.
+	IdleCPUSumPct        float64 `json:"idle_cpu_sum_pct"`
+	IdleCPUPerSandboxPct float64 `json:"idle_cpu_per_sandbox_pct"`
+	IdleCPUReadable      int     `json:"idle_cpu_readable"`
 	// CreateOK and CreateMS are one more create + commands.run("true")
 	// with the N sandboxes alive.
 	CreateOK bool    `json:"create_ok"`
@@ -174,14 +181,14 @@ func WriteTable(w io.Writer, r *Report) error {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%-*s\tHOST DELTA MiB\tPER SANDBOX MiB\tCGROUP SUM MiB\tCGROUP PER SANDBOX MiB\tCREATE AT N\t\n", nameWidth, "IDLE MEMORY")
+	fmt.Fprintf(tw, "%-*s\tHOST DELTA MiB\tPER SANDBOX MiB\tCGROUP SUM MiB\tCGROUP PER SANDBOX MiB\tIDLE CPU %% (PER SANDBOX)\tCREATE AT N\t\n", nameWidth, "IDLE MEMORY AND CPU")
 	for _, d := range r.IdleMemory {
 		create := "FAILED"
 		if d.CreateOK {
 			create = num(d.CreateMS) + " ms"
 		}
-		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t\n", nameWidth, fmt.Sprintf("%d alive", d.Sandboxes), num(d.MemAvailableDeltaMiB), num(d.PerSandboxMiB),
-			num(d.CgroupSumMiB), num(d.CgroupPerSandboxMiB), create)
+		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", nameWidth, fmt.Sprintf("%d alive", d.Sandboxes), num(d.MemAvailableDeltaMiB), num(d.PerSandboxMiB),
+			num(d.CgroupSumMiB), num(d.CgroupPerSandboxMiB), idleCPU(d), create)
 	}
 	tw.Flush()
 
@@ -240,4 +247,12 @@ func size(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// idleCPU formats the idle CPU of a density row: all N together, and per sandbox.
+func idleCPU(d Density) string {
+	if d.IdleCPUReadable == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f (%.3f)", d.IdleCPUSumPct, d.IdleCPUPerSandboxPct)
 }

@@ -27,7 +27,7 @@ func sampleReport() *Report {
 		Concurrent: []Concurrent{{N: 5, OK: 5, SuccessRate: 1, WallMS: 477, Latency: Summary{N: 5, P50: 344, P95: 477}}},
 		Files: []FileIO{{SizeBytes: 1 << 10, Write: IO{Latency: Summary{N: 5, P50: 3.25, P95: 12.9}, MBPerSec: 0.31}, Read: IO{Latency: Summary{N: 5, P50: 2.97, P95: 5.54}, MBPerSec: 0.34}},
 			{SizeBytes: 10 << 20, Write: IO{Latency: Summary{N: 5, P50: 63, P95: 76.6}, MBPerSec: 167}, Read: IO{Latency: Summary{N: 5, P50: 23.7, P95: 54.3}, MBPerSec: 442}}},
-		IdleMemory: []Density{{Sandboxes: 10, MemAvailableDeltaMiB: 198, PerSandboxMiB: 19.8, CgroupSumMiB: 141, CgroupPerSandboxMiB: 14.1, CgroupReadable: 10, CreateOK: true, CreateMS: 73.5}},
+		IdleMemory: []Density{{Sandboxes: 10, MemAvailableDeltaMiB: 198, PerSandboxMiB: 19.8, CgroupSumMiB: 141, CgroupPerSandboxMiB: 14.1, CgroupReadable: 10, IdleCPUSumPct: 0.21, IdleCPUPerSandboxPct: 0.021, IdleCPUReadable: 10, CreateOK: true, CreateMS: 73.5}},
 		Cleanup:    []Cleanup{{Server: "local server A", OK: true}, {Server: "local server B", Leftover: []string{"netns db1-s0"}}},
 		DurationS:  17.6,
 		Notes:      []string{"a note"},
