@@ -26,9 +26,29 @@ fi
 
 # Bounded fuzzing of every Fuzz target (scanners, parsers, redactor).
 fuzztime=${DECLAW_FUZZTIME:-5s}
+# fuzz PKG TARGET fuzzes one target. Go 1.26's fuzz coordinator can fail a
+# target with a bare "context deadline exceeded" at the end of -fuzztime
+# when the machine is busy (golang/go#75804, fixed in Go 1.27). That is no
+# finding: a real one prints "Failing input written to testdata/fuzz/...".
+# So that case, and only it, runs again (at most twice more).
+fuzz() {
+	local out
+	for attempt in 1 2 3; do
+		echo "fuzz: ./$1 $2 ($fuzztime)"
+		if out=$(go test -run '^$' -fuzz "^$2\$" -fuzztime "$fuzztime" "./$1" 2>&1); then
+			echo "$out"
+			return 0
+		fi
+		echo "$out"
+		if grep -q 'Failing input written' <<<"$out" || ! grep -q 'context deadline exceeded' <<<"$out"; then
+			return 1
+		fi
+		echo "fuzz: $2: Go's end-of-fuzztime race (golang/go#75804), no failing input (attempt $attempt)"
+	done
+	return 1
+}
 grep -rl --include='*_test.go' '^func Fuzz' internal | xargs -n1 dirname | sort -u | while read -r pkg; do
 	for target in $(grep -h '^func Fuzz' "$pkg"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
-		echo "fuzz: ./$pkg $target ($fuzztime)"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "./$pkg"
+		fuzz "$pkg" "$target"
 	done
 done
