@@ -26,6 +26,7 @@ import (
 
 	"github.com/declaw/declaw/internal/apiclient"
 	"github.com/declaw/declaw/internal/meminfo"
+	"github.com/declaw/declaw/internal/sandbox"
 )
 
 // Target is a declaw server to measure.
@@ -574,9 +575,9 @@ type metric struct {
 	MemoryUsageMB   float64   `json:"memory_usage_mb"`
 }
 
-// metricsInterval is how often the server samples a sandbox's metrics
-// (sandbox.MetricsInterval): a sample covers the interval before it.
-const metricsInterval = 5 * time.Second
+// metricsInterval is how often the server samples a sandbox's metrics: a
+// sample covers the interval before it.
+const metricsInterval = sandbox.MetricsInterval
 
 // measureDensity grows the number of idle sandboxes through cfg.Density,
 // measuring the host memory they take and checking create still works.
