@@ -177,6 +177,29 @@ func TestCommands(t *testing.T) {
 	if res.Stdout != "/tmp\nb\n" {
 		t.Fatalf("cwd/envs: %q", res.Stdout)
 	}
+	// Users made by commands are seen at once (envd keeps the user
+	// database while /etc/passwd and /etc/group are unchanged), and so are
+	// changes to them: a new group membership, a new home, removal.
+	if res := s.run(id, "useradd -m -s /bin/bash bob && groupadd crew"); res.ExitCode != 0 {
+		t.Fatalf("useradd: %+v", res)
+	}
+	if res := s.run(id, "id -un; echo $HOME; pwd; id -Gn", "user", "bob"); res.Stdout != "bob\n/home/bob\n/home/bob\nbob\n" {
+		t.Fatalf("user=bob after useradd: %+v", res)
+	}
+	if res := s.run(id, "usermod -aG crew bob && mkdir /srv/bob && usermod -d /srv/bob bob"); res.ExitCode != 0 {
+		t.Fatalf("usermod: %+v", res)
+	}
+	if res := s.run(id, "echo $HOME; id -Gn", "user", "bob"); res.Stdout != "/srv/bob\nbob crew\n" {
+		t.Fatalf("user=bob after usermod: %+v", res)
+	}
+	s.must(200, "POST", "/sandboxes/"+id+"/files", map[string]any{"path": "/tmp/bob.txt", "data": "b", "username": "bob"}, nil)
+	if res := s.run(id, "stat -c %U:%G /tmp/bob.txt"); res.Stdout != "bob:bob\n" {
+		t.Fatalf("owner of a file written as bob: %+v", res)
+	}
+	if res := s.run(id, "userdel bob"); res.ExitCode != 0 {
+		t.Fatalf("userdel: %+v", res)
+	}
+	s.must(400, "POST", "/sandboxes/"+id+"/commands", map[string]any{"cmd": "true", "user": "bob"}, nil)
 	// Commands run on bash-static (the same bash, linked statically: a
 	// faster start under gVisor) and still see themselves as /bin/bash.
 	res = s.run(id, `c=$(cat /proc/$$/comm); echo "$0|$BASH|${BASH_VERSINFO[0]}|$c"`)
