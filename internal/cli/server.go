@@ -35,8 +35,22 @@ func runServer(e *env, args []string) int {
 	poolSize, _ := strconv.Atoi(e.envOr("DECLAW_SLOT_POOL", "4"))
 	fs.IntVar(&cfg.PoolSize, "slot-pool", poolSize, "network slots kept ready")
 	warmPool := fs.String("warm-pool", e.envOr("DECLAW_WARM_POOL", "base=1,python=1"), "booted sandboxes kept ready per template, e.g. python=4,base=1 (empty: none)")
+	maxIdle := 30 * time.Minute
+	if v := e.envOr("DECLAW_WARM_POOL_MAX_IDLE", ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(e.stderr, "declaw server: DECLAW_WARM_POOL_MAX_IDLE=%q: want a positive duration such as 30m\n", v)
+			return 2
+		}
+		maxIdle = d
+	}
+	fs.DurationVar(&cfg.WarmPoolMaxIdle, "warm-pool-max-idle", maxIdle, "how long a pooled sandbox waits for a create before it is replaced by a fresh one (env DECLAW_WARM_POOL_MAX_IDLE)")
 	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing or built by an older recipe (e.g. base,python)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if cfg.WarmPoolMaxIdle <= 0 {
+		fmt.Fprintf(e.stderr, "declaw server: --warm-pool-max-idle %v: must be positive\n", cfg.WarmPoolMaxIdle)
 		return 2
 	}
 	var err error

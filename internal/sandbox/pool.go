@@ -85,7 +85,8 @@ func (p *pool) sizes() map[string]int {
 
 func (p *pool) loop(ctx context.Context) {
 	defer close(p.done)
-	tick := time.NewTicker(30 * time.Second)
+	// Often enough that no pooled sandbox outlives maxIdle by more than half.
+	tick := time.NewTicker(min(30*time.Second, max(p.maxIdle/2, 100*time.Millisecond)))
 	defer tick.Stop()
 	for {
 		p.recycle(ctx)

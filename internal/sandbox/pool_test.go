@@ -72,3 +72,25 @@ func TestWarmPoolClaimFailureFreesIt(t *testing.T) {
 	}
 	h.assertFreed(t)
 }
+
+// TestWarmPoolRecyclesIdle: a pooled sandbox older than WarmPoolMaxIdle is
+// destroyed and replaced by a freshly booted one.
+func TestWarmPoolRecyclesIdle(t *testing.T) {
+	h := newHarness(t, func(h *harness) {
+		h.cfg.WarmPool = map[string]int{"base": 1}
+		h.cfg.WarmPoolMaxIdle = 300 * time.Millisecond
+	})
+	waitFor(t, 5*time.Second, "the pool to boot one base sandbox", func() bool { return h.m.PoolSizes()["base"] == 1 })
+	first := h.rt.IDs()
+	if len(first) != 1 {
+		t.Fatalf("runtime ids with a pool of 1 = %v, want 1", first)
+	}
+	waitFor(t, 5*time.Second, "the idle pooled sandbox to be replaced", func() bool {
+		ids := h.rt.IDs()
+		return len(ids) == 1 && ids[0] != first[0] && h.m.PoolSizes()["base"] == 1
+	})
+	if err := h.m.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	h.assertFreed(t)
+}

@@ -46,7 +46,10 @@ type Config struct {
 	Platform    string         // runsc platform
 	PoolSize    int            // network slots kept ready
 	WarmPool    map[string]int // booted sandboxes kept ready per template
-	DNSUpstream string         // host:port of the resolver sandboxes' queries go to; default: the host's first nameserver
+	// WarmPoolMaxIdle is how long a pooled sandbox may wait for a create
+	// before it is replaced by a fresh one (default 30 minutes).
+	WarmPoolMaxIdle time.Duration
+	DNSUpstream     string // host:port of the resolver sandboxes' queries go to; default: the host's first nameserver
 	// UpstreamCAFile holds extra roots (PEM) the egress proxy trusts for
 	// upstream TLS (--upstream-ca), beside the system roots.
 	UpstreamCAFile string
@@ -211,16 +214,17 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
 	s.manager = sandbox.New(sandbox.Config{
 		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
-		DNS:            s.dns,
-		Egress:         s.egress,
-		Content:        contentAdapter{s.egress},
-		AuditRetention: cfg.AuditRetention,
-		WarmPool:       cfg.WarmPool,
-		EnvdPath:       cfg.EnvdPath,
-		RunDir:         filepath.Join(cfg.StateDir, "run"),
-		StateDir:       cfg.StateDir,
-		Resources:      sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
-		Logf:           cfg.Logf,
+		DNS:             s.dns,
+		Egress:          s.egress,
+		Content:         contentAdapter{s.egress},
+		AuditRetention:  cfg.AuditRetention,
+		WarmPool:        cfg.WarmPool,
+		WarmPoolMaxIdle: cfg.WarmPoolMaxIdle,
+		EnvdPath:        cfg.EnvdPath,
+		RunDir:          filepath.Join(cfg.StateDir, "run"),
+		StateDir:        cfg.StateDir,
+		Resources:       sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
+		Logf:            cfg.Logf,
 	})
 	audit = func(id, typ string, data any) { s.manager.Audit(context.Background(), id, typ, data) }
 	if s.flows, err = startFlowAuditor(context.WithoutCancel(ctx), ncfg.LogGroup, cfg.Logf, func(slot int) string { return s.manager.BySlot(slot) }, audit); err != nil {
