@@ -3,26 +3,36 @@
 # runsc, real network namespaces: they need root, and fail rather than skip
 # when DECLAW_E2E=1, which this script sets when run as root), the Python
 # SDK's unittest suite, and short fuzz runs.
-set -euo pipefail
+#
+# Each suite runs in its own subshell with `set -euo pipefail` (its first
+# failing command fails it), and every suite runs even when an earlier one
+# failed. The script ends with one line per suite (PASS, FAIL or SKIP and
+# its time) and exits non-zero if any suite failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
 export PATH=$PATH:/usr/local/go/bin
-./scripts/build.sh
+root=false
 if [ "$(id -u)" = 0 ]; then
+	root=true
 	export DECLAW_E2E=1
 	# Templates shared by the end-to-end tests (built once per machine).
 	export DECLAW_TEST_TEMPLATES=${DECLAW_TEST_TEMPLATES:-/var/lib/declaw/templates}
-	./bin/declaw template build --if-needed --state-dir "$(dirname "$DECLAW_TEST_TEMPLATES")" --envd bin/envd base python
 fi
-go vet ./...
-go test -count=1 -timeout 40m ./...
-if [ "$(id -u)" = 0 ]; then
+
+suite_deps() { ./scripts/deps.sh; }
+suite_build() { ./scripts/build.sh; }
+suite_templates() {
+	./bin/declaw template build --if-needed --state-dir "$(dirname "$DECLAW_TEST_TEMPLATES")" --envd bin/envd base python
+}
+suite_vet() { go vet ./...; }
+suite_gotest() { go test -count=1 -timeout 40m ./...; }
+suite_microvm() {
 	# The end-to-end suite again on the microVM runtime (QEMU; TCG on this
 	# host: a boot takes ~10 s, so a representative subset, listed in
 	# e2e/harness_test.go).
 	DECLAW_TEST_RUNTIME=microvm go test -count=1 -timeout 30m -run "$(cat e2e/microvm_subset.txt)" ./e2e
-fi
-(cd sdk/python && python3 -m unittest discover -s tests)
+}
+suite_python() { (cd sdk/python && python3 -m unittest discover -s tests); }
 
 # Bounded fuzzing of every Fuzz target (scanners, parsers, redactor).
 fuzztime=${DECLAW_FUZZTIME:-5s}
@@ -47,8 +57,53 @@ fuzz() {
 	done
 	return 1
 }
-grep -rl --include='*_test.go' '^func Fuzz' internal | xargs -n1 dirname | sort -u | while read -r pkg; do
-	for target in $(grep -h '^func Fuzz' "$pkg"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
-		fuzz "$pkg" "$target"
+suite_fuzz() {
+	grep -rl --include='*_test.go' '^func Fuzz' internal | xargs -n1 dirname | sort -u | while read -r pkg; do
+		for target in $(grep -h '^func Fuzz' "$pkg"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+			fuzz "$pkg" "$target"
+		done
 	done
-done
+}
+
+summary=()
+failed=0
+# run NAME FUNC runs one suite in a subshell with errexit on. It must be
+# called as a plain command (not under if, ||, &&): bash ignores errexit
+# inside a subshell that runs in such a context.
+run() {
+	local name=$1 fn=$2 start rc
+	echo "=== suite: $name"
+	start=$SECONDS
+	(
+		set -euo pipefail
+		"$fn"
+	)
+	rc=$?
+	local took=$((SECONDS - start))
+	if [ "$rc" = 0 ]; then
+		summary+=("$(printf 'PASS  %-20s %6ss' "$name" "$took")")
+	else
+		summary+=("$(printf 'FAIL  %-20s %6ss  (exit %s)' "$name" "$took" "$rc")")
+		failed=$((failed + 1))
+	fi
+	echo "=== suite: $name: exit $rc after ${took}s"
+}
+skip() { summary+=("$(printf 'SKIP  %-20s %6s   (%s)' "$1" - "$2")"); }
+
+run deps suite_deps
+run build suite_build
+if $root; then run templates suite_templates; else skip templates "needs root"; fi
+run "go vet" suite_vet
+run "go test" suite_gotest
+if $root; then run "microvm e2e" suite_microvm; else skip "microvm e2e" "needs root"; fi
+run python suite_python
+run fuzz suite_fuzz
+
+echo
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+if [ "$failed" -gt 0 ]; then
+	echo "$failed suite(s) failed"
+	exit 1
+fi
+echo "all suites passed"

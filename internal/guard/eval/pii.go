@@ -1,5 +1,5 @@
 // Package eval measures the guard detectors on labelled data in the
-// formats of shared/data: presidio span JSON for PII and YAML lists of
+// formats of the repository's data/ folder: presidio span JSON for PII and YAML lists of
 // {id, label, content} for prompt injection. Loading takes bytes; scoring
 // is pure.
 package eval

@@ -19,7 +19,7 @@ import (
 )
 
 // DefaultTrainFiles are the injection files the shipped model is trained
-// on; every other file in shared/data/injection is held out for
+// on; every other file in data/injection is held out for
 // evaluation.
 var DefaultTrainFiles = []string{
 	"injection/opensource_deepset_attacks.yaml",
@@ -33,7 +33,7 @@ var DefaultTrainFiles = []string{
 func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	data := fs.String("data", "../shared/data", "the shared/data directory")
+	data := fs.String("data", "data", "the data directory (the repository's data/; relative paths are from the working directory, the repository root)")
 	files := fs.String("train", strings.Join(DefaultTrainFiles, ","), "comma-separated training files, relative to -data: YAML case lists, or presidio JSON whose texts are used as benign examples")
 	outPath := fs.String("out", "internal/guard/injection/model.bin", "where to write the model")
 	folds := fs.Int("folds", 5, "cross-validation folds for the out-of-fold report (0 to skip)")
@@ -136,7 +136,7 @@ func LoadTraining(data string, files []string) (ex []injection.Example, fileOf [
 const CorpusFolds = 5
 
 // CVGroups assigns the examples to the groups of leave-one-file-out
-// cross-validation: every shared/data file is one group. A file written
+// cross-validation: every data file is one group. A file written
 // for this repository (package corpus) is split into CorpusFolds groups by
 // row (row i goes to group i mod CorpusFolds, which spreads its kinds of
 // request evenly): it is one author's ordinary requests, and holding all

@@ -1,11 +1,10 @@
 // Package guardtest builds deterministic inputs for the guard packages'
-// tests and benchmarks, and locates the shared evaluation data. It does
+// tests and benchmarks, and locates the repository's data folder. It does
 // not import testing.
 package guardtest
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -132,37 +131,52 @@ func ChatRequest(size int) []byte {
 	return body
 }
 
-// ErrNoData reports that shared/data was not found.
-var ErrNoData = errors.New("shared/data not found (set DECLAW_SHARED_DIR)")
+// Module is the module path whose root holds the data folder.
+const Module = "github.com/declaw/declaw"
 
-// DataDir returns the shared/data directory: $DECLAW_SHARED_DIR (the
-// shared directory or its data subdirectory), else the first `shared/data`
-// or `../shared/data` found walking up from the working directory.
+// DataDir returns the repository's data folder (`data/` at the module
+// root, found by walking up from the working directory to the go.mod of
+// Module). The labelled sets live in the repository, so a fresh clone
+// alone has them; nothing outside the module root is looked at.
 func DataDir() (string, error) {
-	if d := os.Getenv("DECLAW_SHARED_DIR"); d != "" {
-		for _, c := range []string{filepath.Join(d, "data"), d} {
-			if isDir(filepath.Join(c, "injection")) || isDir(filepath.Join(c, "pii")) {
-				return c, nil
-			}
-		}
-		return "", ErrNoData
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
 	}
+	d := filepath.Join(root, "data")
+	if !isDir(filepath.Join(d, "injection")) || !isDir(filepath.Join(d, "pii")) {
+		return "", fmt.Errorf("%s: no injection/ and pii/ data folders", d)
+	}
+	return d, nil
+}
+
+// ModuleRoot returns the directory of the go.mod declaring Module, the
+// working directory or its nearest ancestor holding it.
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		for _, c := range []string{filepath.Join(dir, "shared", "data"), filepath.Join(dir, "..", "shared", "data")} {
-			if isDir(filepath.Join(c, "injection")) || isDir(filepath.Join(c, "pii")) {
-				return filepath.Clean(c), nil
-			}
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && modulePath(b) == Module {
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", ErrNoData
+			return "", fmt.Errorf("module %s: no go.mod found above the working directory", Module)
 		}
 		dir = parent
 	}
+}
+
+// modulePath returns the path of a go.mod's module line.
+func modulePath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`)
+		}
+	}
+	return ""
 }
 
 func isDir(p string) bool {

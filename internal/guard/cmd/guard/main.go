@@ -1,7 +1,7 @@
 // Command guard runs the guard subcommands (scan, eval, train) standalone;
 // `declaw guard ...` is the same code.
 //
-//	go run ./internal/guard/cmd/guard eval ../shared/data/pii/*.json ../shared/data/injection/*.yaml
+//	go run ./internal/guard/cmd/guard eval data/pii/*.json data/injection/*.yaml
 package main
 
 import (

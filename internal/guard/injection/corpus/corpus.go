@@ -1,12 +1,12 @@
 // Package corpus holds training data written for this repository (as
-// opposed to the public data in shared/data), embedded so the trainer and
+// opposed to the public data in the data/ folder), embedded so the trainer and
 // its tests read the same bytes from any working directory.
 //
 // declaw_benign_requests.yaml is a hand-written list of ordinary benign
 // user requests (imperative and question form: coding, cooking, writing,
 // travel, study, home, "give instructions for ...", "provide a list of
 // ...", "write a story about ..."), including benign uses of words that
-// attacks also use. Nothing in it is copied or derived from shared/data.
+// attacks also use. Nothing in it is copied or derived from data/.
 package corpus
 
 import (

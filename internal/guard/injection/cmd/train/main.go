@@ -2,7 +2,7 @@
 // and writes the weights that package injection embeds.
 //
 //	go run ./internal/guard/injection/cmd/train \
-//	    -data ../shared/data/injection -out internal/guard/injection/model.bin
+//	    -data data -out internal/guard/injection/model.bin
 //
 // It also reports 5-fold out-of-fold TPR/FPR on the training files, which
 // is what the sensitivity thresholds were chosen from.
