@@ -85,9 +85,30 @@ func (s *Server) routes() {
 		m.HandleFunc("/sandboxes/{id}/"+p, s.auth(s.proxy.ServeHTTP))
 		m.HandleFunc("/sandboxes/{id}/"+p+"/{rest...}", s.auth(s.proxy.ServeHTTP))
 	}
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
-	})
+	m.HandleFunc("/", s.noRoute)
+}
+
+// noRoute answers a request no route took: 405 with an Allow header when
+// the path exists for other methods, else 404; both in the API's error shape
+// (the mux's own 405 is plain text and never reached behind this catch-all).
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+			Message: r.Method + " is not allowed on " + r.URL.Path + " (allowed: " + strings.Join(allow, ", ") + ")"})
+		return
+	}
+	s.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 // ServeHTTP implements http.Handler.

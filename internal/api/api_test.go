@@ -357,7 +357,7 @@ func TestKill(t *testing.T) {
 	resp, body = h.do(t, "DELETE", "/sandboxes/sbx-unknown?async=1", nil)
 	wantError(t, "DELETE /sandboxes/sbx-unknown?async=1", resp, body, 404, "sandbox_not_found")
 	resp, body = h.do(t, "GET", "/sandboxes/"+b+"/status", nil)
-	if got := decode[map[string]any](t, "status after async kill", body); got["state"] != "killed" || got["is_running"] != false {
+	if got := decode[map[string]any](t, "status after async kill", body); resp.StatusCode != 200 || got["state"] != "killed" || got["is_running"] != false {
 		t.Errorf("GET /sandboxes/%s/status right after an async kill = %s, want killed", b, body)
 	}
 
@@ -553,14 +553,25 @@ func TestUpdateNetwork(t *testing.T) {
 
 func TestUnknownRoutes(t *testing.T) {
 	h := newHarness(t)
-	for _, c := range []string{"GET /nope", "GET /sandboxes/x/y/z", "POST /health"} {
+	for _, c := range []string{"GET /nope", "GET /sandboxes/x/y/z", "PUT /nope/deeper"} {
 		method, path, _ := strings.Cut(c, " ")
 		resp, b := h.do(t, method, path, nil)
-		if resp.StatusCode == 405 {
-			// The mux answers a known path with another method with 405.
-			continue
-		}
 		wantError(t, c, resp, b, 404, "not_found")
+	}
+	// A known path with another method: 405, the API's error shape, and the
+	// methods that path does take.
+	for _, tt := range []struct{ call, allow string }{
+		{"POST /health", "GET"},
+		{"PUT /sandboxes", "GET, POST"},
+		{"POST /sandboxes/x/status", "GET"},
+		{"GET /sandboxes/x/pause", "POST"},
+	} {
+		method, path, _ := strings.Cut(tt.call, " ")
+		resp, b := h.do(t, method, path, nil)
+		wantError(t, tt.call, resp, b, 405, "method_not_allowed")
+		if got := resp.Header.Get("Allow"); got != tt.allow {
+			t.Errorf("%s: Allow = %q, want %q", tt.call, got, tt.allow)
+		}
 	}
 	resp, b := h.do(t, "GET", "/openapi.yaml", nil)
 	wantError(t, "GET /openapi.yaml without a document", resp, b, 404, "not_found")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/declaw/declaw/internal/testenv"
 )
 
 // Addresses of the emulated internet (ARCHITECTURE §3).
@@ -30,12 +32,7 @@ const echoPort = 7
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("DECLAW_E2E") == "1" {
-			t.Fatal("root tests must run as root when DECLAW_E2E=1")
-		}
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 }
 
 func randHex(t testing.TB, n int) string {

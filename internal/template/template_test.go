@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/declaw/declaw/internal/testenv"
 )
 
 func TestMmdebstrapArgs(t *testing.T) {
@@ -177,18 +179,8 @@ func TestGetSentinelsAndList(t *testing.T) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("DECLAW_E2E") == "1" {
-			t.Fatal("DECLAW_E2E=1 but not running as root")
-		}
-		t.Skip("needs root (mmdebstrap --mode=root); run as root or set DECLAW_E2E=1 in CI")
-	}
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		if os.Getenv("DECLAW_E2E") == "1" {
-			t.Fatal("mmdebstrap not installed")
-		}
-		t.Skip("mmdebstrap not installed")
-	}
+	testenv.RequireRoot(t) // mmdebstrap --mode=root
+	testenv.RequireTools(t, "mmdebstrap")
 }
 
 // TestBuildCustom builds a real template with mmdebstrap (about 30-60 s):
@@ -230,14 +222,14 @@ func TestBuildCustom(t *testing.T) {
 			t.Errorf("template lacks /%s: %v", p, err)
 		}
 	}
-	passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	passwd := mustRead(t, filepath.Join(root, "etc/passwd"))
 	if !strings.Contains(string(passwd), "user:x:1000:1000::/home/user:/bin/bash") {
 		t.Errorf("/etc/passwd lacks the user account:\n%s", passwd)
 	}
 	if fi, err := os.Stat(filepath.Join(root, "home/user")); err != nil || fi.Sys() == nil {
 		t.Errorf("stat /home/user: %v", err)
 	}
-	greeting, _ := os.ReadFile(filepath.Join(root, "etc/greeting"))
+	greeting := mustRead(t, filepath.Join(root, "etc/greeting"))
 	if string(greeting) != "hello 'quoted' world\n" {
 		t.Errorf("run command output /etc/greeting = %q", greeting)
 	}
@@ -303,7 +295,7 @@ func TestBuildPipeline(t *testing.T) {
 			t.Fatalf("Ensure: %v", err)
 		}
 	}
-	b, _ := os.ReadFile(calls)
+	b := mustRead(t, calls)
 	if n := strings.Count(string(b), "\n"); n != 1 {
 		t.Errorf("mmdebstrap ran %d times for 3 concurrent Ensure calls, want 1", n)
 	}
@@ -312,7 +304,7 @@ func TestBuildPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := tm.RootFS
-	if got, _ := os.ReadFile(filepath.Join(root, "usr/local/bin/envd")); string(got) != "envd-binary" {
+	if got := mustRead(t, filepath.Join(root, "usr/local/bin/envd")); string(got) != "envd-binary" {
 		t.Errorf("installed envd = %q", got)
 	}
 	if fi, err := os.Lstat(filepath.Join(root, "etc/resolv.conf")); err != nil || !fi.Mode().IsRegular() || fi.Size() != 0 {
@@ -321,11 +313,11 @@ func TestBuildPipeline(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, CADir)); err != nil || !fi.IsDir() {
 		t.Errorf("CA mount point %s: %v", CADir, err)
 	}
-	if hosts, _ := os.ReadFile(filepath.Join(root, "etc/hosts")); !strings.Contains(string(hosts), "localhost") {
+	if hosts := mustRead(t, filepath.Join(root, "etc/hosts")); !strings.Contains(string(hosts), "localhost") {
 		t.Errorf("/etc/hosts = %q", hosts)
 	}
 	var inner Template
-	innerJSON, _ := os.ReadFile(filepath.Join(root, "etc/declaw/template.json"))
+	innerJSON := mustRead(t, filepath.Join(root, "etc/declaw/template.json"))
 	if err := json.Unmarshal(innerJSON, &inner); err != nil || inner.Name != "python" {
 		t.Errorf("rootfs /etc/declaw/template.json = %q, %v", innerJSON, err)
 	}
@@ -342,11 +334,11 @@ func TestBuildPipeline(t *testing.T) {
 	if _, err := m.Ensure(t.Context(), "nope"); !errors.Is(err, ErrUnknownTemplate) {
 		t.Errorf("Ensure(nope) = %v, want ErrUnknownTemplate", err)
 	}
-	if b2, _ := os.ReadFile(calls); string(b2) != string(b) {
+	if b2 := mustRead(t, calls); string(b2) != string(b) {
 		t.Errorf("Ensure of a built template ran mmdebstrap again")
 	}
 	// The statx fix is compiled into the rootfs and preloaded.
-	if pre, _ := os.ReadFile(filepath.Join(root, "etc/ld.so.preload")); string(pre) != StatxFixPath+"\n" {
+	if pre := mustRead(t, filepath.Join(root, "etc/ld.so.preload")); string(pre) != StatxFixPath+"\n" {
 		t.Errorf("/etc/ld.so.preload = %q, want %s", pre, StatxFixPath)
 	}
 	if fi, err := os.Stat(filepath.Join(root, StatxFixPath)); err != nil || fi.Size() == 0 {
@@ -364,10 +356,10 @@ func TestBuildPipeline(t *testing.T) {
 	if got, err := m.Ensure(t.Context(), "python"); err != nil || !got.Current() || !got.BuiltAt.After(tm.BuiltAt) {
 		t.Errorf("Ensure of an outdated template = %+v, %v; want a new build", got, err)
 	}
-	if b2, _ := os.ReadFile(calls); strings.Count(string(b2), "\n") != 2 {
+	if b2 := mustRead(t, calls); strings.Count(string(b2), "\n") != 2 {
 		t.Errorf("mmdebstrap ran %d times after Ensure of an outdated template, want 2", strings.Count(string(b2), "\n"))
 	}
-	b, _ = os.ReadFile(calls)
+	b = mustRead(t, calls)
 
 	// A failing build leaves the old template and no temp dirs.
 	bad, err := New(Config{StateDir: state, Mmdebstrap: fakeMmdebstrap(t, calls, true)})
@@ -401,7 +393,7 @@ func TestBuildPipeline(t *testing.T) {
 	if err != nil || !second.BuiltAt.After(first.BuiltAt) || second.Spec.StartCmd != "sleep 1" {
 		t.Errorf("rebuilt mine = %+v, %v; want a newer build of the same spec", second, err)
 	}
-	if calls, _ := os.ReadFile(calls); strings.Count(string(calls), "htop") != 2 {
+	if calls := mustRead(t, calls); strings.Count(string(calls), "htop") != 2 {
 		t.Errorf("mmdebstrap calls with htop: %d, want 2", strings.Count(string(calls), "htop"))
 	}
 	if err := m.Build(t.Context(), "never-built", nil); !errors.Is(err, ErrUnknownTemplate) {
@@ -417,7 +409,7 @@ func TestBuildPipeline(t *testing.T) {
 	if err := m.Delete("python"); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile(calls)
+	before := mustRead(t, calls)
 	for range 2 {
 		go func() {
 			_, err := other.Ensure(t.Context(), "python")
@@ -433,7 +425,7 @@ func TestBuildPipeline(t *testing.T) {
 			t.Fatalf("Ensure: %v", err)
 		}
 	}
-	after, _ := os.ReadFile(calls)
+	after := mustRead(t, calls)
 	if n := strings.Count(string(after[len(before):]), "\n"); n != 1 {
 		t.Errorf("two managers ran mmdebstrap %d times for one missing template, want 1", n)
 	}
@@ -444,4 +436,15 @@ func TestBuildPipeline(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(tm.RootFS, EnvdPath)); err != nil || !fi.Mode().IsRegular() {
 		t.Errorf("envd mount point: %v %v; want a placeholder file", fi, err)
 	}
+}
+
+// mustRead returns the file's contents and fails t when it cannot be read,
+// so a missing file is never mistaken for an empty one.
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return b
 }

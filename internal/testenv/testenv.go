@@ -129,6 +129,7 @@ package testenv
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -154,6 +155,35 @@ func requireRoot(t testing.TB, euid int, e2e bool) {
 		return
 	}
 	t.Skipf("test needs root (euid %d); set DECLAW_E2E=1 to make this a failure", euid)
+}
+
+// RequireTools skips t unless every named program is on $PATH; under E2E()
+// it fails t instead, as RequireRoot does.
+func RequireTools(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			Unavailable(t, "%s not installed: %v", n, err)
+			return
+		}
+	}
+}
+
+// Unavailable reports that something an end-to-end test needs is missing:
+// it fails t under E2E() and skips it otherwise. It is the one place that
+// decides between the two, so no test skips silently in CI.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	unavailable(t, E2E(), format, args...)
+}
+
+func unavailable(t testing.TB, e2e bool, format string, args ...any) {
+	t.Helper()
+	if e2e {
+		t.Fatalf("DECLAW_E2E=1 forbids skipping: "+format, args...)
+		return
+	}
+	t.Skipf(format+" (set DECLAW_E2E=1 to make this a failure)", args...)
 }
 
 // WaitFor calls fn until it returns nil, polling with a short backoff, and

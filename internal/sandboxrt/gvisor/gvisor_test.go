@@ -22,6 +22,7 @@ import (
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/rttest"
 	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/internal/testenv"
 )
 
 func TestBuildSpec(t *testing.T) {
@@ -165,15 +166,8 @@ func TestStartRejectsBadSpecs(t *testing.T) {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("DECLAW_E2E") == "1" {
-			t.Fatal("DECLAW_E2E=1 but not running as root")
-		}
-		t.Skip("needs root (runsc, netns, cgroups)")
-	}
-	if _, err := exec.LookPath("runsc"); err != nil {
-		t.Fatalf("runsc not installed: %v", err)
-	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "runsc")
 }
 
 // testRootFS returns a root filesystem with python3: $DECLAW_TEST_ROOTFS,
