@@ -13,8 +13,7 @@ import (
 // written, renamed or removed. The request's JSON body is teed (up to a
 // cap) while it streams to envd; nothing is buffered in its way.
 type activity struct {
-	body   *capBuffer
-	status int
+	body *capBuffer
 }
 
 // auditCap bounds how much of a forwarded JSON body is kept to describe it.
