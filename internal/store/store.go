@@ -1,6 +1,20 @@
 // Package store defines the persistence seam of the server: sandboxes,
-// API keys, idempotency records and audit events. Implementations live in
-// subpackages (sqlite); they are safe for concurrent use.
+// API keys, idempotency records, snapshots and audit events.
+//
+// Implementations live in subpackages: sqlite (the embedded default) and
+// postgres (shared by several servers). Each owns its SQL and its versioned
+// migrations (package migrate); nothing above this package sees SQL. Every
+// implementation passes the conformance suite in storetest, which pins the
+// contract below:
+//   - safe for concurrent use, also by several processes on one database;
+//   - times keep at least microsecond precision and come back in UTC; a
+//     zero time stays zero;
+//   - json.RawMessage fields must hold valid JSON (or be empty) and come
+//     back byte for byte; strings must be valid UTF-8 without NUL bytes
+//     (metadata and env values may hold any character: they are stored as
+//     JSON);
+//   - audit event ids grow in the order events become visible, so a reader
+//     that pages with AfterID never skips an event appended later.
 package store
 
 import (
@@ -9,6 +23,10 @@ import (
 	"errors"
 	"time"
 )
+
+// DefaultLimit is the page size of ListSandboxes and ListAudit when the
+// caller gives none.
+const DefaultLimit = 100
 
 // ErrNotFound is returned (wrapped) when a record does not exist.
 var ErrNotFound = errors.New("not found")

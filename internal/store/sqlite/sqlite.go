@@ -1,72 +1,40 @@
 // Package sqlite is the embedded default implementation of store.Store,
 // backed by a single SQLite file (modernc.org/sqlite: pure Go, no cgo).
+// Its schema is versioned (PRAGMA user_version) and migrated on Open by the
+// steps in migrations/ (see package migrate).
 package sqlite
 
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/declaw/declaw/internal/store"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/declaw/declaw/internal/store/migrate"
+	sqlite "modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
-const schema = `
-CREATE TABLE IF NOT EXISTS sandboxes (
-	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-	id          TEXT NOT NULL UNIQUE,
-	template_id TEXT NOT NULL,
-	state       TEXT NOT NULL,
-	metadata    TEXT NOT NULL DEFAULT '{}',
-	envs        TEXT NOT NULL DEFAULT '{}',
-	timeout     INTEGER NOT NULL DEFAULT 0,
-	started_at  INTEGER NOT NULL,
-	end_at      INTEGER NOT NULL DEFAULT 0,
-	killed_at   INTEGER NOT NULL DEFAULT 0,
-	security    TEXT,
-	network     TEXT,
-	lifecycle   TEXT,
-	guest_ip    TEXT NOT NULL DEFAULT '',
-	runtime     TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
-CREATE TABLE IF NOT EXISTS idempotency (
-	key        TEXT PRIMARY KEY,
-	body_hash  TEXT NOT NULL,
-	sandbox_id TEXT NOT NULL DEFAULT '',
-	response   BLOB,
-	created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-	hash       TEXT PRIMARY KEY,
-	name       TEXT NOT NULL DEFAULT '',
-	created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-	id         INTEGER PRIMARY KEY AUTOINCREMENT,
-	sandbox_id TEXT NOT NULL,
-	ts         INTEGER NOT NULL,
-	type       TEXT NOT NULL,
-	data       TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_sandbox ON audit(sandbox_id, id);
-CREATE TABLE IF NOT EXISTS snapshots (
-	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-	id          TEXT NOT NULL UNIQUE,
-	sandbox_id  TEXT NOT NULL,
-	template_id TEXT NOT NULL,
-	source      TEXT NOT NULL,
-	kind        TEXT NOT NULL,
-	created_at  INTEGER NOT NULL,
-	size_bytes  INTEGER NOT NULL,
-	path        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS snapshots_sandbox ON snapshots(sandbox_id, seq);
-`
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migrations is the ordered schema history of this backend.
+var migrations = func() []migrate.Migration {
+	m, err := migrate.Load(migrationFiles, "migrations")
+	if err != nil {
+		panic(err) // the embedded files are part of the binary: a test catches this
+	}
+	return m
+}()
+
+// SchemaVersion is the user_version of a database this package has migrated.
+func SchemaVersion() int { return migrate.Latest(migrations) }
 
 // Store is a store.Store on one SQLite file.
 type Store struct {
@@ -75,24 +43,96 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the database at path.
+// Open opens (creating if needed) the database at path and migrates its
+// schema to SchemaVersion. A database written by a newer declaw (a higher
+// user_version) is refused with a *migrate.TooNewError and left unchanged.
 func Open(path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	return open(path, SchemaVersion())
+}
+
+// open is Open migrating only up to version target (tests build older
+// schemas with it).
+func open(path string, target int) (*Store, error) {
+	// Connection settings only: nothing here writes to the file, so a
+	// database that is refused below is left as it was. _txlock=immediate
+	// takes the write lock at BEGIN, so two processes that migrate (or
+	// read-modify-write) at once queue on busy_timeout instead of failing.
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	// One writer at a time keeps SQLite free of SQLITE_BUSY storms.
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
+	s := &Store{db: db}
+	if err := s.migrate(context.Background(), path, target); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+		return nil, err
 	}
-	return &Store{db: db}, nil
+	return s, nil
+}
+
+// migrate brings the schema from its user_version to target in one
+// transaction, after checking (before anything is written) that the
+// database is not newer than this binary.
+func (s *Store) migrate(ctx context.Context, path string, target int) error {
+	var current int
+	if err := s.db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&current); err != nil {
+		return fmt.Errorf("open sqlite %s: read schema version: %w", path, err)
+	}
+	if _, err := migrate.Plan(path, current, migrations); err != nil {
+		return err
+	}
+	// Persistent, and the first write: only once the version is known good.
+	if _, err := s.db.ExecContext(ctx, `PRAGMA journal_mode=WAL`); err != nil {
+		return fmt.Errorf("open sqlite %s: set WAL mode: %w", path, err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate sqlite %s: %w", path, err)
+	}
+	defer tx.Rollback()
+	// Read again under the write lock: another process may have migrated
+	// between the check above and BEGIN IMMEDIATE.
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&current); err != nil {
+		return fmt.Errorf("migrate sqlite %s: read schema version: %w", path, err)
+	}
+	steps, err := migrate.Plan(path, current, migrations)
+	if err != nil {
+		return err
+	}
+	if n := target - current; n < len(steps) {
+		steps = steps[:max(n, 0)]
+	}
+	for _, m := range steps {
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+			return fmt.Errorf("migrate sqlite %s to version %d (%s): %w", path, m.Version, m.Name, err)
+		}
+	}
+	if len(steps) == 0 {
+		return nil
+	}
+	// PRAGMA takes no parameters; the version is an int from our own list.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, steps[len(steps)-1].Version)); err != nil {
+		return fmt.Errorf("migrate sqlite %s: set schema version: %w", path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate sqlite %s: %w", path, err)
+	}
+	return nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
+
+// isUnique reports whether err is a UNIQUE or PRIMARY KEY violation.
+func isUnique(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
 
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
@@ -132,7 +172,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt),
 		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime)
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if isUnique(err) {
 			return fmt.Errorf("create sandbox %s: %w", sb.ID, store.ErrExists)
 		}
 		return fmt.Errorf("create sandbox %s: %w", sb.ID, err)
@@ -147,24 +187,27 @@ func orEmpty(m map[string]string) map[string]string {
 	return m
 }
 
-const sandboxCols = `seq, id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime`
+const sandboxCols = `id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime`
 
 type scanner interface{ Scan(...any) error }
 
-func scanSandbox(r scanner) (*store.Sandbox, int64, error) {
+func scanSandbox(r scanner) (*store.Sandbox, error) {
 	var (
 		sb                           store.Sandbox
-		seq                          int64
 		meta, envs                   string
 		started, end, killed         int64
 		security, network, lifecycle sql.NullString
 	)
-	if err := r.Scan(&seq, &sb.ID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
+	if err := r.Scan(&sb.ID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
 		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	_ = json.Unmarshal([]byte(meta), &sb.Metadata)
-	_ = json.Unmarshal([]byte(envs), &sb.Envs)
+	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
+		return nil, fmt.Errorf("sandbox %s: metadata: %w", sb.ID, err)
+	}
+	if err := json.Unmarshal([]byte(envs), &sb.Envs); err != nil {
+		return nil, fmt.Errorf("sandbox %s: envs: %w", sb.ID, err)
+	}
 	sb.StartedAt, sb.EndAt, sb.KilledAt = fromNano(started), fromNano(end), fromNano(killed)
 	if security.Valid {
 		sb.Security = json.RawMessage(security.String)
@@ -175,13 +218,13 @@ func scanSandbox(r scanner) (*store.Sandbox, int64, error) {
 	if lifecycle.Valid {
 		sb.Lifecycle = json.RawMessage(lifecycle.String)
 	}
-	return &sb, seq, nil
+	return &sb, nil
 }
 
 // GetSandbox returns the sandbox or ErrNotFound.
 func (s *Store) GetSandbox(ctx context.Context, id string) (*store.Sandbox, error) {
 	row := s.db.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id = ?`, id)
-	sb, _, err := scanSandbox(row)
+	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
 	}
@@ -198,7 +241,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	sb, _, err := scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id = ?`, id))
+	sb, err := scanSandbox(tx.QueryRowContext(ctx, `SELECT `+sandboxCols+` FROM sandboxes WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
 	}
@@ -226,7 +269,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*store.Sandbox, string, error) {
 	limit := f.Limit
 	if limit <= 0 {
-		limit = 100
+		limit = store.DefaultLimit
 	}
 	var (
 		where []string
@@ -243,8 +286,10 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*st
 		args = append(args, f.After)
 	}
 	for k, v := range f.Metadata {
-		where = append(where, "json_extract(metadata, ?) = ?")
-		args = append(args, "$."+jsonPathKey(k), v)
+		// json_each compares the key as a plain string: no JSON path to
+		// quote, whatever characters a user's key holds.
+		where = append(where, "EXISTS (SELECT 1 FROM json_each(sandboxes.metadata) WHERE key = ? AND value = ?)")
+		args = append(args, k, v)
 	}
 	q := `SELECT ` + sandboxCols + ` FROM sandboxes`
 	if len(where) > 0 {
@@ -259,7 +304,7 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*st
 	defer rows.Close()
 	var out []*store.Sandbox
 	for rows.Next() {
-		sb, _, err := scanSandbox(rows)
+		sb, err := scanSandbox(rows)
 		if err != nil {
 			return nil, "", fmt.Errorf("list sandboxes: %w", err)
 		}
@@ -276,19 +321,16 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*st
 	return out, next, nil
 }
 
-// jsonPathKey quotes a metadata key for a JSON path.
-func jsonPathKey(k string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(k) + `"`
-}
-
 // BeginIdempotent records rec.Key as in progress, or returns the existing record with ErrExists.
 func (s *Store) BeginIdempotent(ctx context.Context, rec store.Idempotency) (*store.Idempotency, error) {
+	now := time.Now()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO idempotency (key, body_hash, created_at) VALUES (?,?,?)`,
-		rec.Key, rec.BodyHash, unixNano(time.Now()))
+		rec.Key, rec.BodyHash, unixNano(now))
 	if err == nil {
+		rec.SandboxID, rec.Response, rec.CreatedAt = "", nil, now.UTC()
 		return &rec, nil
 	}
-	if !strings.Contains(err.Error(), "UNIQUE") && !strings.Contains(err.Error(), "PRIMARY") {
+	if !isUnique(err) {
 		return nil, fmt.Errorf("begin idempotent create %q: %w", rec.Key, err)
 	}
 	var (
@@ -320,7 +362,8 @@ func (s *Store) FinishIdempotent(ctx context.Context, key, sandboxID string, res
 
 // AddAPIKey stores a key hash (idempotent).
 func (s *Store) AddAPIKey(ctx context.Context, hash, name string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO api_keys (hash, name, created_at) VALUES (?,?,?)`, hash, name, unixNano(time.Now()))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO api_keys (hash, name, created_at) VALUES (?,?,?) ON CONFLICT (hash) DO NOTHING`,
+		hash, name, unixNano(time.Now()))
 	if err != nil {
 		return fmt.Errorf("add api key: %w", err)
 	}
@@ -375,7 +418,7 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
 	limit := q.Limit
 	if limit <= 0 {
-		limit = 100
+		limit = store.DefaultLimit
 	}
 	var (
 		where []string
@@ -388,9 +431,11 @@ func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.Audi
 	if len(q.Types) > 0 {
 		var ors []string
 		for _, t := range q.Types {
-			// A type filter "egress" matches "egress" and "egress.*".
-			ors = append(ors, "type = ? OR type LIKE ?")
-			args = append(args, t, t+".%")
+			// A type filter "egress" matches "egress" and "egress.*"
+			// (a prefix compare: no LIKE wildcards or case folding).
+			prefix := t + "."
+			ors = append(ors, "type = ? OR substr(type, 1, ?) = ?")
+			args = append(args, t, utf8.RuneCountInString(prefix), prefix)
 		}
 		where = append(where, "("+strings.Join(ors, " OR ")+")")
 	}
@@ -433,7 +478,10 @@ func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.Audi
 		}
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return out, nil
 }
 
 // PruneAudit deletes a sandbox's events older than before ("" = all sandboxes).
@@ -450,11 +498,14 @@ func (s *Store) PruneAudit(ctx context.Context, sandboxID string, before time.Ti
 	return res.RowsAffected()
 }
 
-// CreateSnapshot inserts a snapshot record.
+// CreateSnapshot inserts a snapshot record; ErrExists if the id is taken.
 func (s *Store) CreateSnapshot(ctx context.Context, sn *store.Snapshot) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO snapshots (id, sandbox_id, template_id, source, kind, created_at, size_bytes, path)
 		VALUES (?,?,?,?,?,?,?,?)`, sn.ID, sn.SandboxID, sn.TemplateID, sn.Source, sn.Kind, unixNano(sn.CreatedAt), sn.SizeBytes, sn.Path)
 	if err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("create snapshot %s: %w", sn.ID, store.ErrExists)
+		}
 		return fmt.Errorf("create snapshot %s: %w", sn.ID, err)
 	}
 	return nil
@@ -501,7 +552,10 @@ func (s *Store) ListSnapshots(ctx context.Context, sandboxID string) ([]*store.S
 		}
 		out = append(out, sn)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list snapshots of %s: %w", sandboxID, err)
+	}
+	return out, nil
 }
 
 // DeleteSnapshot deletes a snapshot record.
@@ -510,6 +564,9 @@ func (s *Store) DeleteSnapshot(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("delete snapshot %s: %w", id, err)
 	}
-	n, _ := res.RowsAffected()
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("delete snapshot %s: %w", id, err)
+	}
 	return n > 0, nil
 }
