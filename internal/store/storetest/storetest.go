@@ -257,6 +257,8 @@ func testListSandboxesMetadata(t *testing.T, s store.Store) {
 		{"team": "x", "n": "1", "nul": "a\x00b", "$.n": "0"},
 		{"team": "y", "n": "2", "ünï": "çødé", "pct": "%"},
 		nil,
+		// Values that spell out other pairs must not match them.
+		{"x": `a","team":"x`, "y": `{"team":"x"}`, "z": `\",\"team\":\"x\"}`},
 	}
 	for i, m := range metas {
 		mustCreate(t, s, &store.Sandbox{ID: fmt.Sprintf("sbx-m%d", i), TemplateID: "base", State: "running", StartedAt: base, Metadata: m})

@@ -1,0 +1,2 @@
+-- Retention prunes audit events by time across all sandboxes.
+CREATE INDEX audit_ts ON audit(ts);

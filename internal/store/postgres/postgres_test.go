@@ -1,0 +1,279 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/declaw/declaw/internal/store"
+	"github.com/declaw/declaw/internal/store/migrate"
+	"github.com/declaw/declaw/internal/store/storetest"
+	"github.com/declaw/declaw/internal/testenv"
+)
+
+// testDSN returns the test server's DSN from DECLAW_TEST_POSTGRES
+// (scripts/postgres.sh starts one and prints it). Without it the test is
+// skipped, except under DECLAW_E2E=1, where it fails.
+func testDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("DECLAW_TEST_POSTGRES")
+	if dsn == "" {
+		if testenv.E2E() {
+			t.Fatal("DECLAW_TEST_POSTGRES is not set and DECLAW_E2E=1 forbids skipping: start a server with scripts/postgres.sh and export its DSN")
+		}
+		t.Skip("DECLAW_TEST_POSTGRES is not set (scripts/postgres.sh starts a server and prints its DSN)")
+	}
+	return dsn
+}
+
+// withSearchPath returns dsn selecting schema.
+func withSearchPath(t *testing.T, dsn, schema string) string {
+	t.Helper()
+	if !IsDSN(dsn) {
+		return dsn + " search_path=" + schema
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("DECLAW_TEST_POSTGRES: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// freshSchema creates an empty schema with a unique name, dropped when the
+// test ends, and returns a DSN that uses it.
+func freshSchema(t *testing.T) string {
+	t.Helper()
+	dsn := testDSN(t)
+	var b [6]byte
+	rand.Read(b[:])
+	schema := "declaw_test_" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to DECLAW_TEST_POSTGRES: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("cleanup: connect: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			t.Errorf("cleanup: drop schema %s: %v", schema, err)
+		}
+	})
+	return withSearchPath(t, dsn, schema)
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := Open(t.Context(), freshSchema(t))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
+}
+
+// versions lists the rows of the migrations table.
+func versions(t *testing.T, s *Store) []string {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), `SELECT version, name FROM declaw_schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatalf("read migrations table: %v", err)
+	}
+	var out []string
+	for rows.Next() {
+		var (
+			v    int
+			name string
+		)
+		if err := rows.Scan(&v, &name); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d_%s", v, name))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func allVersions() []string {
+	var out []string
+	for _, m := range migrations {
+		out = append(out, fmt.Sprintf("%d_%s", m.Version, m.Name))
+	}
+	return out
+}
+
+// TestUpgradeFromEveryVersion builds a database at each older version,
+// fills it, and opens it with the current code: the data stays, the
+// remaining steps run once, a second Open changes nothing.
+func TestUpgradeFromEveryVersion(t *testing.T) {
+	ctx := context.Background()
+	for v := 1; v < SchemaVersion(); v++ {
+		t.Run(fmt.Sprintf("from%d", v), func(t *testing.T) {
+			dsn := freshSchema(t)
+			old, err := open(ctx, dsn, v)
+			if err != nil {
+				t.Fatalf("open at version %d: %v", v, err)
+			}
+			if got := versions(t, old); !slices.Equal(got, allVersions()[:v]) {
+				t.Fatalf("versions at %d = %v", v, got)
+			}
+			if err := old.CreateSandbox(ctx, &store.Sandbox{ID: "sbx-old", TemplateID: "base", State: "running", StartedAt: time.Now(), Metadata: map[string]string{"k": "v"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.AppendAudit(ctx, store.AuditEvent{SandboxID: "sbx-old", Type: "sandbox.created"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.AddAPIKey(ctx, "hash-old", "configured"); err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+			for range 2 {
+				s, err := Open(ctx, dsn)
+				if err != nil {
+					t.Fatalf("Open(version %d): %v", v, err)
+				}
+				if got := versions(t, s); !slices.Equal(got, allVersions()) {
+					t.Errorf("after Open, versions = %v; want %v", got, allVersions())
+				}
+				if sb, err := s.GetSandbox(ctx, "sbx-old"); err != nil || sb.Metadata["k"] != "v" {
+					t.Errorf("sandbox after upgrade = %+v, %v", sb, err)
+				}
+				if evs, err := s.ListAudit(ctx, store.AuditQuery{SandboxID: "sbx-old"}); err != nil || len(evs) != 1 {
+					t.Errorf("audit after upgrade = %+v, %v", evs, err)
+				}
+				if ok, err := s.HasAPIKey(ctx, "hash-old"); !ok || err != nil {
+					t.Errorf("HasAPIKey after upgrade = %v, %v", ok, err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
+
+// TestRefuseNewerDatabase: a database migrated by a newer declaw is
+// refused with a clear message and left as it was.
+func TestRefuseNewerDatabase(t *testing.T) {
+	ctx := context.Background()
+	dsn := freshSchema(t)
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := SchemaVersion() + 3
+	if _, err := s.pool.Exec(ctx, `INSERT INTO declaw_schema_migrations (version, name) VALUES ($1, 'from_the_future')`, future); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSandbox(ctx, &store.Sandbox{ID: "sbx-future", TemplateID: "base", State: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	fingerprint := func() string {
+		var fp string
+		err := s.pool.QueryRow(ctx, `SELECT
+			(SELECT string_agg(version || ':' || name || ':' || applied_at, ',' ORDER BY version) FROM declaw_schema_migrations) || '|' ||
+			(SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = current_schema()) || '|' ||
+			(SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = current_schema()) || '|' ||
+			(SELECT string_agg(id || state, ',') FROM sandboxes)`).Scan(&fp)
+		if err != nil {
+			t.Fatalf("fingerprint: %v", err)
+		}
+		return fp
+	}
+	before := fingerprint()
+
+	_, err = Open(ctx, dsn)
+	var tooNew *migrate.TooNewError
+	if !errors.Is(err, migrate.ErrTooNew) || !errors.As(err, &tooNew) || tooNew.Have != future || tooNew.Known != SchemaVersion() {
+		t.Fatalf("Open(newer database) = %v; want a TooNewError %d > %d", err, future, SchemaVersion())
+	}
+	if !strings.Contains(err.Error(), "newer declaw") {
+		t.Errorf("error %q does not say why", err)
+	}
+	if after := fingerprint(); after != before {
+		t.Errorf("the refused database changed:\n before %s\n after  %s", before, after)
+	}
+	s.Close()
+}
+
+// TestConcurrentOpen: several servers starting at once on one empty
+// database all succeed and each step runs once.
+func TestConcurrentOpen(t *testing.T) {
+	dsn := freshSchema(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for range 5 {
+		wg.Go(func() {
+			s, err := Open(context.Background(), dsn)
+			if err == nil {
+				err = s.Close()
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("concurrent Open: %v", err)
+		}
+	}
+	s, err := Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := versions(t, s); !slices.Equal(got, allVersions()) {
+		t.Errorf("versions = %v; want %v", got, allVersions())
+	}
+}
+
+// TestOpenErrorHidesPassword: a connection failure names the database but
+// never the password in the DSN.
+func TestOpenErrorHidesPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Open(ctx, "postgres://declaw:s3cret-pw@/declawdb?host="+t.TempDir()+"&connect_timeout=2")
+	if err == nil {
+		t.Fatal("Open(unreachable) succeeded")
+	}
+	if strings.Contains(err.Error(), "s3cret-pw") || !strings.Contains(err.Error(), "declawdb") {
+		t.Errorf("Open(unreachable) = %q; want the database named and the password hidden", err)
+	}
+	if _, err := Open(ctx, "postgres://x:s3cret-pw@[bad"); err == nil || strings.Contains(err.Error(), "s3cret-pw") {
+		t.Errorf("Open(malformed) = %v; want an error without the password", err)
+	}
+}
+
+func TestMigrationsLoad(t *testing.T) {
+	if _, err := migrate.Load(migrationFiles, "migrations"); err != nil {
+		t.Fatal(err)
+	}
+	// The same version means the same change in every backend: keep the
+	// names in step with the sqlite backend's.
+	if SchemaVersion() < 2 {
+		t.Fatalf("SchemaVersion = %d", SchemaVersion())
+	}
+}
