@@ -17,6 +17,7 @@ if [ "$(id -u)" = 0 ]; then
 	export DECLAW_E2E=1
 	# Templates shared by the end-to-end tests (built once per machine).
 	export DECLAW_TEST_TEMPLATES=${DECLAW_TEST_TEMPLATES:-/var/lib/declaw/templates}
+	export DECLAW_TEST_POSTGRES=${DECLAW_TEST_POSTGRES:-$(./scripts/postgres.sh)} # private Postgres for the store tests
 fi
 
 suite_deps() { ./scripts/deps.sh; }

@@ -21,6 +21,7 @@ func runServer(e *env, args []string) int {
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", e.envOr("DECLAW_LISTEN", "127.0.0.1:8080"), "address of the API (env DECLAW_LISTEN)")
 	fs.StringVar(&cfg.StateDir, "state-dir", e.envOr("DECLAW_STATE_DIR", "/var/lib/declaw"), "state directory: database, templates, runtime state (env DECLAW_STATE_DIR)")
+	fs.StringVar(&cfg.Database, "database", e.envOr("DECLAW_DATABASE", ""), "store: a SQLite file (default STATE/declaw.db) or postgres://USER@HOST/DB (one server per database; put a password in DECLAW_DATABASE or PGPASSWORD, not on the command line) (env DECLAW_DATABASE)")
 	fs.StringVar(&cfg.APIKey, "api-key", e.envOr("DECLAW_API_KEY", ""), "API key accepted by the server, stored hashed (env DECLAW_API_KEY); none: generate one into STATE/api-key")
 	fs.StringVar(&cfg.SandboxCIDR, "sandbox-cidr", e.envOr("DECLAW_SANDBOX_CIDR", "10.200.0.0/16"), "IPv4 range the sandbox links are carved from (env DECLAW_SANDBOX_CIDR)")
 	fs.StringVar(&cfg.NetPrefix, "net-prefix", e.envOr("DECLAW_NET_PREFIX", "declaw"), "name prefix of the netns, veths and nftables table the server owns")

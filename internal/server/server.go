@@ -27,7 +27,7 @@ import (
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/gvisor"
 	"github.com/declaw/declaw/internal/sandboxrt/microvm"
-	"github.com/declaw/declaw/internal/store/sqlite"
+	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/openapi"
 )
@@ -36,6 +36,7 @@ import (
 type Config struct {
 	Listen      string         // default 127.0.0.1:8080
 	StateDir    string         // default /var/lib/declaw
+	Database    string         // store: "" = SQLite STATE/declaw.db, "sqlite:PATH" or a path, or a postgres:// URL
 	APIKey      string         // added (hashed) to the store at start; may be empty if keys exist
 	SandboxCIDR string         // default 10.200.0.0/16
 	NetPrefix   string         // names of netns/veth/table; default "declaw"
@@ -72,7 +73,7 @@ type Server struct {
 	egress    *egress.Proxy
 	flows     *flowAuditor
 	runtime   sandboxrt.Runtime
-	store     *sqlite.Store
+	store     store.Store
 	templates *template.Manager
 	owner     *owner
 }
@@ -118,7 +119,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 
-	if s.store, err = sqlite.Open(filepath.Join(cfg.StateDir, "declaw.db")); err != nil {
+	if s.store, err = openStore(ctx, cfg.Database, cfg.StateDir, cfg.Logf); err != nil {
 		return nil, err
 	}
 	if err := s.setupKeys(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,12 +44,22 @@ func SchemaVersion() int { return migrate.Latest(migrations) }
 const (
 	migrateLock int64 = 0x6465636c61770001 // "declaw" 1
 	auditLock   int64 = 0x6465636c61770002
+	// serverLock is the first key of ClaimServer's two-key lock; the
+	// second is the schema's hash, so servers on separate schemas of one
+	// database do not exclude each other.
+	serverLock int32 = 0x64636c77
 )
+
+// ErrInUse is returned by ClaimServer when another server holds the database.
+var ErrInUse = errors.New("another declaw server uses this database")
 
 // Store is a store.Store on a Postgres database.
 type Store struct {
 	pool *pgxpool.Pool
 	name string // host/database, for messages (never the password)
+
+	mu    sync.Mutex
+	owner *pgxpool.Conn // holds the server lock (ClaimServer) until Close
 }
 
 var _ store.Store = (*Store)(nil)
@@ -139,8 +150,46 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 	return nil
 }
 
-// Close closes the pool.
+// ClaimServer makes this store the only server on its database (schema) until
+// Close: it takes a session advisory lock on a connection of its own, which
+// Postgres releases when that connection ends, also when the process dies.
+// A second claim (from any process) fails with ErrInUse. A server claims
+// because it treats every running sandbox in the store as its own (at
+// start it marks those left over from a previous run killed); servers that
+// share a database need cluster mode instead.
+func (s *Store) ClaimServer(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owner != nil {
+		return nil
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres %s: claim: %w", s.name, err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, serverLock).Scan(&ok); err != nil {
+		conn.Release()
+		return fmt.Errorf("postgres %s: claim: %w", s.name, err)
+	}
+	if !ok {
+		conn.Release()
+		return fmt.Errorf("postgres %s: %w (one server per database; stop the other one first)", s.name, ErrInUse)
+	}
+	s.owner = conn
+	return nil
+}
+
+// Close releases the server claim, if any, and closes the pool.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.owner != nil {
+		// Closing the connection (not returning it to the pool, which
+		// would keep the session and its lock) releases the claim.
+		s.owner.Hijack().Close(context.Background())
+		s.owner = nil
+	}
+	s.mu.Unlock()
 	s.pool.Close()
 	return nil
 }

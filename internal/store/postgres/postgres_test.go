@@ -2,91 +2,23 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/store/migrate"
+	"github.com/declaw/declaw/internal/store/postgres/pgtest"
 	"github.com/declaw/declaw/internal/store/storetest"
-	"github.com/declaw/declaw/internal/testenv"
 )
-
-// testDSN returns the test server's DSN from DECLAW_TEST_POSTGRES
-// (scripts/postgres.sh starts one and prints it). Without it the test is
-// skipped, except under DECLAW_E2E=1, where it fails.
-func testDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("DECLAW_TEST_POSTGRES")
-	if dsn == "" {
-		if testenv.E2E() {
-			t.Fatal("DECLAW_TEST_POSTGRES is not set and DECLAW_E2E=1 forbids skipping: start a server with scripts/postgres.sh and export its DSN")
-		}
-		t.Skip("DECLAW_TEST_POSTGRES is not set (scripts/postgres.sh starts a server and prints its DSN)")
-	}
-	return dsn
-}
-
-// withSearchPath returns dsn selecting schema.
-func withSearchPath(t *testing.T, dsn, schema string) string {
-	t.Helper()
-	if !IsDSN(dsn) {
-		return dsn + " search_path=" + schema
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("DECLAW_TEST_POSTGRES: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-// freshSchema creates an empty schema with a unique name, dropped when the
-// test ends, and returns a DSN that uses it.
-func freshSchema(t *testing.T) string {
-	t.Helper()
-	dsn := testDSN(t)
-	var b [6]byte
-	rand.Read(b[:])
-	schema := "declaw_test_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to DECLAW_TEST_POSTGRES: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("cleanup: connect: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("cleanup: drop schema %s: %v", schema, err)
-		}
-	})
-	return withSearchPath(t, dsn, schema)
-}
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(t.Context(), freshSchema(t))
+		s, err := Open(t.Context(), pgtest.FreshSchema(t))
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
@@ -133,7 +65,7 @@ func TestUpgradeFromEveryVersion(t *testing.T) {
 	ctx := context.Background()
 	for v := 1; v < SchemaVersion(); v++ {
 		t.Run(fmt.Sprintf("from%d", v), func(t *testing.T) {
-			dsn := freshSchema(t)
+			dsn := pgtest.FreshSchema(t)
 			old, err := open(ctx, dsn, v)
 			if err != nil {
 				t.Fatalf("open at version %d: %v", v, err)
@@ -178,7 +110,7 @@ func TestUpgradeFromEveryVersion(t *testing.T) {
 // refused with a clear message and left as it was.
 func TestRefuseNewerDatabase(t *testing.T) {
 	ctx := context.Background()
-	dsn := freshSchema(t)
+	dsn := pgtest.FreshSchema(t)
 	s, err := Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +153,7 @@ func TestRefuseNewerDatabase(t *testing.T) {
 // TestConcurrentOpen: several servers starting at once on one empty
 // database all succeed and each step runs once.
 func TestConcurrentOpen(t *testing.T) {
-	dsn := freshSchema(t)
+	dsn := pgtest.FreshSchema(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 5)
 	for range 5 {
@@ -275,5 +207,37 @@ func TestMigrationsLoad(t *testing.T) {
 	// names in step with the sqlite backend's.
 	if SchemaVersion() < 2 {
 		t.Fatalf("SchemaVersion = %d", SchemaVersion())
+	}
+}
+
+// TestClaimServer: one server per database; the claim ends with Close.
+func TestClaimServer(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.FreshSchema(t)
+	a, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.ClaimServer(ctx); err != nil {
+		t.Fatalf("first ClaimServer: %v", err)
+	}
+	if err := a.ClaimServer(ctx); err != nil {
+		t.Fatalf("ClaimServer again by the owner: %v", err)
+	}
+	if err := b.ClaimServer(ctx); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second server's ClaimServer = %v; want ErrInUse", err)
+	}
+	// The owner keeps working while it holds the claim.
+	if err := a.AddAPIKey(ctx, "h", "k"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if err := b.ClaimServer(ctx); err != nil {
+		t.Fatalf("ClaimServer after the owner closed: %v", err)
 	}
 }

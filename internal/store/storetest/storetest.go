@@ -276,7 +276,7 @@ func testListSandboxesMetadata(t *testing.T, s store.Store) {
 		{map[string]string{"nul": "a\x00b"}, []string{"sbx-m1"}},
 		{map[string]string{"ünï": "çødé"}, []string{"sbx-m2"}},
 		{map[string]string{"pct": "%"}, []string{"sbx-m2"}},
-		{map[string]string{"pct": "_"}, []string{}}, // no LIKE wildcards
+		{map[string]string{"pct": "_"}, []string{}},  // no LIKE wildcards
 		{map[string]string{"team": "X"}, []string{}}, // case matters
 		{map[string]string{"missing": ""}, []string{}},
 	} {
