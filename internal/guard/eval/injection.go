@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -20,6 +21,93 @@ type Case struct {
 	// ToolCalls holds a case's mock tool calls (Parapet's outbound
 	// cases); such a case is judged on the calls, not on Content.
 	ToolCalls []map[string]any `yaml:"mock_tool_calls" json:"mock_tool_calls,omitempty"`
+	// Messages, set instead of Content, is a chat: the injection may sit
+	// in a tool result or a later user turn.
+	Messages []Message `yaml:"messages" json:"messages,omitempty"`
+}
+
+// Message is one chat message of a case. TrustSpans, when set, mark the
+// untrusted part of its content (code-point offsets), such as the
+// retrieved document inside a tool result's wrapper text.
+type Message struct {
+	injection.Message `yaml:",inline"`
+	TrustSpans        []TrustSpan `yaml:"trust_spans" json:"trust_spans,omitempty"`
+}
+
+// TrustSpan is an untrusted range of a message's content.
+type TrustSpan struct {
+	Start  int    `yaml:"start" json:"start"`
+	End    int    `yaml:"end" json:"end"`
+	Source string `yaml:"source" json:"source,omitempty"`
+}
+
+// Untrusted returns the text of the message's trust spans joined, or its
+// whole content when it has none (or they do not fit the content).
+func (m Message) Untrusted() string {
+	if len(m.TrustSpans) == 0 {
+		return m.Content
+	}
+	r := []rune(m.Content)
+	var parts []string
+	for _, s := range m.TrustSpans {
+		if s.Start < 0 || s.End > len(r) || s.Start >= s.End {
+			return m.Content
+		}
+		parts = append(parts, string(r[s.Start:s.End]))
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Chat returns the case as chat messages: its Messages, or its Content as
+// one user message.
+func (c Case) Chat() []injection.Message {
+	if len(c.Messages) > 0 {
+		out := make([]injection.Message, len(c.Messages))
+		for i, m := range c.Messages {
+			out[i] = m.Message
+		}
+		return out
+	}
+	return []injection.Message{{Role: "user", Content: c.Content}}
+}
+
+// TrainingTexts returns the texts a case contributes to training, with its
+// label. A benign case gives every message the detector scores (each one
+// benign on its own). An attack given as a chat gives the text of its
+// untrusted messages (tool results; their trust spans where marked) if it
+// has any, else of its user turns, joined: the label says the chat holds an attack, not which
+// message, and a tool-result attack's user turn ("look up the document")
+// is benign.
+func (c Case) TrainingTexts() []string {
+	if len(c.Messages) == 0 {
+		return []string{c.Content}
+	}
+	var scored, tool, user []string
+	for _, m := range c.Messages {
+		if !injection.ScoredRole(m.Role) {
+			continue
+		}
+		// The untrusted span of a wrapped tool result, without its
+		// wrapper ("Retrieved: ..."): the wrapper is one file's template,
+		// in both its attacks and its benign rows.
+		t := m.Untrusted()
+		scored = append(scored, t)
+		if injection.UntrustedRole(m.Role) {
+			tool = append(tool, t)
+		} else {
+			user = append(user, t)
+		}
+	}
+	if !c.Malicious() {
+		return scored
+	}
+	if len(tool) > 0 {
+		return []string{strings.Join(tool, "\n")}
+	}
+	if len(user) > 0 {
+		return []string{strings.Join(user, "\n")}
+	}
+	return nil
 }
 
 // OutOfScope says why a text detector cannot judge the case, or "".
@@ -74,10 +162,7 @@ type InjectionScore struct {
 // ScoreInjection scores each case once and reports TPR and FPR at every
 // sensitivity preset (and at extra thresholds, labelled "custom").
 func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...float64) []InjectionScore {
-	scores := make([]float64, len(cases))
-	for i, c := range cases {
-		scores[i] = d.Score(c.Content, injection.Options{}).Score
-	}
+	scores := CaseScores(d, cases)
 	trained := d.Model != nil && slices.Contains(d.Model.TrainedOn, filepath.Base(file))
 	scope := ""
 	for i, c := range cases {
@@ -126,6 +211,17 @@ func ScoreInjection(d *injection.Detector, file string, cases []Case, extra ...f
 		out = append(out, r)
 	}
 	return out
+}
+
+// CaseScores scores each case: a chat message by message, by role
+// (Detector.ScoreMessages), plain content as one user message.
+func CaseScores(d *injection.Detector, cases []Case) []float64 {
+	scores := make([]float64, len(cases))
+	for i, c := range cases {
+		r, _ := d.ScoreMessages(c.Chat(), injection.Options{})
+		scores[i] = r.Score
+	}
+	return scores
 }
 
 // Pool sums the in-scope rows of the given split (trained or held out) per

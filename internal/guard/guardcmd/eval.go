@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 
@@ -46,8 +47,14 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	mism := fs.Bool("mismatches", false, "also list PII false positives and negatives")
 	typesFlag := fs.String("pii", "all", "PII types to score")
 	rulesOnly := fs.Bool("rules-only", false, "score injection with the rules alone (no model), for ablation")
+	loso := fs.Bool("loso", false, "leave-one-source-out: score every injection source of -data with a model trained on the rest (trains one model per source) and print the per-source table")
+	data := fs.String("data", "data", "with --loso: the data directory")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "with --loso: models trained at once")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *loso {
+		return runLOSO(stdout, *data, *workers, *asJSON)
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "eval: no files given")
@@ -160,4 +167,50 @@ func pct(p *float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.3f", *p)
+}
+
+// LOSOOutput is what eval --loso --json prints.
+type LOSOOutput struct {
+	Thresholds map[string]float64 `json:"thresholds"`
+	Sources    []LOSORow          `json:"sources"`
+	// Macro holds, per preset, the mean TPR over sources with attacks and
+	// the mean FPR over sources with benign cases.
+	Macro map[string]Rates `json:"macro"`
+}
+
+// LOSORow is one held-out source at the medium preset.
+type LOSORow struct {
+	Source string `json:"source"`
+	Rates
+}
+
+func runLOSO(stdout io.Writer, data string, workers int, asJSON bool) error {
+	files, err := InjectionFiles(data)
+	if err != nil {
+		return err
+	}
+	srcs, err := LoadSources(data, files)
+	if err != nil {
+		return err
+	}
+	bg, bgFile, _, err := LoadTraining(data, BackgroundFiles)
+	if err != nil {
+		return err
+	}
+	rs := LOSO(srcs, bg, bgFile, injection.TrainConfig{}, workers)
+	if !asJSON {
+		PrintLOSO(stdout, rs)
+		return nil
+	}
+	out := LOSOOutput{Thresholds: map[string]float64{"low": injection.LowThreshold, "medium": injection.MediumThreshold, "high": injection.HighThreshold}, Macro: map[string]Rates{}}
+	for _, r := range rs {
+		out.Sources = append(out.Sources, LOSORow{Source: r.Source, Rates: r.At(injection.MediumThreshold)})
+	}
+	for name, t := range out.Thresholds {
+		tpr, fpr, _, _ := Macro(rs, t)
+		out.Macro[name] = Rates{TPR: tpr, FPR: fpr}
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }

@@ -18,23 +18,40 @@ import (
 	"github.com/declaw/declaw/internal/guard/injection/corpus"
 )
 
-// DefaultTrainFiles are the injection files the shipped model is trained
-// on; every other file in data/injection is held out for
-// evaluation.
-var DefaultTrainFiles = []string{
+// DefaultInjectionFiles are the injection files the shipped model is
+// trained on (relative to the data directory): every labelled text file
+// of data/injection. l3_outbound_* are tool-call policy cases, not text.
+// How well the model does on a source it has not seen is measured by
+// leave-one-source-out (`eval --loso`), not by a held-out file.
+var DefaultInjectionFiles = []string{
+	"injection/more/l1_attacks.yaml",
+	"injection/more/l1_benign.yaml",
+	"injection/more/l1_mixed.yaml",
+	"injection/more/l3_inbound_attacks.yaml",
+	"injection/more/l3_inbound_benign.yaml",
+	"injection/more/l3_inbound_trust_attacks.yaml",
+	"injection/more/l3_inbound_trust_benign.yaml",
+	"injection/more/l3_inbound_trust_wrapped_attacks.yaml",
+	"injection/more/l3_inbound_trust_wrapped_benign.yaml",
+	"injection/more/multiturn_attacks.yaml",
+	"injection/more/multiturn_benign.yaml",
 	"injection/opensource_deepset_attacks.yaml",
 	"injection/opensource_deepset_benign.yaml",
 	"injection/opensource_gandalf_attacks.yaml",
-	"pii/presidio_synth_dataset_v2.json",
-	"pii/presidio_generated_small.json",
-	corpus.Prefix + "declaw_benign_requests.yaml",
+	"injection/opensource_giskard_attacks.yaml",
+	"injection/opensource_jbb_attacks.yaml",
+	"injection/opensource_jbb_benign.yaml",
 }
+
+// DefaultTrainFiles are all the files the shipped model is trained on,
+// as it records them: the injection files, then BackgroundFiles.
+var DefaultTrainFiles = append(slices.Clone(DefaultInjectionFiles), BackgroundFiles...)
 
 func runTrain(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "data", "the data directory (the repository's data/; relative paths are from the working directory, the repository root)")
-	files := fs.String("train", strings.Join(DefaultTrainFiles, ","), "comma-separated training files, relative to -data: YAML case lists, or presidio JSON whose texts are used as benign examples")
+	files := fs.String("train", "", "comma-separated training files, relative to -data: YAML case lists, or presidio JSON whose texts are used as benign examples (default: the shipped model's set, every source weighted by its size, see TrainingSet)")
 	outPath := fs.String("out", "internal/guard/injection/model.bin", "where to write the model")
 	folds := fs.Int("folds", 5, "cross-validation folds for the out-of-fold report (0 to skip)")
 	byFile := fs.Bool("group-cv", false, "cross-validate by file instead: each training file is scored by a model trained on the others")
@@ -48,7 +65,16 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ex, fileOf, names, err := LoadTraining(*data, strings.Split(*files, ","))
+	var ex []injection.Example
+	var fileOf []int
+	var names, trainedOn []string
+	var err error
+	if *files == "" {
+		ex, fileOf, names, trainedOn, err = TrainingSet(*data, DefaultInjectionFiles)
+	} else {
+		ex, fileOf, names, err = LoadTraining(*data, strings.Split(*files, ","))
+		trainedOn = names
+	}
 	if err != nil {
 		return err
 	}
@@ -62,7 +88,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 			pos++
 		}
 	}
-	fmt.Fprintf(stdout, "training on %d examples (%d malicious, %d benign) from %s\n", len(ex), pos, len(ex)-pos, strings.Join(names, ", "))
+	fmt.Fprintf(stdout, "training on %d examples (%d malicious, %d benign) from %s\n", len(ex), pos, len(ex)-pos, strings.Join(trainedOn, ", "))
 	switch {
 	case *byFile:
 		group, k := CVGroups(fileOf, names)
@@ -79,7 +105,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		}
 		crossValidate(stdout, ex, cfg, fold, *folds, fmt.Sprintf("%d-fold", *folds), fileOf, names, false, *worst)
 	}
-	m := injection.Train(ex, cfg, names)
+	m := injection.Train(ex, cfg, trainedOn)
 	if err := os.WriteFile(*outPath, m.Encode(), 0o644); err != nil {
 		return err
 	}
@@ -124,8 +150,13 @@ func LoadTraining(data string, files []string) (ex []injection.Example, fileOf [
 			return nil, nil, nil, fmt.Errorf("%s: %w", f, err)
 		}
 		for _, c := range cs {
-			ex = append(ex, injection.Example{Text: c.Content, Malicious: c.Malicious()})
-			fileOf = append(fileOf, len(names)-1)
+			if c.OutOfScope() != "" {
+				continue
+			}
+			for _, t := range c.TrainingTexts() {
+				ex = append(ex, injection.Example{Text: t, Malicious: c.Malicious()})
+				fileOf = append(fileOf, len(names)-1)
+			}
 		}
 	}
 	return ex, fileOf, names, nil

@@ -26,14 +26,16 @@ const (
 	High   Sensitivity = "high"
 )
 
-// Preset thresholds, read off the leave-one-file-out cross-validation of
-// the training files (`train -group-cv`), never off the held-out files:
-// the lowest thresholds at which every benign training file's out-of-fold
-// FPR is <= 1% (low), <= 3% (medium) and <= 10% (high).
+// Preset thresholds, read off the leave-one-source-out scores (`declaw
+// guard eval --loso`: every source of data/injection scored by a model
+// trained without it and without its upstream sets), never off in-sample
+// scores: the lowest thresholds at which the macro FPR over the benign
+// sources and the worst source's FPR are within 1% and 3% (low), 3% and
+// 5% (medium, the issue's bars) and 6% and 10% (high).
 const (
-	LowThreshold    = 0.67
-	MediumThreshold = 0.54
-	HighThreshold   = 0.43
+	LowThreshold    = 0.86
+	MediumThreshold = 0.74
+	HighThreshold   = 0.63
 )
 
 // Threshold returns the score threshold of the preset; unknown values
@@ -155,7 +157,10 @@ func (d *Detector) score(text string, depth int) Result {
 		bump(0.6, fmt.Sprintf("hidden:%d bidi control characters", n.Bidi))
 	}
 	if n.Invisible > 0 {
-		bump(0.6, fmt.Sprintf("hidden:%d invisible characters", n.Invisible))
+		// Zero-width joiners and spaces are common in emoji sequences
+		// and pasted web text: alone they are weak evidence (below every
+		// preset), reported as a reason.
+		bump(0.3, fmt.Sprintf("hidden:%d invisible characters", n.Invisible))
 	}
 	if depth < maxDepth {
 		for _, p := range n.Decoded {
@@ -198,3 +203,57 @@ func clip(s string, n int) string {
 // cross-validation on the training files gave the best TPR at 1% FPR at
 // 0.8 (0.858 vs 0.835 undiscounted).
 const ModelOnlyWeight = 0.8
+
+// Message is one chat message: its role (system, user, assistant, tool,
+// function, developer) and text.
+type Message struct {
+	Role    string `json:"role" yaml:"role"`
+	Content string `json:"content" yaml:"content"`
+	Name    string `json:"name,omitempty" yaml:"name"`
+}
+
+// ScoredRole reports whether messages of a role are scored. System and
+// developer messages are the operator's own configuration, and assistant
+// messages the model's output: an injection reaches the model through
+// user turns and through untrusted content (tool and function results,
+// retrieved documents). Unknown roles are scored.
+func ScoredRole(role string) bool {
+	switch strings.ToLower(role) {
+	case "system", "developer", "assistant", "model":
+		return false
+	}
+	return true
+}
+
+// UntrustedRole reports whether a role carries third-party content (tool
+// and function results) rather than the user's own words.
+func UntrustedRole(role string) bool {
+	switch strings.ToLower(role) {
+	case "tool", "function", "ipython", "tool_result":
+		return true
+	}
+	return false
+}
+
+// ScoreMessages scores a chat message by message: each message of a
+// scored role (ScoredRole) on its own, so an instruction hidden in the
+// middle of a long tool result is judged by the windows around it and not
+// diluted by the rest of the chat. The result is the highest-scoring
+// message's, with the index of that message (-1 when no message is
+// scored; the Result is then clean).
+func (d *Detector) ScoreMessages(msgs []Message, opts Options) (Result, int) {
+	best, at := Result{}, -1
+	for i, m := range msgs {
+		if !ScoredRole(m.Role) {
+			continue
+		}
+		r := d.Score(m.Content, opts)
+		if at < 0 || r.Score > best.Score {
+			best, at = r, i
+		}
+	}
+	if at < 0 {
+		best.Threshold = opts.threshold()
+	}
+	return best, at
+}

@@ -72,8 +72,15 @@ var rules = []rule{
 	// a message from the system administrator").
 	{name: "authority_impersonation", weight: 0.6, window: 80, needs: []string{"developer", "creator", "admin", "owner", "operator", "programmer", "system", "openai", "anthropic"}, words: []string{"i", "this", "message", "note", "update", "instruction", "instructions", "im"},
 		re: anchored(`(?:(?:i\s+am|i'm|im)\s+(?:your|the)|this\s+is\s+your)\s+(?:developer|creator|admin|administrator|system\s+administrator|owner|operator|programmer)s?\b|(?:message|note|instructions?|update)\s+from\s+(?:the\s+|your\s+)?(?:system|developers?|admin|administrator|openai|anthropic|creators?)\b`)},
-	{name: "role_reassignment", weight: 0.55, window: 80, words: []string{"you", "act", "behave", "respond", "pretend", "roleplay", "role", "simulate", "impersonate", "du", "tu", "agiere", "spiele", "spiel"},
-		re: anchored(`you\s+are\s+(?:now|no\s+longer|going\s+to\s+(?:be|act|pretend))|you're\s+(?:now|no\s+longer)|you\s+will\s+now\s+(?:act|be|respond)|(?:act|behave|respond)\s+(?:as|like)\s+(?:a|an|my)\b|act\s+as\s+if\b|pretend\s+(?:to\s+be|you\s+are|that\s+you)|roleplay\b|role-play\b|role\s+play\b|simulate\b|impersonate\b|du\s+bist\s+(?:jetzt|nun|ab\s+sofort)|tu\s+so\s+als|agiere\s+als|spiele?\s+die\s+rolle`)},
+	// Role reassignment: the model's identity is replaced ("you are now",
+	// "you are no longer"). A persona request ("act as a travel guide",
+	// "pretend to be", "let's role-play") is how people ordinarily ask for
+	// a style of answer: it is only a reason (weight 0.1), which adds
+	// little to model evidence around it and never flags alone.
+	{name: "role_reassignment", weight: 0.55, window: 80, words: []string{"you", "du"},
+		re: anchored(`you\s+are\s+(?:now|no\s+longer|going\s+to\s+(?:be|act|pretend))|you're\s+(?:now|no\s+longer)|you\s+will\s+now\s+(?:act|be|respond)|du\s+bist\s+(?:jetzt|nun|ab\s+sofort)`)},
+	{name: "persona_request", weight: 0.1, window: 80, words: []string{"act", "behave", "respond", "pretend", "roleplay", "role", "simulate", "impersonate", "tu", "agiere", "spiele", "spiel"},
+		re: anchored(`(?:act|behave|respond)\s+(?:as|like)\s+(?:a|an|my)\b|act\s+as\s+if\b|pretend\s+(?:to\s+be|you\s+are|that\s+you)|roleplay\b|role-play\b|role\s+play\b|simulate\b|impersonate\b|tu\s+so\s+als|agiere\s+als|spiele?\s+die\s+rolle`)},
 	{name: "jailbreak_persona", weight: 0.75, window: 80, words: []string{"dan", "stan", "aim", "dude", "betterdan", "anti", "antigpt", "developer", "god", "opposite", "jailbreak", "jailbroken", "do", "unfiltered", "uncensored", "no", "without", "evil"},
 		re: anchored(`(?:dan|stan|aim|dude|betterdan|anti-?gpt)\b(?:\s+mode|\s+which\s+stands|\s*[:,(]|\s+is\s+an?\b)|(?:developer\s+mode|god\s+mode|opposite\s+mode|jailbr(?:eak|oken)|do\s+anything\s+now|(?:unfiltered|uncensored)\b[^.!?\n]{0,30}?\b(?:ai|chatbot|bot|assistant|model|mode|gpt|llm|responses?|answers?|replies|version|persona|character|output)|(?:no|without(?:\s+any)?)\s+(?:restrictions|limitations|filters?|censorship|ethical|moral)|evil\s+(?:ai|assistant|bot|mode|confidant))\b`),
 		// A phone's or browser's developer mode.
