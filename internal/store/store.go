@@ -1,5 +1,5 @@
-// Package store defines the persistence seam of the server: sandboxes,
-// API keys, idempotency records, snapshots and audit events.
+// Package store defines the persistence seam of the server: teams, API
+// keys, sandboxes, idempotency records, snapshots and audit events.
 //
 // Implementations live in subpackages: sqlite (the embedded default) and
 // postgres (shared by several servers). Each owns its SQL and its versioned
@@ -34,9 +34,38 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned when creating a record whose key is taken.
 var ErrExists = errors.New("already exists")
 
+// DefaultTeam owns what existed before teams (migration 3) and what is
+// created without a team; the keys the server configures or generates
+// (AddAPIKey) are admin keys of this team.
+const DefaultTeam = "default"
+
+// Team is a tenant: it owns API keys, sandboxes and snapshots.
+type Team struct {
+	ID        string
+	Name      string // unique
+	CreatedAt time.Time
+}
+
+// APIKey is a stored API key. The key itself is never stored: only its
+// hash (SHA-256 hex), which authentication looks up.
+type APIKey struct {
+	ID        string // public id, for listing and revoking (KeyID of the hash)
+	Hash      string // unique
+	TeamID    string // the team whose resources the key reaches
+	Name      string
+	Admin     bool // may manage teams and keys
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while the key is valid
+}
+
+// KeyID is the public id of the key with hash: "key_" and the first 16
+// characters of the hash (the hash of a random key reveals nothing of it).
+func KeyID(hash string) string { return "key_" + hash[:min(16, len(hash))] }
+
 // Sandbox is the persisted view of one sandbox.
 type Sandbox struct {
 	ID         string
+	TeamID     string // owner; "" on create means DefaultTeam
 	TemplateID string
 	State      string // "running", "paused", "killed", ...
 	Metadata   map[string]string
@@ -54,6 +83,7 @@ type Sandbox struct {
 
 // SandboxFilter selects sandboxes for ListSandboxes. Zero values select all.
 type SandboxFilter struct {
+	TeamID   string            // "" = every team
 	States   []string          // any of
 	Metadata map[string]string // all must match
 	Limit    int               // 0 = store default (100)
@@ -87,10 +117,30 @@ type Store interface {
 	// record (the create failed and may be retried).
 	FinishIdempotent(ctx context.Context, key, sandboxID string, response []byte) error
 
-	// AddAPIKey stores the hash of an API key; HasAPIKey checks one.
+	// AddAPIKey stores the hash of an admin key of DefaultTeam (a no-op if
+	// the hash is stored); HasAPIKey reports whether hash is a valid (not
+	// revoked) key; CountAPIKeys counts valid keys.
 	AddAPIKey(ctx context.Context, hash, name string) error
 	HasAPIKey(ctx context.Context, hash string) (bool, error)
 	CountAPIKeys(ctx context.Context) (int, error)
+
+	// Teams: CreateTeam returns ErrExists for a taken id or name;
+	// GetTeam returns ErrNotFound for unknown ids; ListTeams is in
+	// creation order.
+	CreateTeam(ctx context.Context, t *Team) error
+	GetTeam(ctx context.Context, id string) (*Team, error)
+	ListTeams(ctx context.Context) ([]*Team, error)
+
+	// API keys of teams: CreateAPIKey returns ErrExists for a taken id or
+	// hash and ErrNotFound for an unknown team (a zero CreatedAt means
+	// now); LookupAPIKey returns ErrNotFound for an unknown or revoked
+	// hash; ListAPIKeys lists a team's keys ("" = all), revoked ones
+	// included, in creation order; RevokeAPIKey reports whether a valid
+	// key was revoked (from then on LookupAPIKey and HasAPIKey refuse it).
+	CreateAPIKey(ctx context.Context, k *APIKey) error
+	LookupAPIKey(ctx context.Context, hash string) (*APIKey, error)
+	ListAPIKeys(ctx context.Context, teamID string) ([]*APIKey, error)
+	RevokeAPIKey(ctx context.Context, id string) (bool, error)
 
 	// AppendAudit appends events; ListAudit queries them.
 	AppendAudit(ctx context.Context, events ...AuditEvent) error
@@ -112,6 +162,7 @@ type Store interface {
 // Snapshot is a stored filesystem snapshot of a sandbox.
 type Snapshot struct {
 	ID         string    `json:"snapshot_id"`
+	TeamID     string    `json:"-"` // owner; "" on create means DefaultTeam
 	SandboxID  string    `json:"sandbox_id"`
 	TemplateID string    `json:"template_id"`
 	Source     string    `json:"source"` // manual | pause | periodic

@@ -167,26 +167,47 @@ func (s *Store) ClaimServer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("postgres %s: claim: %w", s.name, err)
 	}
-	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, serverLock).Scan(&ok); err != nil {
-		conn.Release()
-		return fmt.Errorf("postgres %s: claim: %w", s.name, err)
+	// A server that just died may still hold the lock for a moment, until
+	// Postgres notices its connection is gone: ask again for a while.
+	deadline := time.Now().Add(claimWait)
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, serverLock).Scan(&ok); err != nil {
+			conn.Release()
+			return fmt.Errorf("postgres %s: claim: %w", s.name, err)
+		}
+		if ok {
+			s.owner = conn
+			return nil
+		}
+		if time.Now().After(deadline) {
+			conn.Release()
+			return fmt.Errorf("postgres %s: %w (one server per database; stop the other one first)", s.name, ErrInUse)
+		}
+		select {
+		case <-ctx.Done():
+			conn.Release()
+			return fmt.Errorf("postgres %s: claim: %w", s.name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if !ok {
-		conn.Release()
-		return fmt.Errorf("postgres %s: %w (one server per database; stop the other one first)", s.name, ErrInUse)
-	}
-	s.owner = conn
-	return nil
 }
+
+// claimWait is how long ClaimServer waits for another holder to go away.
+const claimWait = 3 * time.Second
 
 // Close releases the server claim, if any, and closes the pool.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.owner != nil {
-		// Closing the connection (not returning it to the pool, which
-		// would keep the session and its lock) releases the claim.
-		s.owner.Hijack().Close(context.Background())
+		// Unlock first: the server side of a closed connection lets go
+		// of its locks only when its process ends, a moment later. Then
+		// close the connection rather than return it to the pool.
+		conn := s.owner.Hijack()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, serverLock)
+		conn.Close(ctx)
+		cancel()
 		s.owner = nil
 	}
 	s.mu.Unlock()
@@ -197,6 +218,19 @@ func (s *Store) Close() error {
 func isUnique(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// isForeignKey reports whether err is a REFERENCES violation.
+func isForeignKey(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23503"
+}
+
+func teamOr(id string) string {
+	if id == "" {
+		return store.DefaultTeam
+	}
+	return id
 }
 
 // nullTime maps the zero time to NULL.
@@ -247,9 +281,9 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 		return fmt.Errorf("create sandbox %s: envs: %w", sb.ID, err)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO sandboxes
-		(id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`,
-		sb.ID, sb.TemplateID, sb.State, meta, envs, sb.Timeout,
+		(id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
+		sb.ID, teamOr(sb.TeamID), sb.TemplateID, sb.State, meta, envs, sb.Timeout,
 		nullTime(sb.StartedAt), nullTime(sb.EndAt), nullTime(sb.KilledAt),
 		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime)
 	if err != nil {
@@ -263,7 +297,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 
 // JSON columns are read as text: scanning json into Go values would turn
 // a stored JSON null into a nil pointer.
-const sandboxCols = `id, template_id, state, metadata::text, envs::text, timeout, started_at, end_at, killed_at,
+const sandboxCols = `id, team_id, template_id, state, metadata::text, envs::text, timeout, started_at, end_at, killed_at,
 	security::text, network::text, lifecycle::text, guest_ip, runtime`
 
 func scanSandbox(r pgx.Row) (*store.Sandbox, error) {
@@ -273,7 +307,7 @@ func scanSandbox(r pgx.Row) (*store.Sandbox, error) {
 		started, end, killed         *time.Time
 		security, network, lifecycle *string
 	)
-	if err := r.Scan(&sb.ID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
+	if err := r.Scan(&sb.ID, &sb.TeamID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
 		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime); err != nil {
 		return nil, err
 	}
@@ -315,9 +349,11 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 	if err != nil {
 		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
 	}
+	team := sb.TeamID
 	if err := fn(sb); err != nil {
 		return nil, err
 	}
+	sb.TeamID = team // owners do not change
 	meta, err := mapJSON(sb.Metadata)
 	if err != nil {
 		return nil, fmt.Errorf("update sandbox %s: metadata: %w", id, err)
@@ -358,6 +394,9 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*st
 		where []string
 		a     args
 	)
+	if f.TeamID != "" {
+		where = append(where, "team_id = "+a.add(f.TeamID))
+	}
 	if len(f.States) > 0 {
 		where = append(where, "state = ANY("+a.add(f.States)+")")
 	}
@@ -457,31 +496,169 @@ func (s *Store) FinishIdempotent(ctx context.Context, key, sandboxID string, res
 	return nil
 }
 
-// AddAPIKey stores a key hash (idempotent).
+// AddAPIKey stores hash as an admin key of the default team (a no-op if
+// the hash is stored, also when that key was revoked).
 func (s *Store) AddAPIKey(ctx context.Context, hash, name string) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (hash, name, created_at) VALUES ($1, $2, now()) ON CONFLICT (hash) DO NOTHING`, hash, name)
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (id, hash, team_id, name, admin, created_at) VALUES ($1, $2, $3, $4, true, now())
+		ON CONFLICT DO NOTHING`, store.KeyID(hash), hash, store.DefaultTeam, name)
 	if err != nil {
 		return fmt.Errorf("add api key: %w", err)
 	}
 	return nil
 }
 
-// HasAPIKey reports whether hash is a stored key hash.
+// HasAPIKey reports whether hash is a valid (not revoked) key's hash.
 func (s *Store) HasAPIKey(ctx context.Context, hash string) (bool, error) {
 	var ok bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_keys WHERE hash = $1)`, hash).Scan(&ok); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_keys WHERE hash = $1 AND revoked_at IS NULL)`, hash).Scan(&ok); err != nil {
 		return false, fmt.Errorf("check api key: %w", err)
 	}
 	return ok, nil
 }
 
-// CountAPIKeys returns the number of stored keys.
+// CountAPIKeys returns the number of valid keys.
 func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
 	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM api_keys`).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count api keys: %w", err)
 	}
 	return n, nil
+}
+
+// CreateTeam inserts t; ErrExists if its id or name is taken.
+func (s *Store) CreateTeam(ctx context.Context, t *store.Team) error {
+	created := t.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3)`, t.ID, t.Name, created)
+	if err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("create team %s: %w", t.ID, store.ErrExists)
+		}
+		return fmt.Errorf("create team %s: %w", t.ID, err)
+	}
+	t.CreatedAt = created.UTC()
+	return nil
+}
+
+// GetTeam returns a team or ErrNotFound.
+func (s *Store) GetTeam(ctx context.Context, id string) (*store.Team, error) {
+	var t store.Team
+	err := s.pool.QueryRow(ctx, `SELECT id, name, created_at FROM teams WHERE id = $1`, id).Scan(&t.ID, &t.Name, &t.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("team %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get team %s: %w", id, err)
+	}
+	t.CreatedAt = t.CreatedAt.UTC()
+	return &t, nil
+}
+
+// ListTeams returns every team in creation order.
+func (s *Store) ListTeams(ctx context.Context) ([]*store.Team, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, name, created_at FROM teams ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("list teams: %w", err)
+	}
+	defer rows.Close()
+	out := []*store.Team{}
+	for rows.Next() {
+		var t store.Team
+		if err := rows.Scan(&t.ID, &t.Name, &t.CreatedAt); err != nil {
+			return nil, fmt.Errorf("list teams: %w", err)
+		}
+		t.CreatedAt = t.CreatedAt.UTC()
+		out = append(out, &t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list teams: %w", err)
+	}
+	return out, nil
+}
+
+// CreateAPIKey stores k; ErrExists for a taken id or hash, ErrNotFound
+// for an unknown team.
+func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
+	created := k.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (id, hash, team_id, name, admin, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		k.ID, k.Hash, k.TeamID, k.Name, k.Admin, created, nullTime(k.RevokedAt))
+	switch {
+	case err == nil:
+		k.CreatedAt = created.UTC()
+		return nil
+	case isUnique(err):
+		return fmt.Errorf("create api key %s: %w", k.ID, store.ErrExists)
+	case isForeignKey(err):
+		return fmt.Errorf("create api key %s: team %s: %w", k.ID, k.TeamID, store.ErrNotFound)
+	}
+	return fmt.Errorf("create api key %s: %w", k.ID, err)
+}
+
+const keyCols = `id, hash, team_id, name, admin, created_at, revoked_at`
+
+func scanKey(r pgx.Row) (*store.APIKey, error) {
+	var (
+		k       store.APIKey
+		revoked *time.Time
+	)
+	if err := r.Scan(&k.ID, &k.Hash, &k.TeamID, &k.Name, &k.Admin, &k.CreatedAt, &revoked); err != nil {
+		return nil, err
+	}
+	k.CreatedAt, k.RevokedAt = k.CreatedAt.UTC(), fromNull(revoked)
+	return &k, nil
+}
+
+// LookupAPIKey returns the valid key with hash, or ErrNotFound.
+func (s *Store) LookupAPIKey(ctx context.Context, hash string) (*store.APIKey, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`, hash))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("api key: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up api key: %w", err)
+	}
+	return k, nil
+}
+
+// ListAPIKeys returns a team's keys ("" = every team's), revoked ones
+// included, in creation order.
+func (s *Store) ListAPIKeys(ctx context.Context, teamID string) ([]*store.APIKey, error) {
+	var a args
+	q := `SELECT ` + keyCols + ` FROM api_keys`
+	if teamID != "" {
+		q += ` WHERE team_id = ` + a.add(teamID)
+	}
+	rows, err := s.pool.Query(ctx, q+` ORDER BY seq`, a...)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	defer rows.Close()
+	out := []*store.APIKey{}
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list api keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeAPIKey revokes a valid key; false if id is unknown or revoked.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, id)
+	if err != nil {
+		return false, fmt.Errorf("revoke api key %s: %w", id, err)
+	}
+	return tag.RowsAffected() > 0, nil
 }
 
 // AppendAudit appends events in one transaction. The transaction holds
@@ -592,8 +769,8 @@ func (s *Store) PruneAudit(ctx context.Context, sandboxID string, before time.Ti
 
 // CreateSnapshot inserts a snapshot record; ErrExists if the id is taken.
 func (s *Store) CreateSnapshot(ctx context.Context, sn *store.Snapshot) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO snapshots (id, sandbox_id, template_id, source, kind, created_at, size_bytes, path)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`, sn.ID, sn.SandboxID, sn.TemplateID, sn.Source, sn.Kind, nullTime(sn.CreatedAt), sn.SizeBytes, sn.Path)
+	_, err := s.pool.Exec(ctx, `INSERT INTO snapshots (id, team_id, sandbox_id, template_id, source, kind, created_at, size_bytes, path)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`, sn.ID, teamOr(sn.TeamID), sn.SandboxID, sn.TemplateID, sn.Source, sn.Kind, nullTime(sn.CreatedAt), sn.SizeBytes, sn.Path)
 	if err != nil {
 		if isUnique(err) {
 			return fmt.Errorf("create snapshot %s: %w", sn.ID, store.ErrExists)
@@ -603,14 +780,14 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn *store.Snapshot) error {
 	return nil
 }
 
-const snapshotCols = `id, sandbox_id, template_id, source, kind, created_at, size_bytes, path`
+const snapshotCols = `id, team_id, sandbox_id, template_id, source, kind, created_at, size_bytes, path`
 
 func scanSnapshot(r pgx.Row) (*store.Snapshot, error) {
 	var (
 		sn      store.Snapshot
 		created *time.Time
 	)
-	if err := r.Scan(&sn.ID, &sn.SandboxID, &sn.TemplateID, &sn.Source, &sn.Kind, &created, &sn.SizeBytes, &sn.Path); err != nil {
+	if err := r.Scan(&sn.ID, &sn.TeamID, &sn.SandboxID, &sn.TemplateID, &sn.Source, &sn.Kind, &created, &sn.SizeBytes, &sn.Path); err != nil {
 		return nil, err
 	}
 	sn.CreatedAt = fromNull(created)

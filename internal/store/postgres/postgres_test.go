@@ -58,6 +58,19 @@ func allVersions() []string {
 	return out
 }
 
+// seedSQL fills a database at schema version v with one sandbox, one
+// audit event and one API key, in SQL that version understands.
+func seedSQL(v int) []string {
+	out := []string{
+		`INSERT INTO sandboxes (id, template_id, state, metadata, started_at) VALUES ('sbx-old', 'base', 'running', '{"k":"v"}', now())`,
+		`INSERT INTO audit (sandbox_id, ts, type, data) VALUES ('sbx-old', now(), 'sandbox.created', '{"n":1}')`,
+	}
+	if v < 3 {
+		return append(out, `INSERT INTO api_keys (hash, name, created_at) VALUES ('hash-old', 'configured', now())`)
+	}
+	return append(out, `INSERT INTO api_keys (id, hash, team_id, name, admin, created_at) VALUES ('key_hash-old', 'hash-old', 'default', 'configured', true, now())`)
+}
+
 // TestUpgradeFromEveryVersion builds a database at each older version,
 // fills it, and opens it with the current code: the data stays, the
 // remaining steps run once, a second Open changes nothing.
@@ -73,14 +86,10 @@ func TestUpgradeFromEveryVersion(t *testing.T) {
 			if got := versions(t, old); !slices.Equal(got, allVersions()[:v]) {
 				t.Fatalf("versions at %d = %v", v, got)
 			}
-			if err := old.CreateSandbox(ctx, &store.Sandbox{ID: "sbx-old", TemplateID: "base", State: "running", StartedAt: time.Now(), Metadata: map[string]string{"k": "v"}}); err != nil {
-				t.Fatal(err)
-			}
-			if err := old.AppendAudit(ctx, store.AuditEvent{SandboxID: "sbx-old", Type: "sandbox.created"}); err != nil {
-				t.Fatal(err)
-			}
-			if err := old.AddAPIKey(ctx, "hash-old", "configured"); err != nil {
-				t.Fatal(err)
+			for _, q := range seedSQL(v) {
+				if _, err := old.pool.Exec(ctx, q); err != nil {
+					t.Fatalf("seed version %d: %s: %v", v, q, err)
+				}
 			}
 			old.Close()
 			for range 2 {
@@ -91,14 +100,14 @@ func TestUpgradeFromEveryVersion(t *testing.T) {
 				if got := versions(t, s); !slices.Equal(got, allVersions()) {
 					t.Errorf("after Open, versions = %v; want %v", got, allVersions())
 				}
-				if sb, err := s.GetSandbox(ctx, "sbx-old"); err != nil || sb.Metadata["k"] != "v" {
+				if sb, err := s.GetSandbox(ctx, "sbx-old"); err != nil || sb.Metadata["k"] != "v" || sb.TeamID != store.DefaultTeam {
 					t.Errorf("sandbox after upgrade = %+v, %v", sb, err)
 				}
-				if evs, err := s.ListAudit(ctx, store.AuditQuery{SandboxID: "sbx-old"}); err != nil || len(evs) != 1 {
+				if evs, err := s.ListAudit(ctx, store.AuditQuery{SandboxID: "sbx-old"}); err != nil || len(evs) != 1 || string(evs[0].Data) != `{"n":1}` {
 					t.Errorf("audit after upgrade = %+v, %v", evs, err)
 				}
-				if ok, err := s.HasAPIKey(ctx, "hash-old"); !ok || err != nil {
-					t.Errorf("HasAPIKey after upgrade = %v, %v", ok, err)
+				if k, err := s.LookupAPIKey(ctx, "hash-old"); err != nil || !k.Admin || k.TeamID != store.DefaultTeam || k.ID != store.KeyID("hash-old") {
+					t.Errorf("API key after upgrade = %+v, %v", k, err)
 				}
 				s.Close()
 			}

@@ -115,7 +115,26 @@ func TestUpgradeFromV1(t *testing.T) {
 	if n, _ := s.CountAPIKeys(ctx); n != 2 {
 		t.Errorf("CountAPIKeys = %d; want 2", n)
 	}
-	if sn, err := s.GetSnapshot(ctx, "snap-v1"); err != nil || sn.SandboxID != "sbx-v1-paused" || sn.SizeBytes != 4096 || !sn.CreatedAt.Equal(base.Add(4*time.Minute)) {
+	// Migration 3: what existed belongs to the default team, whose admin
+	// keys the old keys become (they could do everything before).
+	if teams, err := s.ListTeams(ctx); err != nil || len(teams) != 1 || teams[0].ID != store.DefaultTeam {
+		t.Errorf("teams = %+v, %v; want only %q", teams, err, store.DefaultTeam)
+	}
+	keys, err := s.ListAPIKeys(ctx, store.DefaultTeam)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys of the default team = %+v, %v; want the 2 old keys", keys, err)
+	}
+	for _, k := range keys {
+		if !k.Admin || k.ID != store.KeyID(k.Hash) || !k.RevokedAt.IsZero() || k.CreatedAt.IsZero() || (k.Name != "configured" && k.Name != "generated") {
+			t.Errorf("old key after migration = %+v; want a valid admin key with id KeyID(hash) and its name", k)
+		}
+	}
+	for _, sb := range all {
+		if sb.TeamID != store.DefaultTeam {
+			t.Errorf("sandbox %s team %q; want %q", sb.ID, sb.TeamID, store.DefaultTeam)
+		}
+	}
+	if sn, err := s.GetSnapshot(ctx, "snap-v1"); err != nil || sn.SandboxID != "sbx-v1-paused" || sn.TeamID != store.DefaultTeam || sn.SizeBytes != 4096 || !sn.CreatedAt.Equal(base.Add(4*time.Minute)) {
 		t.Errorf("GetSnapshot(snap-v1) = %+v, %v", sn, err)
 	}
 	rec, err := s.BeginIdempotent(ctx, store.Idempotency{Key: "idem-v1", BodyHash: "bodyhash"})
@@ -165,17 +184,34 @@ func TestReopenIsIdempotent(t *testing.T) {
 	}
 }
 
+// seedSQL fills a database at schema version v with one sandbox, one
+// audit event and one API key, in SQL that version understands (the
+// current Go code only speaks the newest schema).
+func seedSQL(v int) []string {
+	out := []string{
+		`INSERT INTO sandboxes (id, template_id, state, metadata, started_at) VALUES ('sbx-old', 'base', 'running', '{"k":"v"}', 1795168800123456789)`,
+		`INSERT INTO audit (sandbox_id, ts, type, data) VALUES ('sbx-old', 1795168800123456789, 'sandbox.created', '{"n":1}')`,
+	}
+	if v < 3 {
+		return append(out, `INSERT INTO api_keys (hash, name, created_at) VALUES ('hash-old', 'configured', 1795168800123456789)`)
+	}
+	return append(out, `INSERT INTO api_keys (id, hash, team_id, name, admin, created_at) VALUES ('key_hash-old', 'hash-old', 'default', 'configured', 1, 1795168800123456789)`)
+}
+
 // TestUpgradeFromEveryVersion builds a database at each older version with
-// this package's own steps and opens it with the current code.
+// this package's own steps, fills it, and opens it with the current code.
 func TestUpgradeFromEveryVersion(t *testing.T) {
+	ctx := context.Background()
 	for v := 1; v < SchemaVersion(); v++ {
 		path := filepath.Join(t.TempDir(), "declaw.db")
 		s, err := open(path, v)
 		if err != nil {
 			t.Fatalf("open at version %d: %v", v, err)
 		}
-		if err := s.CreateSandbox(context.Background(), &store.Sandbox{ID: "sbx-old", TemplateID: "base", State: "running", StartedAt: time.Now()}); err != nil {
-			t.Fatal(err)
+		for _, q := range seedSQL(v) {
+			if _, err := s.db.Exec(q); err != nil {
+				t.Fatalf("seed version %d: %s: %v", v, q, err)
+			}
 		}
 		s.Close()
 		if got := userVersion(t, path); got != v {
@@ -185,8 +221,14 @@ func TestUpgradeFromEveryVersion(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open(version %d): %v", v, err)
 		}
-		if _, err := s.GetSandbox(context.Background(), "sbx-old"); err != nil {
-			t.Errorf("after upgrade from version %d: %v", v, err)
+		if sb, err := s.GetSandbox(ctx, "sbx-old"); err != nil || sb.Metadata["k"] != "v" || sb.TeamID != store.DefaultTeam {
+			t.Errorf("sandbox after upgrade from version %d = %+v, %v", v, sb, err)
+		}
+		if evs, err := s.ListAudit(ctx, store.AuditQuery{SandboxID: "sbx-old"}); err != nil || len(evs) != 1 || string(evs[0].Data) != `{"n":1}` {
+			t.Errorf("audit after upgrade from version %d = %+v, %v", v, evs, err)
+		}
+		if k, err := s.LookupAPIKey(ctx, "hash-old"); err != nil || k.TeamID != store.DefaultTeam || !k.Admin {
+			t.Errorf("API key after upgrade from version %d = %+v, %v", v, k, err)
 		}
 		s.Close()
 	}

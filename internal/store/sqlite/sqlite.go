@@ -134,6 +134,19 @@ func isUnique(err error) bool {
 	return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
+// isForeignKey reports whether err is a REFERENCES violation.
+func isForeignKey(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
+
+func teamOr(id string) string {
+	if id == "" {
+		return store.DefaultTeam
+	}
+	return id
+}
+
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -166,9 +179,9 @@ func nullRaw(r json.RawMessage) any {
 // CreateSandbox inserts sb; ErrExists if the id is taken.
 func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes
-		(id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		sb.ID, sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
+		(id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		sb.ID, teamOr(sb.TeamID), sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
 		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt),
 		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime)
 	if err != nil {
@@ -187,7 +200,7 @@ func orEmpty(m map[string]string) map[string]string {
 	return m
 }
 
-const sandboxCols = `id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime`
+const sandboxCols = `id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime`
 
 type scanner interface{ Scan(...any) error }
 
@@ -198,7 +211,7 @@ func scanSandbox(r scanner) (*store.Sandbox, error) {
 		started, end, killed         int64
 		security, network, lifecycle sql.NullString
 	)
-	if err := r.Scan(&sb.ID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
+	if err := r.Scan(&sb.ID, &sb.TeamID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
 		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime); err != nil {
 		return nil, err
 	}
@@ -248,9 +261,11 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 	if err != nil {
 		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
 	}
+	team := sb.TeamID
 	if err := fn(sb); err != nil {
 		return nil, err
 	}
+	sb.TeamID = team // owners do not change
 	_, err = tx.ExecContext(ctx, `UPDATE sandboxes SET template_id=?, state=?, metadata=?, envs=?, timeout=?,
 		started_at=?, end_at=?, killed_at=?, security=?, network=?, lifecycle=?, guest_ip=?, runtime=? WHERE id=?`,
 		sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
@@ -275,6 +290,10 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]*st
 		where []string
 		args  []any
 	)
+	if f.TeamID != "" {
+		where = append(where, "team_id = ?")
+		args = append(args, f.TeamID)
+	}
 	if len(f.States) > 0 {
 		where = append(where, "state IN ("+strings.TrimSuffix(strings.Repeat("?,", len(f.States)), ",")+")")
 		for _, st := range f.States {
@@ -360,32 +379,179 @@ func (s *Store) FinishIdempotent(ctx context.Context, key, sandboxID string, res
 	return nil
 }
 
-// AddAPIKey stores a key hash (idempotent).
+// AddAPIKey stores hash as an admin key of the default team (a no-op if
+// the hash is stored, also when that key was revoked).
 func (s *Store) AddAPIKey(ctx context.Context, hash, name string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO api_keys (hash, name, created_at) VALUES (?,?,?) ON CONFLICT (hash) DO NOTHING`,
-		hash, name, unixNano(time.Now()))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO api_keys (id, hash, team_id, name, admin, created_at) VALUES (?,?,?,?,1,?)
+		ON CONFLICT DO NOTHING`, store.KeyID(hash), hash, store.DefaultTeam, name, unixNano(time.Now()))
 	if err != nil {
 		return fmt.Errorf("add api key: %w", err)
 	}
 	return nil
 }
 
-// HasAPIKey reports whether hash is a stored key hash.
+// HasAPIKey reports whether hash is a valid (not revoked) key's hash.
 func (s *Store) HasAPIKey(ctx context.Context, hash string) (bool, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys WHERE hash = ?`, hash).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys WHERE hash = ? AND revoked_at = 0`, hash).Scan(&n); err != nil {
 		return false, fmt.Errorf("check api key: %w", err)
 	}
 	return n > 0, nil
 }
 
-// CountAPIKeys returns the number of stored keys.
+// CountAPIKeys returns the number of valid keys.
 func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
 	var n int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys`).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys WHERE revoked_at = 0`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count api keys: %w", err)
 	}
 	return n, nil
+}
+
+// CreateTeam inserts t; ErrExists if its id or name is taken.
+func (s *Store) CreateTeam(ctx context.Context, t *store.Team) error {
+	created := t.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO teams (id, name, created_at) VALUES (?,?,?)`, t.ID, t.Name, unixNano(created))
+	if err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("create team %s: %w", t.ID, store.ErrExists)
+		}
+		return fmt.Errorf("create team %s: %w", t.ID, err)
+	}
+	t.CreatedAt = created.UTC()
+	return nil
+}
+
+// GetTeam returns a team or ErrNotFound.
+func (s *Store) GetTeam(ctx context.Context, id string) (*store.Team, error) {
+	var (
+		t       store.Team
+		created int64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, created_at FROM teams WHERE id = ?`, id).Scan(&t.ID, &t.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("team %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get team %s: %w", id, err)
+	}
+	t.CreatedAt = fromNano(created)
+	return &t, nil
+}
+
+// ListTeams returns every team in creation order.
+func (s *Store) ListTeams(ctx context.Context) ([]*store.Team, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created_at FROM teams ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("list teams: %w", err)
+	}
+	defer rows.Close()
+	out := []*store.Team{}
+	for rows.Next() {
+		var (
+			t       store.Team
+			created int64
+		)
+		if err := rows.Scan(&t.ID, &t.Name, &created); err != nil {
+			return nil, fmt.Errorf("list teams: %w", err)
+		}
+		t.CreatedAt = fromNano(created)
+		out = append(out, &t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list teams: %w", err)
+	}
+	return out, nil
+}
+
+// CreateAPIKey stores k; ErrExists for a taken id or hash, ErrNotFound
+// for an unknown team.
+func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
+	created := k.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO api_keys (id, hash, team_id, name, admin, created_at, revoked_at) VALUES (?,?,?,?,?,?,?)`,
+		k.ID, k.Hash, k.TeamID, k.Name, k.Admin, unixNano(created), unixNano(k.RevokedAt))
+	switch {
+	case err == nil:
+		k.CreatedAt = created.UTC()
+		return nil
+	case isUnique(err):
+		return fmt.Errorf("create api key %s: %w", k.ID, store.ErrExists)
+	case isForeignKey(err):
+		return fmt.Errorf("create api key %s: team %s: %w", k.ID, k.TeamID, store.ErrNotFound)
+	}
+	return fmt.Errorf("create api key %s: %w", k.ID, err)
+}
+
+const keyCols = `id, hash, team_id, name, admin, created_at, revoked_at`
+
+func scanKey(r scanner) (*store.APIKey, error) {
+	var (
+		k                store.APIKey
+		created, revoked int64
+	)
+	if err := r.Scan(&k.ID, &k.Hash, &k.TeamID, &k.Name, &k.Admin, &created, &revoked); err != nil {
+		return nil, err
+	}
+	k.CreatedAt, k.RevokedAt = fromNano(created), fromNano(revoked)
+	return &k, nil
+}
+
+// LookupAPIKey returns the valid key with hash, or ErrNotFound.
+func (s *Store) LookupAPIKey(ctx context.Context, hash string) (*store.APIKey, error) {
+	k, err := scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyCols+` FROM api_keys WHERE hash = ? AND revoked_at = 0`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("api key: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up api key: %w", err)
+	}
+	return k, nil
+}
+
+// ListAPIKeys returns a team's keys ("" = every team's), revoked ones
+// included, in creation order.
+func (s *Store) ListAPIKeys(ctx context.Context, teamID string) ([]*store.APIKey, error) {
+	q, args := `SELECT `+keyCols+` FROM api_keys`, []any{}
+	if teamID != "" {
+		q += ` WHERE team_id = ?`
+		args = append(args, teamID)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	defer rows.Close()
+	out := []*store.APIKey{}
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list api keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list api keys: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeAPIKey revokes a valid key; false if id is unknown or revoked.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = 0`, unixNano(time.Now()), id)
+	if err != nil {
+		return false, fmt.Errorf("revoke api key %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("revoke api key %s: %w", id, err)
+	}
+	return n > 0, nil
 }
 
 // AppendAudit appends events in one transaction.
@@ -500,8 +666,8 @@ func (s *Store) PruneAudit(ctx context.Context, sandboxID string, before time.Ti
 
 // CreateSnapshot inserts a snapshot record; ErrExists if the id is taken.
 func (s *Store) CreateSnapshot(ctx context.Context, sn *store.Snapshot) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO snapshots (id, sandbox_id, template_id, source, kind, created_at, size_bytes, path)
-		VALUES (?,?,?,?,?,?,?,?)`, sn.ID, sn.SandboxID, sn.TemplateID, sn.Source, sn.Kind, unixNano(sn.CreatedAt), sn.SizeBytes, sn.Path)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO snapshots (id, team_id, sandbox_id, template_id, source, kind, created_at, size_bytes, path)
+		VALUES (?,?,?,?,?,?,?,?,?)`, sn.ID, teamOr(sn.TeamID), sn.SandboxID, sn.TemplateID, sn.Source, sn.Kind, unixNano(sn.CreatedAt), sn.SizeBytes, sn.Path)
 	if err != nil {
 		if isUnique(err) {
 			return fmt.Errorf("create snapshot %s: %w", sn.ID, store.ErrExists)
@@ -511,14 +677,14 @@ func (s *Store) CreateSnapshot(ctx context.Context, sn *store.Snapshot) error {
 	return nil
 }
 
-const snapshotCols = `id, sandbox_id, template_id, source, kind, created_at, size_bytes, path`
+const snapshotCols = `id, team_id, sandbox_id, template_id, source, kind, created_at, size_bytes, path`
 
 func scanSnapshot(r scanner) (*store.Snapshot, error) {
 	var (
 		sn      store.Snapshot
 		created int64
 	)
-	if err := r.Scan(&sn.ID, &sn.SandboxID, &sn.TemplateID, &sn.Source, &sn.Kind, &created, &sn.SizeBytes, &sn.Path); err != nil {
+	if err := r.Scan(&sn.ID, &sn.TeamID, &sn.SandboxID, &sn.TemplateID, &sn.Source, &sn.Kind, &created, &sn.SizeBytes, &sn.Path); err != nil {
 		return nil, err
 	}
 	sn.CreatedAt = fromNano(created)

@@ -36,6 +36,9 @@ func Run(t *testing.T, open Opener) {
 		{"Idempotency", testIdempotency},
 		{"IdempotencyConcurrent", testIdempotencyConcurrent},
 		{"APIKeys", testAPIKeys},
+		{"Teams", testTeams},
+		{"TeamAPIKeys", testTeamAPIKeys},
+		{"SandboxTeams", testSandboxTeams},
 		{"Audit", testAudit},
 		{"AuditTypes", testAuditTypes},
 		{"AuditPaging", testAuditPaging},
@@ -653,5 +656,204 @@ func testSnapshots(t *testing.T, s store.Store) {
 	}
 	if list, _ := s.ListSnapshots(ctx, "sbx-b"); len(list) != 1 || list[0].ID != "snap-x" {
 		t.Errorf("ListSnapshots(sbx-b) = %+v; want snap-x", list)
+	}
+}
+
+func testTeams(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	teams, err := s.ListTeams(ctx)
+	if err != nil || len(teams) != 1 || teams[0].ID != store.DefaultTeam || teams[0].Name != store.DefaultTeam {
+		t.Fatalf("ListTeams(new store) = %+v, %v; want only %q", teams, err, store.DefaultTeam)
+	}
+	before := time.Now().Add(-time.Second)
+	a := &store.Team{ID: "team-a", Name: "Team A ✓"}
+	if err := s.CreateTeam(ctx, a); err != nil {
+		t.Fatalf("CreateTeam(a): %v", err)
+	}
+	if a.CreatedAt.Before(before) {
+		t.Errorf("CreateTeam set CreatedAt %v; want now", a.CreatedAt)
+	}
+	if err := s.CreateTeam(ctx, &store.Team{ID: "team-b", Name: "b", CreatedAt: base}); err != nil {
+		t.Fatalf("CreateTeam(b): %v", err)
+	}
+	for _, dup := range []*store.Team{{ID: "team-a", Name: "other"}, {ID: "team-c", Name: "Team A ✓"}, {ID: store.DefaultTeam, Name: "x"}} {
+		if err := s.CreateTeam(ctx, dup); !errors.Is(err, store.ErrExists) {
+			t.Errorf("CreateTeam(%+v) = %v; want ErrExists", dup, err)
+		}
+	}
+	got, err := s.GetTeam(ctx, "team-b")
+	if err != nil || got.Name != "b" || !sameTime(got.CreatedAt, base) {
+		t.Errorf("GetTeam(team-b) = %+v, %v", got, err)
+	}
+	if got, err := s.GetTeam(ctx, "team-a"); err != nil || got.Name != "Team A ✓" || !sameTime(got.CreatedAt, a.CreatedAt) {
+		t.Errorf("GetTeam(team-a) = %+v, %v; want %+v", got, err, a)
+	}
+	if _, err := s.GetTeam(ctx, "team-c"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetTeam(unknown) = %v; want ErrNotFound", err)
+	}
+	teams, err = s.ListTeams(ctx)
+	var names []string
+	for _, tm := range teams {
+		names = append(names, tm.ID)
+	}
+	if err != nil || !slices.Equal(names, []string{store.DefaultTeam, "team-a", "team-b"}) {
+		t.Errorf("ListTeams = %v, %v; want default, team-a, team-b", names, err)
+	}
+}
+
+func testTeamAPIKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"team-a", "team-b"} {
+		if err := s.CreateTeam(ctx, &store.Team{ID: id, Name: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ka := &store.APIKey{ID: store.KeyID("hash-a-0123456789abcdef"), Hash: "hash-a-0123456789abcdef", TeamID: "team-a", Name: "ci"}
+	kb := &store.APIKey{ID: "key_b", Hash: "hash-b", TeamID: "team-b", Name: "admin of b", Admin: true, CreatedAt: base}
+	for _, k := range []*store.APIKey{ka, kb} {
+		if err := s.CreateAPIKey(ctx, k); err != nil {
+			t.Fatalf("CreateAPIKey(%s): %v", k.ID, err)
+		}
+	}
+	if ka.CreatedAt.IsZero() {
+		t.Error("CreateAPIKey left CreatedAt zero; want now")
+	}
+	for _, bad := range []struct {
+		k    *store.APIKey
+		want error
+	}{
+		{&store.APIKey{ID: "key_x", Hash: "hash-a-0123456789abcdef", TeamID: "team-b"}, store.ErrExists},
+		{&store.APIKey{ID: ka.ID, Hash: "hash-new", TeamID: "team-b"}, store.ErrExists},
+		{&store.APIKey{ID: "key_y", Hash: "hash-y", TeamID: "no-such-team"}, store.ErrNotFound},
+	} {
+		if err := s.CreateAPIKey(ctx, bad.k); !errors.Is(err, bad.want) {
+			t.Errorf("CreateAPIKey(%+v) = %v; want %v", bad.k, err, bad.want)
+		}
+	}
+	got, err := s.LookupAPIKey(ctx, "hash-a-0123456789abcdef")
+	if err != nil || got.ID != "key_hash-a-012345678" || got.TeamID != "team-a" || got.Name != "ci" || got.Admin || !got.RevokedAt.IsZero() || !sameTime(got.CreatedAt, ka.CreatedAt) {
+		t.Errorf("LookupAPIKey(a) = %+v, %v; want %+v", got, err, ka)
+	}
+	if got, err := s.LookupAPIKey(ctx, "hash-b"); err != nil || !got.Admin || got.TeamID != "team-b" || !sameTime(got.CreatedAt, base) {
+		t.Errorf("LookupAPIKey(b) = %+v, %v", got, err)
+	}
+	for _, h := range []string{"hash-y", "", "HASH-B"} {
+		if _, err := s.LookupAPIKey(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("LookupAPIKey(%q) = %v; want ErrNotFound", h, err)
+		}
+	}
+	// The default team's admin key, as the server stores its configured key.
+	if err := s.AddAPIKey(ctx, "hash-configured", "configured"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LookupAPIKey(ctx, "hash-configured"); err != nil || got.TeamID != store.DefaultTeam || !got.Admin || got.ID != store.KeyID("hash-configured") || got.Name != "configured" {
+		t.Errorf("LookupAPIKey(AddAPIKey's) = %+v, %v; want an admin key of the default team", got, err)
+	}
+	keyIDs := func(team string) []string {
+		keys, err := s.ListAPIKeys(ctx, team)
+		if err != nil {
+			t.Fatalf("ListAPIKeys(%q): %v", team, err)
+		}
+		out := []string{}
+		for _, k := range keys {
+			out = append(out, k.ID)
+		}
+		return out
+	}
+	if got := keyIDs("team-a"); !slices.Equal(got, []string{ka.ID}) {
+		t.Errorf("ListAPIKeys(team-a) = %v", got)
+	}
+	if got := keyIDs(""); !slices.Equal(got, []string{ka.ID, "key_b", store.KeyID("hash-configured")}) {
+		t.Errorf("ListAPIKeys(all) = %v; want creation order", got)
+	}
+	if got := keyIDs("no-such-team"); len(got) != 0 {
+		t.Errorf("ListAPIKeys(unknown team) = %v", got)
+	}
+
+	// Revocation is immediate and final.
+	if n, _ := s.CountAPIKeys(ctx); n != 3 {
+		t.Errorf("CountAPIKeys = %d; want 3", n)
+	}
+	if ok, err := s.RevokeAPIKey(ctx, ka.ID); !ok || err != nil {
+		t.Fatalf("RevokeAPIKey(a) = %v, %v; want true", ok, err)
+	}
+	if ok, err := s.RevokeAPIKey(ctx, ka.ID); ok || err != nil {
+		t.Errorf("RevokeAPIKey(a) again = %v, %v; want false", ok, err)
+	}
+	if ok, err := s.RevokeAPIKey(ctx, "key_unknown"); ok || err != nil {
+		t.Errorf("RevokeAPIKey(unknown) = %v, %v; want false", ok, err)
+	}
+	if _, err := s.LookupAPIKey(ctx, ka.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LookupAPIKey(revoked) = %v; want ErrNotFound", err)
+	}
+	if ok, err := s.HasAPIKey(ctx, ka.Hash); ok || err != nil {
+		t.Errorf("HasAPIKey(revoked) = %v, %v; want false", ok, err)
+	}
+	if n, _ := s.CountAPIKeys(ctx); n != 2 {
+		t.Errorf("CountAPIKeys after a revoke = %d; want 2", n)
+	}
+	keys, _ := s.ListAPIKeys(ctx, "team-a")
+	if len(keys) != 1 || keys[0].RevokedAt.IsZero() || time.Since(keys[0].RevokedAt) > time.Minute {
+		t.Errorf("ListAPIKeys(team-a) after revoke = %+v; want the key with RevokedAt about now", keys)
+	}
+	// Adding a revoked key's hash again does not bring it back.
+	if err := s.AddAPIKey(ctx, ka.Hash, "again"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.HasAPIKey(ctx, ka.Hash); ok {
+		t.Error("AddAPIKey revived a revoked key")
+	}
+	if ok, err := s.HasAPIKey(ctx, "hash-b"); !ok || err != nil {
+		t.Errorf("HasAPIKey(b) = %v, %v; revoking a's key touched b's", ok, err)
+	}
+}
+
+func testSandboxTeams(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for i, team := range []string{"team-a", "team-b", "", "team-a"} {
+		mustCreate(t, s, &store.Sandbox{ID: fmt.Sprintf("sbx-t%d", i), TeamID: team, TemplateID: "base", State: "running", StartedAt: base,
+			Metadata: map[string]string{"k": "v"}})
+	}
+	if got, err := s.GetSandbox(ctx, "sbx-t2"); err != nil || got.TeamID != store.DefaultTeam {
+		t.Errorf("GetSandbox(created without team) = %+v, %v; want team %q", got, err, store.DefaultTeam)
+	}
+	if got, err := s.GetSandbox(ctx, "sbx-t0"); err != nil || got.TeamID != "team-a" {
+		t.Errorf("GetSandbox(sbx-t0) = %+v, %v; want team-a", got, err)
+	}
+	for _, tc := range []struct {
+		f    store.SandboxFilter
+		want []string
+	}{
+		{store.SandboxFilter{TeamID: "team-a"}, []string{"sbx-t0", "sbx-t3"}},
+		{store.SandboxFilter{TeamID: "team-b", Metadata: map[string]string{"k": "v"}, States: []string{"running"}}, []string{"sbx-t1"}},
+		{store.SandboxFilter{TeamID: store.DefaultTeam}, []string{"sbx-t2"}},
+		{store.SandboxFilter{TeamID: "team-c"}, []string{}},
+		{store.SandboxFilter{}, []string{"sbx-t0", "sbx-t1", "sbx-t2", "sbx-t3"}},
+		{store.SandboxFilter{TeamID: "team-a", Limit: 1, After: "sbx-t0"}, []string{"sbx-t3"}},
+	} {
+		got, _, err := s.ListSandboxes(ctx, tc.f)
+		if err != nil || !slices.Equal(ids(got), tc.want) {
+			t.Errorf("ListSandboxes(%+v) = %v, %v; want %v", tc.f, ids(got), err, tc.want)
+		}
+	}
+	// The owner is fixed at create.
+	got, err := s.UpdateSandbox(ctx, "sbx-t0", func(sb *store.Sandbox) error { sb.TeamID, sb.State = "team-b", "paused"; return nil })
+	if err != nil || got.TeamID != "team-a" || got.State != "paused" {
+		t.Errorf("UpdateSandbox(change team) = %+v, %v; want team-a kept, state changed", got, err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sbx-t0"); got == nil || got.TeamID != "team-a" {
+		t.Errorf("after UpdateSandbox, team = %+v; want team-a", got)
+	}
+	// Snapshots keep their team too.
+	for id, team := range map[string]string{"snap-a": "team-a", "snap-d": ""} {
+		if err := s.CreateSnapshot(ctx, &store.Snapshot{ID: id, TeamID: team, SandboxID: "sbx-t0", TemplateID: "base", Source: "manual", Kind: "filesystem", CreatedAt: base}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sn, err := s.GetSnapshot(ctx, "snap-a"); err != nil || sn.TeamID != "team-a" {
+		t.Errorf("GetSnapshot(snap-a) = %+v, %v; want team-a", sn, err)
+	}
+	if sn, err := s.GetSnapshot(ctx, "snap-d"); err != nil || sn.TeamID != store.DefaultTeam {
+		t.Errorf("GetSnapshot(snap-d) = %+v, %v; want the default team", sn, err)
 	}
 }
