@@ -490,17 +490,33 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"deleted": ok})
 }
 
-// restoreSandbox serves POST /sandboxes/{id}/restore[?snapshot_id=]: a new
-// sandbox with the snapshot's files.
+// restoreSandbox serves POST /sandboxes/{id}/restore[?snapshot_id=][&fork=true]:
+// the sandbox itself goes back to the snapshot, under the same id (200
+// {sandbox_id, node_id, snapshot_id}); with fork=true a NEW sandbox is
+// started from the snapshot instead (201, its id in sandbox_id).
 func (s *Server) restoreSandbox(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	fork := false
+	if v := q.Get("fork"); v != "" {
+		var err error
+		if fork, err = strconv.ParseBool(v); err != nil {
+			s.writeError(w, r, badRequest("invalid_argument", "fork must be true or false"))
+			return
+		}
+	}
+	// A restore is not abandoned half-way when the client goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Minute)
 	defer cancel()
-	info, token, sn, err := s.cfg.Sandboxes.Restore(ctx, r.PathValue("id"), r.URL.Query().Get("snapshot_id"))
+	restore, status := s.cfg.Sandboxes.Restore, http.StatusOK
+	if fork {
+		restore, status = s.cfg.Sandboxes.Fork, http.StatusCreated
+	}
+	info, token, sn, err := restore(ctx, r.PathValue("id"), q.Get("snapshot_id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{
+	writeJSON(w, status, map[string]any{
 		"sandbox_id": info.SandboxID, "snapshot_id": sn.ID, "node_id": "local",
 		"envd_access_token": token, "sandbox": info,
 	})

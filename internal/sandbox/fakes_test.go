@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -189,8 +190,9 @@ func (f *fakeTemplates) RootFS(ctx context.Context, name string) (string, error)
 // until a gate is closed.
 type loggingRuntime struct {
 	*rttest.Fake
-	log  *eventLog
-	gate chan struct{} // if non-nil, Destroy waits for it to be closed
+	log     *eventLog
+	gate    chan struct{}   // if non-nil, Destroy waits for it to be closed
+	onStart func(id string) // if non-nil, called after each start
 }
 
 func (r *loggingRuntime) Start(ctx context.Context, spec sandboxrt.Spec) error {
@@ -198,6 +200,9 @@ func (r *loggingRuntime) Start(ctx context.Context, spec sandboxrt.Spec) error {
 		return err
 	}
 	r.log.add("runtime.start")
+	if r.onStart != nil {
+		r.onStart(spec.ID)
+	}
 	return nil
 }
 
@@ -221,6 +226,43 @@ type fakeEnvd struct {
 	initStatus int
 	inits      []envdapi.InitRequest
 	paths      []string // method and path of every authenticated call
+
+	// A toy filesystem per sandbox id, emptied when its container starts
+	// (as a fresh overlay over the template is): GET /snapshot answers it
+	// as JSON, PUT /snapshot merges such JSON into it.
+	files     map[string]map[string]string
+	putStatus int           // if set, PUT /snapshot fails with it
+	putGate   chan struct{} // if set, PUT /snapshot waits for it to be closed
+}
+
+// started empties sandbox id's files (its container was started).
+func (e *fakeEnvd) started(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.files == nil {
+		e.files = map[string]map[string]string{}
+	}
+	e.files[id] = map[string]string{}
+}
+
+// write sets a file of sandbox id, as a command in it would.
+func (e *fakeEnvd) write(id, path, content string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.files[id][path] = content
+}
+
+// fs returns a copy of sandbox id's files.
+func (e *fakeEnvd) fs(id string) map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.files[id])
+}
+
+func (e *fakeEnvd) callPaths() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.paths)
 }
 
 func newFakeEnvd(t *testing.T, rt *rttest.Fake) *fakeEnvd {
@@ -267,7 +309,8 @@ func (e *fakeEnvd) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := r.Header.Get(envdapi.AccessTokenHeader)
-	if _, ok := tokensOf(e.rt)[tok]; !ok || tok == "" {
+	id, ok := tokensOf(e.rt)[tok]
+	if !ok || tok == "" {
 		w.WriteHeader(http.StatusUnauthorized)
 		json.NewEncoder(w).Encode(envdapi.Error{Message: "bad access token", Code: "unauthorized"})
 		return
@@ -291,8 +334,43 @@ func (e *fakeEnvd) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	case "/snapshot":
+		e.serveSnapshot(w, r, id)
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+func (e *fakeEnvd) serveSnapshot(w http.ResponseWriter, r *http.Request, id string) {
+	switch r.Method {
+	case http.MethodGet:
+		e.mu.Lock()
+		b, _ := json.Marshal(e.files[id])
+		e.mu.Unlock()
+		w.Write(b)
+	case http.MethodPut:
+		e.mu.Lock()
+		status, gate := e.putStatus, e.putGate
+		e.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
+		if status != 0 {
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(envdapi.Error{Message: "cannot extract", Code: "internal"})
+			return
+		}
+		var in map[string]string
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		e.mu.Lock()
+		maps.Copy(e.files[id], in)
+		e.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
 	}
 }
 
@@ -333,9 +411,10 @@ func newHarness(t *testing.T, edit ...func(*harness)) *harness {
 		runDir: filepath.Join(dir, "run"),
 	}
 	h.envd = newFakeEnvd(t, h.rt.Fake)
+	h.rt.onStart = h.envd.started
 	h.cfg = Config{
 		Store: st, Runtime: h.rt, Network: h.net, Templates: &fakeTemplates{dir: dir}, DNS: h.dns,
-		EnvdPath: "/opt/declaw/envd", RunDir: h.runDir, EnvdReady: 5 * time.Second, EnvdPort: h.envd.port(),
+		EnvdPath: "/opt/declaw/envd", RunDir: h.runDir, StateDir: dir, EnvdReady: 5 * time.Second, EnvdPort: h.envd.port(),
 		Logf: t.Logf,
 	}
 	for _, f := range edit {

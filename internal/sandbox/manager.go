@@ -121,14 +121,17 @@ type Manager struct {
 
 	stopSampling context.CancelFunc
 
-	secretsMu sync.Mutex
-	secrets   map[string][][]byte // sandbox id -> masked env values (see secrets.go)
-	auditOff  map[string]bool     // sandbox id -> its policy turned audit off
-	pool      *pool
+	secretsMu  sync.Mutex
+	secrets    map[string][][]byte // sandbox id -> masked env values (see secrets.go)
+	auditOff   map[string]bool     // sandbox id -> its policy turned audit off
+	secretsGen uint64              // bumped whenever the two maps above are set
+	secretsSet map[string]uint64   // sandbox id -> secretsGen when its entries were set
+	pool       *pool
 
 	mu        sync.Mutex
 	instances map[string]*instance
-	bySlot    map[int]string // network slot index -> id of the sandbox holding it
+	bySlot    map[int]string           // network slot index -> id of the sandbox holding it
+	restoring map[string]chan struct{} // sandbox id -> closed when its restore ends (restore.go)
 	closed    bool
 }
 
@@ -140,6 +143,9 @@ type instance struct {
 	token    string
 	base     *url.URL
 	undo     cleanup
+	spec     sandboxrt.Spec      // what the runtime was started with; a restore starts it again
+	init     envdapi.InitRequest // what envd's /init got; a restore sends it again
+	gone     chan struct{}       // closed once the sandbox is killed and forgotten
 
 	dying atomic.Bool // an async kill was accepted: no more requests reach envd
 
@@ -210,10 +216,11 @@ func New(cfg Config) *Manager {
 		ForceAttemptHTTP2:   false,
 	}
 	m := &Manager{
-		cfg:       cfg,
-		client:    &http.Client{Transport: tr},
-		instances: map[string]*instance{},
-		bySlot:    map[int]string{},
+		cfg:        cfg,
+		client:     &http.Client{Transport: tr},
+		instances:  map[string]*instance{},
+		bySlot:     map[int]string{},
+		secretsSet: map[string]uint64{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSampling = cancel
@@ -261,7 +268,14 @@ func newID(prefix string, n int) string {
 }
 
 // Create starts a sandbox and returns once envd in it answers.
-func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ string, err error) {
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (*Info, string, error) {
+	return m.create(ctx, req, nil)
+}
+
+// create starts a sandbox; with from, one that holds a snapshot's files
+// (restore.go): they are in place before its policy, envs and CA, and
+// before anyone can reach it.
+func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnapshot) (_ *Info, _ string, err error) {
 	if req.Template == "" {
 		req.Template = "base"
 	}
@@ -318,9 +332,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 		return nil, "", fmt.Errorf("create sandbox: %w", ErrUnavailable)
 	}
 	start := time.Now()
-	inst, warm := m.pool.take(req.Template)
+	var (
+		inst *instance
+		warm bool
+	)
+	if from == nil {
+		inst, warm = m.pool.take(req.Template)
+	}
 	if !warm {
-		if inst, err = m.boot(ctx, req.Template, rootfs); err != nil {
+		if inst, err = m.boot(ctx, from.sandboxID(), req.Template, rootfs); err != nil {
 			return nil, "", err
 		}
 	}
@@ -332,7 +352,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 		}
 	}()
 	inst.timeout, inst.lifecycle, inst.intercept = timeout, lc, req.Network.Intercept
-	rec, err := m.claim(ctx, inst, req, netPolicy, sec)
+	if from != nil {
+		if err := m.putSnapshot(ctx, inst, from.archive); err != nil {
+			return nil, "", fmt.Errorf("restore snapshot %s into sandbox %s: %w", from.snap.ID, inst.id, err)
+		}
+	}
+	rec, err := m.claim(ctx, inst, req, netPolicy, sec, from.prevRecord())
 	if err != nil {
 		return nil, "", err
 	}
@@ -350,6 +375,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 	inst.mu.Unlock()
 
 	took := time.Since(start)
+	if from != nil {
+		m.cfg.Logf("sandbox %s: started from snapshot %s in %v (slot %s, %s)", inst.id, from.snap.ID, took.Round(time.Millisecond), inst.slot.NetNS, inst.slot.GuestIP)
+		return infoFrom(rec), inst.token, nil // the caller audits the restore
+	}
 	m.cfg.Logf("sandbox %s: created from template %s in %v (warm=%v, slot %s, %s)", inst.id, req.Template, took.Round(time.Millisecond), warm, inst.slot.NetNS, inst.slot.GuestIP)
 	m.audit(ctx, inst.id, "sandbox.created", map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": took.Milliseconds(), "warm": warm})
 	return infoFrom(rec), inst.token, nil
@@ -358,9 +387,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (_ *Info, _ str
 // boot starts a sandbox that belongs to nobody yet: a network slot (which
 // drops all traffic until a policy is applied), its run files, the runtime
 // container and envd answering. No user code, env or policy is in it.
-// Every resource is on inst.undo; on error they are already freed.
-func (m *Manager) boot(ctx context.Context, template, rootfs string) (_ *instance, err error) {
-	inst := &instance{id: newID("sbx-", 6), template: template, token: newID("", 24), state: StateRunning}
+// id is the sandbox id ("" = a new one; a restore of a killed sandbox
+// passes its id). Every resource is on inst.undo; on error they are
+// already freed.
+func (m *Manager) boot(ctx context.Context, id, template, rootfs string) (_ *instance, err error) {
+	inst := &instance{id: cmp.Or(id, newID("sbx-", 6)), template: template, token: newID("", 24), state: StateRunning, gone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			if cerr := inst.undo.run(ctx); cerr != nil {
@@ -399,6 +430,7 @@ func (m *Manager) boot(ctx context.Context, template, rootfs string) (_ *instanc
 	if err := m.cfg.Runtime.Start(ctx, spec); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, m.cfg.Runtime.Name(), err)
 	}
+	inst.spec = spec
 	inst.undo.add("runtime", func(ctx context.Context) error { return m.cfg.Runtime.Destroy(ctx, inst.id) })
 
 	inst.base = &url.URL{Scheme: "http", Host: netip.AddrPortFrom(slot.GuestIP, uint16(cmp.Or(m.cfg.EnvdPort, envdapi.Port))).String()}
@@ -410,8 +442,9 @@ func (m *Manager) boot(ctx context.Context, template, rootfs string) (_ *instanc
 
 // claim hands a booted sandbox to a user: its network policy, DNS, egress
 // and content inspection, its environment and CA (through envd's /init,
-// before any user command), and its record in the store.
-func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed, sec *policy.Security) (*store.Sandbox, error) {
+// before any user command), and its record in the store: a new one, or
+// for a restore of the killed sandbox prev, prev brought back to life.
+func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed, sec *policy.Security, prev *store.Sandbox) (*store.Sandbox, error) {
 	slot := inst.slot
 	init := envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}
 	if inst.intercept && m.cfg.Content != nil {
@@ -453,6 +486,7 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 			return nil, hostErr
 		}
 	}
+	inst.init = init
 
 	now := time.Now().UTC()
 	rec := &store.Sandbox{
@@ -471,7 +505,11 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 	if rec.Network, err = json.Marshal(req.Network); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: encode network policy: %w", inst.id, err)
 	}
-	if err := m.cfg.Store.CreateSandbox(ctx, rec); err != nil {
+	if prev != nil {
+		if rec, err = m.revive(ctx, rec); err != nil {
+			return nil, err
+		}
+	} else if err := m.cfg.Store.CreateSandbox(ctx, rec); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", inst.id, err)
 	}
 	m.mu.Lock()
@@ -670,6 +708,12 @@ func (m *Manager) kill(ctx context.Context, id, reason string) (bool, error) {
 	}
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
+	return m.killLocked(ctx, inst, reason)
+}
+
+// killLocked kills inst; the caller holds inst.mu.
+func (m *Manager) killLocked(ctx context.Context, inst *instance, reason string) (bool, error) {
+	id := inst.id
 	if inst.state == StateKilled {
 		return false, nil
 	}
@@ -679,8 +723,13 @@ func (m *Manager) kill(ctx context.Context, id, reason string) (bool, error) {
 	}
 	err := inst.undo.run(ctx)
 	m.mu.Lock()
-	delete(m.instances, id)
+	if m.instances[id] == inst {
+		delete(m.instances, id)
+	}
 	m.mu.Unlock()
+	if inst.gone != nil {
+		close(inst.gone)
+	}
 	if reason != "" {
 		m.markKilled(ctx, id, reason)
 	}

@@ -114,7 +114,7 @@ func (p *pool) fill(ctx context.Context) {
 		rootfs, err := p.m.cfg.Templates.RootFS(ctx, template)
 		if err == nil {
 			var inst *instance
-			if inst, err = p.m.boot(ctx, template, rootfs); err == nil {
+			if inst, err = p.m.boot(ctx, "", template, rootfs); err == nil {
 				// The first command then finds the shell in the page cache
 				// (~10 ms less under gVisor). A failure only costs that.
 				if werr := p.m.envdJSON(ctx, inst, http.MethodPost, "/warmup", nil, nil); werr != nil {

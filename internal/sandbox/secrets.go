@@ -38,14 +38,25 @@ func (m *Manager) rememberSecrets(id string, vals [][]byte) {
 		m.secrets = map[string][][]byte{}
 	}
 	m.secrets[id] = vals
+	m.secretsGen++
+	m.secretsSet[id] = m.secretsGen
 }
 
+// forgetSecrets forgets a killed sandbox's secrets and audit switch a
+// minute later, unless a restore of the sandbox has set them again.
 func (m *Manager) forgetSecrets(id string) {
+	m.secretsMu.Lock()
+	gen := m.secretsSet[id]
+	m.secretsMu.Unlock()
 	time.AfterFunc(time.Minute, func() {
 		m.secretsMu.Lock()
+		defer m.secretsMu.Unlock()
+		if m.secretsSet[id] != gen {
+			return
+		}
 		delete(m.secrets, id)
 		delete(m.auditOff, id)
-		m.secretsMu.Unlock()
+		delete(m.secretsSet, id)
 	})
 }
 
@@ -61,6 +72,8 @@ func (m *Manager) setAuditOff(id string) {
 		m.auditOff = map[string]bool{}
 	}
 	m.auditOff[id] = true
+	m.secretsGen++
+	m.secretsSet[id] = m.secretsGen
 }
 
 // auditDropped reports whether an event of typ for sandbox id is gated off.

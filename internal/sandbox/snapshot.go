@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
-	"github.com/declaw/declaw/internal/network"
-	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/store"
 )
 
@@ -116,93 +113,4 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, id, snapID string) (bool, 
 	os.Remove(sn.Path)
 	m.audit(ctx, id, "sandbox.snapshot_deleted", map[string]any{"snapshot_id": snapID})
 	return ok, nil
-}
-
-// Restore creates a new sandbox from a snapshot of sandbox id (the newest
-// when snapID is empty): same template, metadata, security and network
-// policy, with the snapshot's files extracted before it is returned.
-// Env values that were masked in the record are not restored.
-func (m *Manager) Restore(ctx context.Context, id, snapID string) (*Info, string, *store.Snapshot, error) {
-	src, err := m.cfg.Store.GetSandbox(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, "", nil, err
-	}
-	var sn *store.Snapshot
-	if snapID == "" {
-		list, err := m.cfg.Store.ListSnapshots(ctx, id)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		if len(list) == 0 {
-			return nil, "", nil, fmt.Errorf("sandbox %s has no snapshot: %w", id, ErrSnapshotNotFound)
-		}
-		sn = list[0]
-	} else if sn, err = m.cfg.Store.GetSnapshot(ctx, snapID); err != nil || sn.SandboxID != id {
-		return nil, "", nil, fmt.Errorf("snapshot %s of sandbox %s: %w", snapID, id, ErrSnapshotNotFound)
-	}
-	req := CreateRequest{Template: src.TemplateID, Metadata: src.Metadata, Lifecycle: src.Lifecycle}
-	if src.Timeout > 0 {
-		t := src.Timeout
-		req.Timeout = &t
-	} else {
-		zero := 0
-		req.Timeout = &zero
-	}
-	envs := map[string]string{}
-	for k, v := range src.Envs {
-		if v != "***" {
-			envs[k] = v
-		}
-	}
-	req.Envs = envs
-	if len(src.Security) > 0 {
-		if req.Security, err = policy.Parse(src.Security); err != nil {
-			return nil, "", nil, fmt.Errorf("restore %s: stored policy: %w", id, err)
-		}
-	}
-	if len(src.Network) > 0 {
-		var np network.Policy
-		if err := json.Unmarshal(src.Network, &np); err != nil {
-			return nil, "", nil, fmt.Errorf("restore %s: stored network policy: %w", id, err)
-		}
-		req.Network = np
-	}
-	info, token, err := m.Create(ctx, req)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	if err := m.restoreFiles(ctx, info.SandboxID, sn.Path); err != nil {
-		m.Kill(context.WithoutCancel(ctx), info.SandboxID)
-		return nil, "", nil, fmt.Errorf("restore snapshot %s: %w", sn.ID, err)
-	}
-	m.audit(ctx, info.SandboxID, "sandbox.restored", map[string]any{"from_sandbox": id, "snapshot_id": sn.ID})
-	return info, token, sn, nil
-}
-
-func (m *Manager) restoreFiles(ctx context.Context, id, archive string) error {
-	t, err := m.Envd(ctx, id)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(archive)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, t.BaseURL.String()+"/snapshot", f)
-	req.Header.Set(envdapi.AccessTokenHeader, t.Token)
-	req.Header.Set("Content-Type", "application/gzip")
-	resp, err := m.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("envd answered %s: %s", resp.Status, b)
-	}
-	return nil
 }
