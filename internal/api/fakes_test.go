@@ -174,6 +174,12 @@ func (e *fakeEnvd) serve(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(10 * time.Second):
 		}
 		fmt.Fprintf(w, "event: exit\ndata: {\"type\":\"exit\",\"exit_code\":0}\n\n")
+	case "/snapshot":
+		if r.Method == http.MethodGet {
+			w.Write([]byte("fake snapshot archive"))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	case "/files", "/files/raw":
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Query().Get("path"), "bytes": n})
@@ -215,7 +221,7 @@ func newHarness(t *testing.T) *harness {
 	h.envd = newFakeEnvd(t, h.rt)
 	h.m = sandbox.New(sandbox.Config{
 		Store: st, Runtime: h.rt, Network: h.net, Templates: fakeTemplates{dir: dir}, DNS: fakeDNS{},
-		EnvdPath: "/opt/declaw/envd", RunDir: filepath.Join(dir, "run"), EnvdReady: 5 * time.Second,
+		EnvdPath: "/opt/declaw/envd", RunDir: filepath.Join(dir, "run"), StateDir: dir, EnvdReady: 5 * time.Second,
 		EnvdPort: h.envd.port(), Logf: t.Logf,
 	})
 	h.api = New(Config{Sandboxes: h.m, Store: st, Logf: t.Logf, Health: func() map[string]any { return map[string]any{"runtime": "fake"} }})
