@@ -695,10 +695,13 @@ class Sandbox:
 
     delete_snapshot = _dual(_delete_snapshot_class, _delete_snapshot_instance)
 
-    def _restore_instance(self, snapshot_id: Optional[str] = None, request_timeout: Optional[float] = None) -> "Sandbox":
-        """A NEW sandbox made from one of this sandbox's snapshots; see
-        ``Sandbox.restore``."""
-        return type(self)._restore_with(self._config, self._sandbox_id, snapshot_id, request_timeout)
+    def _restore_instance(
+        self, snapshot_id: Optional[str] = None, request_timeout: Optional[float] = None, *, fork: bool = False
+    ) -> "Sandbox":
+        """Restore THIS sandbox in place to one of its snapshots (see
+        ``Sandbox.restore``); returns a Sandbox of the same id (this object
+        stays usable too). ``fork=True`` starts a new sandbox instead."""
+        return type(self)._restore_with(self._config, self._sandbox_id, snapshot_id, request_timeout, fork)
 
     def _restore_class(
         cls,
@@ -707,41 +710,61 @@ class Sandbox:
         api_key: Optional[str] = None,
         domain: Optional[str] = None,
         request_timeout: Optional[float] = None,
+        *,
+        fork: bool = False,
     ) -> "Sandbox":
-        """Restore a snapshot of ``sandbox_id`` into a NEW sandbox
-        (``POST /sandboxes/{id}/restore?snapshot_id=``, 201 ``{sandbox_id,
-        snapshot_id, node_id}``) and return that sandbox. Without
-        ``snapshot_id`` the server picks one (pause > periodic > manual).
-        Not retried (a retry could make a second sandbox)."""
-        return cls._restore_with(_config(api_key, domain, request_timeout), sandbox_id, snapshot_id, request_timeout)
+        """Restore sandbox ``sandbox_id`` in place to one of its snapshots
+        (``POST /sandboxes/{id}/restore?snapshot_id=``, 200 ``{sandbox_id,
+        snapshot_id, node_id}``) and return a Sandbox connected to it: the
+        SAME sandbox id, with the snapshot's files (files written since are
+        gone), everything that ran in it stopped, and its metadata, envs,
+        policy and timeout kept. A killed sandbox comes back under its id.
+        Without ``snapshot_id`` the server picks one (pause > periodic >
+        manual, the most recent). ``fork=True`` (``&fork=true``, 201) leaves
+        the sandbox alone and returns a NEW sandbox made from the snapshot.
+        Not retried (a restore stops what runs; a fork makes a sandbox)."""
+        return cls._restore_with(_config(api_key, domain, request_timeout), sandbox_id, snapshot_id, request_timeout, fork)
 
     @classmethod
     def _restore_with(
-        cls, cfg: ConnectionConfig, sandbox_id: str, snapshot_id: Optional[str], request_timeout: Optional[float]
+        cls,
+        cfg: ConnectionConfig,
+        sandbox_id: str,
+        snapshot_id: Optional[str],
+        request_timeout: Optional[float],
+        fork: bool = False,
     ) -> "Sandbox":
         if snapshot_id is not None:
             _snapshot_segment(snapshot_id)
-        resp = HTTPClient(cfg).request(
+        http = HTTPClient(cfg)
+        resp = http.request(
             "POST",
             _sandbox_path(sandbox_id) + "/restore",
-            query={"snapshot_id": snapshot_id},
+            query={"snapshot_id": snapshot_id, "fork": "true" if fork else None},
             json={},
             retry=False,
             timeout=_long_timeout(cfg, request_timeout, RESTORE_REQUEST_TIMEOUT),
         )
         data = resp.json() or {}
-        new_id = data.get("sandbox_id") if isinstance(data, dict) else None
-        if not new_id:
-            raise SandboxException(f"restore answered without a sandbox_id: {data!r}", status=resp.status)
-        info = data.get("sandbox") if isinstance(data.get("sandbox"), dict) else {}
+        if not isinstance(data, dict):
+            data = {}
+        target = data.get("sandbox_id")
+        if fork and not target:
+            raise SandboxException(f"fork answered without a sandbox_id: {data!r}", status=resp.status)
+        # In place, the answer names the same sandbox (Declaw's SDK reconnects
+        # to the id it restored); it is followed if a server names another.
+        target = str(target or sandbox_id)
+        info = data.get("sandbox") if isinstance(data.get("sandbox"), dict) else None
+        if info is None:
+            info = http.request("GET", _sandbox_path(target)).json() or {}
         return cls(
-            str(new_id),
+            target,
             cfg,
             envd_access_token=data.get("envd_access_token"),
             traffic_access_token=data.get("traffic_access_token"),
             sandbox_domain=data.get("sandbox_domain"),
             template_id=data.get("template_id") or info.get("template_id"),
-            info=data,
+            info={**info, **data},
         )
 
     restore = _dual(_restore_class, _restore_instance)

@@ -987,11 +987,17 @@ class AsyncSandbox:
 
     delete_snapshot = _dual(_delete_snapshot_class, _delete_snapshot_instance)
 
-    async def _restore_instance(self, snapshot_id: Optional[str] = None, request_timeout: Optional[float] = None) -> "AsyncSandbox":
-        return type(self)._wrap(await _aio.call_long(self._sync.restore, snapshot_id, request_timeout=request_timeout))
+    async def _restore_instance(
+        self, snapshot_id: Optional[str] = None, request_timeout: Optional[float] = None, *, fork: bool = False
+    ) -> "AsyncSandbox":
+        """Restore this sandbox in place (same id); see ``Sandbox.restore``."""
+        return type(self)._wrap(
+            await _aio.call_long(self._sync.restore, snapshot_id, request_timeout=request_timeout, fork=fork))
 
     async def _restore_class(cls, sandbox_id: str, snapshot_id: Optional[str] = None, **kw: Any) -> "AsyncSandbox":
-        """Restore a snapshot of ``sandbox_id`` into a NEW sandbox; see ``Sandbox.restore``."""
+        """Restore sandbox ``sandbox_id`` in place to a snapshot and return it
+        (the same id); ``fork=True`` returns a NEW sandbox instead. See
+        ``Sandbox.restore``."""
         return cls._wrap(await _aio.call_long(Sandbox.restore, sandbox_id, snapshot_id, **kw))
 
     restore = _dual(_restore_class, _restore_instance)

@@ -3,7 +3,7 @@
     DECLAW_API_KEY=... DECLAW_DOMAIN=127.0.0.1:8080 PYTHONPATH=sdk/python python3 sdk/python/tests/live_check.py
 
 Needs the "python" template. Covers watch_dir (sync and async), metrics,
-pause/resume, snapshots (memory refused), restore into a new sandbox, and
+pause/resume, snapshots (memory refused), restore in place and as a fork, and
 AsyncSandbox (streams with async callbacks, gather, stream reads,
 cancellation, PTY, stdio). Prints SDK-NEW-E2E-OK on success; not collected
 by unittest (it is no test_*.py).
@@ -81,9 +81,14 @@ try:
         check(e.code == "not_supported", "memory snapshot code %r" % e.code)
     snaps = sbx.list_snapshots()
     check(snaps and snaps[0].snapshot_id == snap.snapshot_id, "list_snapshots %r" % snaps)
-    restored = Sandbox.restore(sbx.sandbox_id, snap.snapshot_id)
-    check(restored.sandbox_id != sbx.sandbox_id and restored.restored_from == snap.snapshot_id, "restore %r" % restored)
-    check(restored.files.read("/tmp/snapfile") == "snapshot me", "restored file")
+    sbx.files.write("/tmp/snapfile", "changed")
+    sbx.files.write("/tmp/later", "later")
+    same = Sandbox.restore(sbx.sandbox_id, snapshot_id=snap.snapshot_id)
+    check(same.sandbox_id == sbx.sandbox_id and same.restored_from == snap.snapshot_id, "restore %r" % same)
+    check(same.files.read("/tmp/snapfile") == "snapshot me", "restored file")
+    check(not same.files.exists("/tmp/later"), "file written after the snapshot survived")
+    restored = Sandbox.restore(sbx.sandbox_id, snap.snapshot_id, fork=True)
+    check(restored.sandbox_id != sbx.sandbox_id and restored.files.read("/tmp/snapfile") == "snapshot me", "fork")
     check(sbx.delete_snapshot(snap.snapshot_id) is True, "delete")
     check(sbx.delete_snapshot(snap.snapshot_id) is False, "delete idempotent")
     check(all(s.snapshot_id != snap.snapshot_id for s in Sandbox.list_snapshots(sbx.sandbox_id)), "still listed")
@@ -162,9 +167,9 @@ async def main():
             check(e.exit_code == 4, "exit code")
 
         snap = await s.create_snapshot()
+        await s.write_file("/tmp/a/b.txt", "y")
         new = await AsyncSandbox.restore(s.sandbox_id, snap.snapshot_id)
-        check(await new.read_file("/tmp/a/b.txt") == "x", "async restore")
-        await new.kill()
+        check(new.sandbox_id == s.sandbox_id and await new.read_file("/tmp/a/b.txt") == "x", "async restore")
         await s.delete_snapshot(snap.snapshot_id)
         m = await s.get_metrics()
         check(len(m) >= 1, "async metrics")

@@ -150,14 +150,22 @@ class AsyncLifecycleTest(AsyncTestBase):
             self.fake.route("DELETE", S + "/snapshots/snap-1", Reply(200, json={"deleted": True}))
             self.assertTrue(await sbx.delete_snapshot("snap-1"))
             self.assertTrue(await AsyncSandbox.delete_snapshot("sbx-1", "snap-1", **self.kw()))
+            self.fake.route("POST", S + "/restore", Reply(200, json={
+                "sandbox_id": "sbx-1", "snapshot_id": "snap-1", "node_id": "n",
+                "sandbox": {"sandbox_id": "sbx-1", "template_id": "base", "state": "running"}}))
+            same = await AsyncSandbox.restore("sbx-1", snapshot_id="snap-1", **self.kw())
+            self.assertIsInstance(same, AsyncSandbox)
+            self.assertEqual((same.sandbox_id, same.restored_from, self.last().raw_query),
+                             ("sbx-1", "snap-1", "snapshot_id=snap-1"))
+            again = await sbx.restore()
+            self.assertEqual((again.sandbox_id, self.last().raw_query), ("sbx-1", ""))
             self.fake.route("POST", S + "/restore",
-                            Reply(201, json={"sandbox_id": "sbx-2", "snapshot_id": "snap-1", "node_id": "n"}))
-            new = await AsyncSandbox.restore("sbx-1", "snap-1", **self.kw())
-            self.assertIsInstance(new, AsyncSandbox)
-            self.assertEqual((new.sandbox_id, new.restored_from, self.last().raw_query),
-                             ("sbx-2", "snap-1", "snapshot_id=snap-1"))
-            new2 = await sbx.restore()
-            self.assertEqual((new2.sandbox_id, self.last().raw_query), ("sbx-2", ""))
+                            Reply(201, json={"sandbox_id": "sbx-2", "snapshot_id": "snap-1", "node_id": "n",
+                                             "sandbox": {"sandbox_id": "sbx-2"}}))
+            fork = await AsyncSandbox.restore("sbx-1", "snap-1", fork=True, **self.kw())
+            self.assertEqual((fork.sandbox_id, self.last().raw_query), ("sbx-2", "snapshot_id=snap-1&fork=true"))
+            fork2 = await sbx.restore(fork=True)
+            self.assertEqual((fork2.sandbox_id, self.last().raw_query), ("sbx-2", "fork=true"))
 
         self.arun(main())
 

@@ -73,26 +73,52 @@ class SnapshotTest(FakeServerTest):
         with self.assertRaises(ValueError):
             sbx.delete_snapshot("")
 
-    def test_restore(self):
+    def test_restore_in_place(self):
+        # Declaw's answer: the same id, no sandbox object: the SDK connects to it.
+        self.fake.route("POST", "/sandboxes/sbx-1/restore",
+                        Reply(200, json={"sandbox_id": "sbx-1", "snapshot_id": "snap-1", "node_id": "n1"}))
+        self.fake.route("GET", "/sandboxes/sbx-1", Reply(200, json={"sandbox_id": "sbx-1", "template_id": "python",
+                                                                  "state": "running"}))
+        same = Sandbox.restore("sbx-1", snapshot_id="snap-1", **self.kw())
+        post, get = self.reqs[-2], self.reqs[-1]
+        self.assertEqual((post.method, post.path, post.raw_query, post.json),
+                         ("POST", "/sandboxes/sbx-1/restore", "snapshot_id=snap-1", {}))
+        self.assertEqual((get.method, get.path), ("GET", "/sandboxes/sbx-1"))
+        self.assertIsInstance(same, Sandbox)
+        self.assertEqual((same.sandbox_id, same.template_id, same.restored_from), ("sbx-1", "python", "snap-1"))
+        # the restored sandbox is usable with the same configuration
+        self.fake.route("GET", "/sandboxes/sbx-1/status", Reply(200, json={"is_running": True}))
+        self.assertTrue(same.is_running())
+        self.assertEqual(self.last().headers["x-api-key"], "dk_test_123")
+
+        # Our server's answer carries the sandbox: no second call.
+        answer = {"sandbox_id": "sbx-1", "snapshot_id": "snap-2", "node_id": "local", "envd_access_token": "e",
+                  "sandbox": {"sandbox_id": "sbx-1", "template_id": "base", "state": "running"}}
+        sbx = self.sandbox()
+        self.fake.route("POST", "/sandboxes/sbx-1/restore", Reply(200, json=answer))
+        n = len(self.reqs)
+        again = sbx.restore()  # instance form, server picks the snapshot
+        self.assertEqual(len(self.reqs), n + 1)
+        self.assertEqual((self.last().raw_query, again.sandbox_id, again.template_id, again.envd_access_token,
+                          again.restored_from), ("", "sbx-1", "base", "e", "snap-2"))
+        # the handle restored from keeps working on the same id
+        self.fake.route("GET", "/sandboxes/sbx-1/status", Reply(200, json={"is_running": True}))
+        self.assertTrue(sbx.is_running())
+
+    def test_restore_fork(self):
         answer = {"sandbox_id": "sbx-new", "snapshot_id": "snap-1", "node_id": "n1", "envd_access_token": "e",
                   "sandbox": {"sandbox_id": "sbx-new", "template_id": "python", "state": "running"}}
         self.fake.route("POST", "/sandboxes/sbx-1/restore", Reply(201, json=answer))
-        new = Sandbox.restore("sbx-1", "snap-1", **self.kw())
-        self.assertEqual((new.template_id, new.envd_access_token), ("python", "e"))
-        r = self.last()
-        self.assertEqual((r.method, r.path, r.raw_query, r.json),
-                         ("POST", "/sandboxes/sbx-1/restore", "snapshot_id=snap-1", {}))
-        self.assertIsInstance(new, Sandbox)
-        self.assertEqual((new.sandbox_id, new.restored_from), ("sbx-new", "snap-1"))
-        # the new sandbox is usable with the same configuration
-        self.fake.route("GET", "/sandboxes/sbx-new/status", Reply(200, json={"is_running": True}))
-        self.assertTrue(new.is_running())
-        self.assertEqual(self.last().headers["x-api-key"], "dk_test_123")
-
+        new = Sandbox.restore("sbx-1", "snap-1", fork=True, **self.kw())
+        self.assertEqual((self.last().raw_query, new.sandbox_id, new.template_id, new.restored_from),
+                         ("snapshot_id=snap-1&fork=true", "sbx-new", "python", "snap-1"))
         sbx = self.sandbox()
         self.fake.route("POST", "/sandboxes/sbx-1/restore", Reply(201, json=answer))
-        new2 = sbx.restore()  # instance form, server picks the snapshot
-        self.assertEqual((self.last().raw_query, new2.sandbox_id), ("", "sbx-new"))
+        new2 = sbx.restore(fork=True)
+        self.assertEqual((self.last().raw_query, new2.sandbox_id), ("fork=true", "sbx-new"))
+        self.fake.route("POST", "/sandboxes/sbx-1/restore", Reply(201, json={"snapshot_id": "snap-1"}))
+        with self.assertRaises(SandboxException):
+            Sandbox.restore("sbx-1", fork=True, **self.kw())
 
     def test_restore_errors_not_retried(self):
         self.fake.route("POST", "/sandboxes/sbx-1/restore", Reply(502, json={"message": "bad gateway"}))
