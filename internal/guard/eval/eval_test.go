@@ -214,3 +214,23 @@ func TestScorePIISpanMatching(t *testing.T) {
 		t.Errorf("mismatches = %+v, want 2", mism)
 	}
 }
+
+// The PII bars on the generator (GeneratedPII): recall >= 0.97 for
+// every validated type and for phones, with valid values in misleading
+// contexts, and at most 2% of near misses (Luhn failures, invalid SSN
+// areas/groups/serials, wrong IBAN checks, impossible groupings) flagged.
+func TestGeneratedPII(t *testing.T) {
+	recs, near := eval.GeneratedPII(1, 400)
+	for _, s := range eval.ScoreGenerated(&pii.Scanner{}, recs, near) {
+		t.Logf("%s: recall %.3f precision %.3f (tp %d fp %d fn %d); near misses %d flagged %d", s.Type, s.Recall, s.Precision, s.TP, s.FP, s.FN, s.NearMisses, s.Flagged)
+		if s.Recall < 0.97 {
+			t.Errorf("%s: recall %.3f, want >= 0.97", s.Type, s.Recall)
+		}
+		if s.Precision < 0.97 {
+			t.Errorf("%s: precision %.3f, want >= 0.97", s.Type, s.Precision)
+		}
+		if s.Type != pii.Phone && (s.NearMisses == 0 || s.NearFPR > 0.02) {
+			t.Errorf("%s: %d of %d near misses flagged, want <= 2%%", s.Type, s.Flagged, s.NearMisses)
+		}
+	}
+}

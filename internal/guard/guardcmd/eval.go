@@ -50,11 +50,20 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	loso := fs.Bool("loso", false, "leave-one-source-out: score every injection source of -data with a model trained on the rest (trains one model per source) and print the per-source table")
 	data := fs.String("data", "data", "with --loso: the data directory")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "with --loso: models trained at once")
+	var cfg injection.TrainConfig
+	fs.IntVar(&cfg.Epochs, "epochs", 0, "with --loso: SGD epochs (0: the trainer's default)")
+	fs.Float64Var(&cfg.LearningRate, "lr", 0, "with --loso: learning rate (0: default)")
+	fs.Float64Var(&cfg.L2, "l2", 0, "with --loso: L2 regularisation (0: default)")
+	fs.Float64Var(&cfg.Norm, "norm", 0, "with --loso: length-normalisation exponent (0: default)")
+	piiGen := fs.Int("pii-generated", 0, "score PII on N texts per type from the built-in generator (valid values in misleading contexts) and N near misses per validated type")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *loso {
-		return runLOSO(stdout, *data, *workers, *asJSON)
+		return runLOSO(stdout, *data, *workers, *asJSON, cfg)
+	}
+	if *piiGen > 0 {
+		return runPIIGenerated(stdout, *piiGen, *asJSON)
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "eval: no files given")
@@ -184,7 +193,7 @@ type LOSORow struct {
 	Rates
 }
 
-func runLOSO(stdout io.Writer, data string, workers int, asJSON bool) error {
+func runLOSO(stdout io.Writer, data string, workers int, asJSON bool, cfg injection.TrainConfig) error {
 	files, err := InjectionFiles(data)
 	if err != nil {
 		return err
@@ -197,7 +206,7 @@ func runLOSO(stdout io.Writer, data string, workers int, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	rs := LOSO(srcs, bg, bgFile, injection.TrainConfig{}, workers)
+	rs := LOSO(srcs, bg, bgFile, cfg, workers)
 	if !asJSON {
 		PrintLOSO(stdout, rs)
 		return nil
@@ -213,4 +222,21 @@ func runLOSO(stdout io.Writer, data string, workers int, asJSON bool) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+func runPIIGenerated(stdout io.Writer, n int, asJSON bool) error {
+	recs, near := eval.GeneratedPII(1, n)
+	rs := eval.ScoreGenerated(&pii.Scanner{}, recs, near)
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rs)
+	}
+	fmt.Fprintf(stdout, "PII: generated (%d texts per type, valid values in misleading contexts; %d near misses per validated type)\n", n, n)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "type\tgold\ttp\tfp\tfn\tprecision\trecall\tnear misses\tflagged\tnear-miss FPR\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t%.3f\t\n", r.Type, r.Gold, r.TP, r.FP, r.FN, r.Precision, r.Recall, r.NearMisses, r.Flagged, r.NearFPR)
+	}
+	return tw.Flush()
 }

@@ -21,7 +21,8 @@ func upper(c byte) byte {
 
 // tryIBAN checks for an IBAN at i (two letters, two check digits, then the
 // country's BBAN length of alphanumerics, optionally in space-separated
-// groups of four). It returns the end or -1.
+// groups of four). It returns the end, also of a candidate that fails the
+// check (no span then), or -1.
 func (st *scanState) tryIBAN(i int) int {
 	t := st.text
 	cc := string([]byte{upper(t[i]), upper(t[i+1])})
@@ -48,7 +49,11 @@ func (st *scanState) tryIBAN(i int) int {
 		return -1
 	}
 	if !mod97(b) {
-		return -1
+		// IBAN-shaped (country, check digits, the country's length) with
+		// a wrong check: no IBAN, and none of its digit groups is offered
+		// to the other recognisers (a card or phone inside a mistyped
+		// IBAN is not one either).
+		return j
 	}
 	score := 0.9
 	if hasWordBefore(t, i, ctxIBAN) {

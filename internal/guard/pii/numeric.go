@@ -243,9 +243,14 @@ func (st *scanState) classify(cs, d int, gs, ge []int, whole bool) int {
 						score = 0.65
 					}
 				}
+				// A formatted SSN (3-2-4) with a valid area, group and
+				// serial is redacted whatever the words around it: context
+				// raises the score, never lowers it. Nine bare digits are
+				// any identifier's shape: they need an SSN word, and an
+				// "order"/"invoice" word vetoes them.
 				if hasWordBefore(t, cs, ctxSSN) {
 					score += 0.35
-				} else if neg() {
+				} else if !dashed && neg() {
 					score -= 0.4
 				}
 				if score >= 0.5 {
@@ -255,28 +260,20 @@ func (st *scanState) classify(cs, d int, gs, ge []int, whole bool) int {
 			}
 		}
 	}
-	// Payment card: 12-19 digits, Luhn, a known IIN range.
-	if plain && digits >= 12 && digits <= 19 && (ng == 1 || uniform && (sep == ' ' || sep == '-')) {
-		ok := true
-		for k := range gs {
-			if l := ge[k] - gs[k]; ng > 1 && (l < 3 || l > 6) {
-				ok = false
+	// Payment card: 12-19 digits, Luhn, a known IIN range with a length
+	// that issuer uses, and, when grouped, a grouping cards are printed
+	// in (cardGrouping). A valid number is redacted whatever the words
+	// around it ("order id 4111 ..." included): context raises the
+	// score, never lowers it.
+	if plain && digits >= 12 && digits <= 19 && (ng == 1 || uniform && (sep == ' ' || sep == '-') && cardGrouping(gs, ge)) {
+		raw := digitsOf(t[cs:end])
+		if luhn(raw) && validIIN(raw) && !allSame(raw) {
+			score := 0.8
+			if hasWordBefore(t, cs, ctxCard) {
+				score += 0.2
 			}
-		}
-		if ok {
-			raw := digitsOf(t[cs:end])
-			if luhn(raw) && validIIN(raw) && !allSame(raw) {
-				score := 0.8
-				if hasWordBefore(t, cs, ctxCard) {
-					score += 0.2
-				} else if neg() {
-					score -= 0.4
-				}
-				if score >= 0.5 {
-					st.emit(Span{Type: CreditCard, Start: cs, End: end, Score: score})
-					return end
-				}
-			}
+			st.emit(Span{Type: CreditCard, Start: cs, End: end, Score: score})
+			return end
 		}
 	}
 	// Phone: 7-15 digits, valid in some region per libphonenumber.
@@ -294,6 +291,14 @@ func (st *scanState) tryPhone(cs, d, end int, gs, ge []int, digits int, sep byte
 	t := st.text
 	ng := len(gs)
 	if isDateShape(t, gs, ge, sep, uniform) {
+		return -1
+	}
+	idd := strings.HasPrefix(t[cs:], "00") || strings.HasPrefix(t[cs:], "011")
+	if cs == d && (digits > 12 && !idd || ng == 3 && ge[0]-gs[0] == 3 && ge[1]-gs[1] == 2 && ge[2]-gs[2] == 4) {
+		// No national number has more than 12 digits (card lengths
+		// start at 13; an international one dialled with 00 or 011 may),
+		// and 3-2-4 is the SSN's shape, not a phone's: a card or SSN that
+		// failed its validation is not rescued as a phone number.
 		return -1
 	}
 	ctx := hasWordBefore(t, cs, ctxPhone)
@@ -464,6 +469,29 @@ func luhn(d string) bool {
 
 // validIIN checks the issuer prefix and length against the major card
 // networks' published ranges.
+// cardGrouping reports whether digit groups are laid out as card numbers
+// are printed: fours with a shorter or equal last group (4-4-4-4,
+// 4-4-4-4-3, 4-4-4-1), Amex's 4-6-5, Diners' 4-6-4, and the 6-13 of some
+// 19-digit UnionPay and Maestro cards.
+func cardGrouping(gs, ge []int) bool {
+	n := len(gs)
+	l := func(k int) int { return ge[k] - gs[k] }
+	switch {
+	case n == 3 && l(0) == 4 && l(1) == 6 && (l(2) == 5 || l(2) == 4):
+		return true
+	case n == 2 && l(0) == 6 && l(1) == 13:
+		return true
+	case n >= 3:
+		for k := 0; k < n-1; k++ {
+			if l(k) != 4 {
+				return false
+			}
+		}
+		return l(n-1) >= 1 && l(n-1) <= 4
+	}
+	return false
+}
+
 func validIIN(d string) bool {
 	n := len(d)
 	p := func(k int) int {

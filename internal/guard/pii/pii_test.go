@@ -81,9 +81,15 @@ func TestScanNearMisses(t *testing.T) {
 		"go1.26.8", "release 10.4.2.1", "1.2.3.4.5",
 		// Dates and times.
 		"on 2024-01-31", "on 31.01.2024", "on 01/31/2024", "at 2024-01-31T10:20:30Z", "12:30:45",
-		// Order, invoice and tracking numbers (Luhn-valid on purpose).
-		"Order number " + luhnComplete("400000000000012"),
+		// Order, invoice and tracking numbers that are no card (Luhn
+		// failure; a length Mastercard does not use).
+		"Order number 4000000000000128",
 		"invoice #" + luhnComplete("55000000000001"),
+		// Cards with a valid Luhn digit and prefix but a grouping no
+		// issuer prints (4-4-4-4 is, 3-5-4-4 is not).
+		"card 411 11111 1111 1111",
+		// SSN-shaped numbers with an invalid area, group or serial.
+		"SSN 000-12-3456", "SSN 666-12-3456", "SSN 912-12-3456", "SSN 536-00-1234", "SSN 536-22-0000",
 		"tracking 1Z999AA10123456784",
 		// Emails that are not addresses.
 		"image@2x.png", "user@localhost", "@mention in chat", "a@b",
@@ -171,4 +177,27 @@ func luhnComplete(d string) string {
 		}
 	}
 	panic("unreachable")
+}
+
+// Checksum- and structure-validated types are found whatever the words
+// around them: a card after "order id", an SSN after "card", an IBAN after
+// "reference". Context may raise a score, never suppress a valid value.
+func TestValidatedTypesIgnoreContext(t *testing.T) {
+	for in, want := range map[string]Type{
+		"Order number 4000000000000127":         CreditCard,
+		"order id 4111 1111 1111 1111":          CreditCard,
+		"invoice 378282246310005":               CreditCard,
+		"tracking 4012888888881881":             CreditCard,
+		"ticket 3782 822463 10005":              CreditCard,
+		"card 536-22-1234":                      SSN,
+		"ref 536-22-1234 attached":              SSN,
+		"order 536 22 1234":                     SSN,
+		"reference GB82 WEST 1234 5698 7654 32": IBAN,
+		`{"order_id": "5555-5555-5555-4444"}`:   CreditCard,
+	} {
+		got := scanAll(in)
+		if len(got) != 1 || got[0].Type != want {
+			t.Errorf("Scan(%q) = %+v, want one %s", in, got, want)
+		}
+	}
 }
