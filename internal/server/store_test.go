@@ -1,13 +1,16 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/declaw/declaw/internal/store/migrate"
 	"github.com/declaw/declaw/internal/store/postgres"
 	"github.com/declaw/declaw/internal/store/postgres/pgtest"
 	"github.com/declaw/declaw/internal/store/sqlite"
@@ -39,6 +42,28 @@ func TestOpenStoreSQLite(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "pw@") {
 			t.Errorf("openStore(%q) = %v; want an error that does not echo the DSN", bad, err)
 		}
+	}
+}
+
+// TestOpenStoreRefusesNewer: a database from a newer declaw stops the
+// server with the migrate package's message, and is left as it was.
+func TestOpenStoreRefusesNewer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "declaw.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE future (x INTEGER); PRAGMA user_version = 1000`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, _ := os.ReadFile(path)
+	_, err = openStore(context.Background(), path, t.TempDir(), t.Logf)
+	if !errors.Is(err, migrate.ErrTooNew) || !strings.Contains(err.Error(), "newer declaw") {
+		t.Fatalf("openStore(newer database) = %v; want ErrTooNew", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("the refused database was changed")
 	}
 }
 

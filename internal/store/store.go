@@ -13,8 +13,9 @@
 //     back byte for byte; strings must be valid UTF-8 without NUL bytes
 //     (metadata and env values may hold any character: they are stored as
 //     JSON);
-//   - audit event ids grow in the order events become visible, so a reader
-//     that pages with AfterID never skips an event appended later.
+//   - a sandbox's audit event ids grow in the order its events become
+//     visible, so a reader that pages one sandbox's events with AfterID
+//     never skips one appended later (across sandboxes, ids only grow).
 package store
 
 import (

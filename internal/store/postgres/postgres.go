@@ -4,8 +4,9 @@
 // migrations/, which keep the same version numbers as the sqlite backend's.
 //
 // Several servers may start at once: migrations run in one transaction
-// under an advisory lock, and so do audit appends, which keeps audit ids
-// in commit order (a reader paging with AfterID never skips an event).
+// under an advisory lock. Audit appends lock their sandboxes, which keeps
+// each sandbox's audit ids in commit order (a reader paging a sandbox's
+// events with AfterID never skips one).
 package postgres
 
 import (
@@ -14,6 +15,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +46,9 @@ func SchemaVersion() int { return migrate.Latest(migrations) }
 // Advisory lock keys (pg_advisory_xact_lock), arbitrary but fixed.
 const (
 	migrateLock int64 = 0x6465636c61770001 // "declaw" 1
-	auditLock   int64 = 0x6465636c61770002
+	// auditLock is the first key of AppendAudit's per-sandbox two-key
+	// locks; the second is a hash of the sandbox id.
+	auditLock int32 = 0x64636c61
 	// serverLock is the first key of ClaimServer's two-key lock; the
 	// second is the schema's hash, so servers on separate schemas of one
 	// database do not exclude each other.
@@ -662,8 +667,9 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
 }
 
 // AppendAudit appends events in one transaction. The transaction holds
-// an advisory lock from before its ids are drawn until it commits, so ids
-// become visible in order.
+// an advisory lock per sandbox from before its ids are drawn until it
+// commits, so a sandbox's ids become visible in order; appends for other
+// sandboxes run in parallel.
 func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) error {
 	if len(events) == 0 {
 		return nil
@@ -673,8 +679,10 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 		return fmt.Errorf("append audit: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, auditLock); err != nil {
-		return fmt.Errorf("append audit: lock: %w", err)
+	for _, key := range auditLockKeys(events) {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, auditLock, key); err != nil {
+			return fmt.Errorf("append audit: lock: %w", err)
+		}
 	}
 	batch := &pgx.Batch{}
 	now := time.Now()
@@ -692,6 +700,21 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 		return fmt.Errorf("append audit: %w", err)
 	}
 	return nil
+}
+
+// auditLockKeys returns the second lock keys of the events' sandboxes,
+// distinct and sorted: every transaction takes them in the same order, so
+// two appends for overlapping sets of sandboxes cannot deadlock (equal
+// hashes of distinct ids only serialize a little more).
+func auditLockKeys(events []store.AuditEvent) []int32 {
+	var keys []int32
+	for _, e := range events {
+		h := fnv.New32a()
+		h.Write([]byte(e.SandboxID))
+		keys = append(keys, int32(h.Sum32()))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // ListAudit returns events matching q in append order.

@@ -17,7 +17,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
+	storetest.Run(t, func(t testing.TB) store.Store {
 		s, err := Open(t.Context(), pgtest.FreshSchema(t))
 		if err != nil {
 			t.Fatalf("Open: %v", err)
@@ -249,4 +249,14 @@ func TestClaimServer(t *testing.T) {
 	if err := b.ClaimServer(ctx); err != nil {
 		t.Fatalf("ClaimServer after the owner closed: %v", err)
 	}
+}
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(tb testing.TB) store.Store {
+		s, err := Open(context.Background(), pgtest.FreshSchema(tb))
+		if err != nil {
+			tb.Fatalf("Open: %v", err)
+		}
+		return s
+	})
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/declaw/declaw/internal/store"
 )
 
-// Opener returns a new, empty store for one test; the suite closes it.
-type Opener func(t *testing.T) store.Store
+// Opener returns a new, empty store for one test or benchmark; the suite
+// closes it.
+type Opener func(tb testing.TB) store.Store
 
 // Run runs the whole suite against the stores open returns.
 func Run(t *testing.T, open Opener) {
