@@ -19,6 +19,8 @@ import (
 	"github.com/declaw/declaw/internal/envdapi"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/store"
+	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/internal/template/build"
 )
 
 // MaxJSONBody is the largest JSON request body (413 above it).
@@ -28,6 +30,9 @@ const MaxJSONBody = envdapi.MaxJSONBody
 type Config struct {
 	Sandboxes *sandbox.Manager
 	Store     store.Store
+	// Templates and Builds serve /templates (nil: 501).
+	Templates *template.Manager
+	Builds    *build.Service
 	// OpenAPI is the OpenAPI document served at /openapi.yaml.
 	OpenAPI []byte
 	// Health adds fields to GET /health (runtime, accel, ...).
@@ -79,6 +84,14 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /sandboxes/{id}/snapshots", s.auth(s.listSnapshots))
 	m.HandleFunc("DELETE /sandboxes/{id}/snapshots/{sid}", s.auth(s.deleteSnapshot))
 	m.HandleFunc("POST /sandboxes/{id}/restore", s.auth(s.restoreSandbox))
+
+	m.HandleFunc("POST /templates/build", s.auth(s.buildTemplate))
+	m.HandleFunc("GET /templates/builds/{build_id}", s.auth(s.getBuild))
+	m.HandleFunc("GET /templates/builds/{build_id}/logs", s.auth(s.getBuild))
+	m.HandleFunc("DELETE /templates/builds/{build_id}", s.auth(s.cancelBuild))
+	m.HandleFunc("GET /templates", s.auth(s.listTemplates))
+	m.HandleFunc("GET /templates/{id}", s.auth(s.getTemplate))
+	m.HandleFunc("DELETE /templates/{id}", s.auth(s.deleteTemplate))
 
 	// Everything envd serves is forwarded as is.
 	for _, p := range []string{"commands", "files", "pty", "stdio"} {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandbox"
+	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/internal/template/build"
 )
 
 // Error is an API error with its HTTP status; its Message is safe to show users.
@@ -33,6 +35,8 @@ func toAPIError(err error) *Error {
 		maxBytes *http.MaxBytesError
 		syntax   *json.SyntaxError
 		typeErr  *json.UnmarshalTypeError
+		inputErr *build.InputError
+		notReady *sandbox.NotReadyError
 	)
 	switch {
 	case errors.As(err, &apiErr):
@@ -41,6 +45,18 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "request body is larger than the limit"}
 	case errors.As(err, &syntax), errors.As(err, &typeErr), errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("invalid_json", "malformed JSON body: "+err.Error())
+	case errors.As(err, &inputErr):
+		return badRequest("invalid_template", inputErr.Error())
+	case errors.Is(err, template.ErrBuilding):
+		return &Error{Status: http.StatusConflict, Code: "build_in_progress", Message: err.Error()}
+	case errors.Is(err, template.ErrInUse):
+		return &Error{Status: http.StatusConflict, Code: "template_in_use", Message: err.Error()}
+	case errors.Is(err, build.ErrBuildNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "build_not_found", Message: err.Error()}
+	case errors.Is(err, template.ErrUnknownTemplate):
+		return &Error{Status: http.StatusNotFound, Code: "template_not_found", Message: err.Error()}
+	case errors.As(err, &notReady):
+		return &Error{Status: http.StatusConflict, Code: "template_not_ready", Message: notReady.Error()}
 	case errors.As(err, &invalid):
 		return badRequest("invalid_argument", invalid.Error())
 	case errors.As(err, &polErr):

@@ -46,6 +46,7 @@ func runServer(e *env, args []string) int {
 		maxIdle = d
 	}
 	fs.DurationVar(&cfg.WarmPoolMaxIdle, "warm-pool-max-idle", maxIdle, "how long a pooled sandbox waits for a create before it is replaced by a fresh one (env DECLAW_WARM_POOL_MAX_IDLE)")
+	insecure := fs.String("insecure-registry", e.envOr("DECLAW_INSECURE_REGISTRIES", ""), "comma-separated registry hosts (host[:port]) template builds pull images from over plain HTTP")
 	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing or built by an older recipe (e.g. base,python)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -53,6 +54,11 @@ func runServer(e *env, args []string) int {
 	if cfg.WarmPoolMaxIdle <= 0 {
 		fmt.Fprintf(e.stderr, "declaw server: --warm-pool-max-idle %v: must be positive\n", cfg.WarmPoolMaxIdle)
 		return 2
+	}
+	for _, h := range strings.Split(*insecure, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.InsecureRegistries = append(cfg.InsecureRegistries, h)
+		}
 	}
 	var err error
 	if cfg.WarmPool, err = parseWarmPool(*warmPool); err != nil {

@@ -89,13 +89,16 @@ type Content interface {
 
 // Config wires the manager. Store, Runtime, Network and Templates are required.
 type Config struct {
-	Store     store.Store
-	Runtime   sandboxrt.Runtime
-	Network   Network
-	Templates Templates
-	DNS       Resolver // optional: without it sandboxes have no name resolution
-	Egress    Egress   // optional: without it domain rules allow nothing (fail closed)
-	Content   Content  // optional: content inspection (PII, injection, ...) of intercepted traffic
+	Store   store.Store
+	Runtime sandboxrt.Runtime
+	// BuildRuntime runs template build sandboxes (StartBuild): its root
+	// filesystem is written through to the host directory. Optional.
+	BuildRuntime sandboxrt.Runtime
+	Network      Network
+	Templates    Templates
+	DNS          Resolver // optional: without it sandboxes have no name resolution
+	Egress       Egress   // optional: without it domain rules allow nothing (fail closed)
+	Content      Content  // optional: content inspection (PII, injection, ...) of intercepted traffic
 	// WarmPool is how many booted sandboxes to keep ready per template
 	// (see pool.go); empty = none.
 	WarmPool        map[string]int
@@ -176,6 +179,8 @@ type CreateRequest struct {
 	Network   network.Policy
 	Security  *policy.Security // nil = default policy
 	Lifecycle json.RawMessage
+
+	templateEnvs map[string]string // the template's own, under Envs
 }
 
 // Info is what the API shows about a sandbox.
@@ -324,6 +329,13 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 	if err != nil {
 		return nil, "", err
 	}
+	tc := TemplateConfig{Name: req.Template}
+	if tcs, ok := m.cfg.Templates.(TemplateConfigs); ok {
+		if tc, err = tcs.Config(ctx, req.Template); err != nil {
+			return nil, "", err
+		}
+		req.templateEnvs = tc.Envs
+	}
 
 	m.mu.Lock()
 	closed := m.closed
@@ -340,7 +352,14 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 		inst, warm = m.pool.take(req.Template)
 	}
 	if !warm {
-		if inst, err = m.boot(ctx, from.sandboxID(), req.Template, rootfs); err != nil {
+		res := m.cfg.Resources
+		if tc.CPUCount > 0 {
+			res.CPUs = float64(tc.CPUCount)
+		}
+		if tc.MemoryMB > 0 {
+			res.MemoryMB = int64(tc.MemoryMB)
+		}
+		if inst, err = m.bootOn(ctx, m.cfg.Runtime, from.sandboxID(), "sbx-", tc.Name, rootfs, res); err != nil {
 			return nil, "", err
 		}
 	}
@@ -360,6 +379,12 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 	rec, err := m.claim(ctx, inst, req, netPolicy, sec, from.prevRecord())
 	if err != nil {
 		return nil, "", err
+	}
+	if tc.StartCmd != "" && from == nil {
+		if err := m.startCommand(ctx, inst, tc); err != nil {
+			m.markKilled(ctx, inst.id, "start command not ready")
+			return nil, "", fmt.Errorf("create sandbox %s: %w", inst.id, err)
+		}
 	}
 
 	m.mu.Lock()
@@ -391,7 +416,12 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 // passes its id). Every resource is on inst.undo; on error they are
 // already freed.
 func (m *Manager) boot(ctx context.Context, id, template, rootfs string) (_ *instance, err error) {
-	inst := &instance{id: cmp.Or(id, newID("sbx-", 6)), template: template, token: newID("", 24), state: StateRunning, gone: make(chan struct{})}
+	return m.bootOn(ctx, m.cfg.Runtime, id, "sbx-", template, rootfs, m.cfg.Resources)
+}
+
+// bootOn is boot on the runtime rt; new ids start with prefix.
+func (m *Manager) bootOn(ctx context.Context, rt sandboxrt.Runtime, id, prefix, template, rootfs string, res sandboxrt.Resources) (_ *instance, err error) {
+	inst := &instance{id: cmp.Or(id, newID(prefix, 6)), template: template, token: newID("", 24), state: StateRunning, gone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			if cerr := inst.undo.run(ctx); cerr != nil {
@@ -425,13 +455,13 @@ func (m *Manager) boot(ctx context.Context, id, template, rootfs string) (_ *ins
 			{Source: filepath.Join(runDir, "hosts"), Target: "/etc/hosts", ReadOnly: true},
 			{Source: filepath.Join(runDir, "hostname"), Target: "/etc/hostname", ReadOnly: true},
 		},
-		Resources: m.cfg.Resources,
+		Resources: res,
 	}
-	if err := m.cfg.Runtime.Start(ctx, spec); err != nil {
-		return nil, fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, m.cfg.Runtime.Name(), err)
+	if err := rt.Start(ctx, spec); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, rt.Name(), err)
 	}
 	inst.spec = spec
-	inst.undo.add("runtime", func(ctx context.Context) error { return m.cfg.Runtime.Destroy(ctx, inst.id) })
+	inst.undo.add("runtime", func(ctx context.Context) error { return rt.Destroy(ctx, inst.id) })
 
 	inst.base = &url.URL{Scheme: "http", Host: netip.AddrPortFrom(slot.GuestIP, uint16(cmp.Or(m.cfg.EnvdPort, envdapi.Port))).String()}
 	if err := m.waitEnvd(ctx, inst); err != nil {
@@ -446,7 +476,7 @@ func (m *Manager) boot(ctx context.Context, id, template, rootfs string) (_ *ins
 // for a restore of the killed sandbox prev, prev brought back to life.
 func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, netPolicy network.Parsed, sec *policy.Security, prev *store.Sandbox) (*store.Sandbox, error) {
 	slot := inst.slot
-	init := envdapi.InitRequest{Envs: req.Envs, Hostname: inst.id}
+	init := envdapi.InitRequest{Envs: mergeEnvs(req.templateEnvs, req.Envs), Hostname: inst.id}
 	if inst.intercept && m.cfg.Content != nil {
 		// Content inspection hangs off the egress registration, and its CA
 		// goes into /init: one after the other.
@@ -459,7 +489,7 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 		}
 		inst.undo.add("content", func(context.Context) error { m.cfg.Content.Detach(slot.GuestIP); return nil })
 		init.CACert = string(caPEM)
-		init.Envs = maps.Clone(req.Envs)
+		init.Envs = maps.Clone(init.Envs)
 		if init.Envs == nil {
 			init.Envs = map[string]string{}
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/declaw/declaw/internal/sandboxrt/microvm"
 	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/internal/template/build"
 	"github.com/declaw/declaw/openapi"
 )
 
@@ -57,7 +58,9 @@ type Config struct {
 	// AuditRetention is how long audit events are kept (default 7 days);
 	// a sandbox's audit.retention_hours overrides it for its events.
 	AuditRetention time.Duration
-	CPUs           float64
+	// InsecureRegistries are registry hosts template builds pull from over plain HTTP.
+	InsecureRegistries []string
+	CPUs               float64
 	MemoryMB       int64
 	Logf           func(format string, args ...any)
 }
@@ -75,6 +78,8 @@ type Server struct {
 	runtime   sandboxrt.Runtime
 	store     store.Store
 	templates *template.Manager
+	builds    *build.Service
+	buildRT   sandboxrt.Runtime
 	owner     *owner
 }
 
@@ -151,6 +156,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.runtime.Cleanup(ctx); err != nil {
 		cfg.Logf("runtime: cleaning leftovers: %v", err)
 	}
+	if s.buildRT, err = newBuildRuntime(cfg); err != nil {
+		cfg.Logf("template builds are off: %v", err)
+		s.buildRT = nil
+	} else if err := s.buildRT.Cleanup(ctx); err != nil {
+		cfg.Logf("build runtime: cleaning leftovers: %v", err)
+	}
 
 	if cfg.DNSUpstream == "" {
 		if cfg.DNSUpstream, err = dns.UpstreamFromResolvConf("/etc/resolv.conf"); err != nil {
@@ -214,7 +225,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// sandbox.New) writes the first new ones there.
 	os.RemoveAll(filepath.Join(cfg.StateDir, "run"))
 	s.manager = sandbox.New(sandbox.Config{
-		Store: s.store, Runtime: s.runtime, Network: s.network, Templates: templatesAdapter{s.templates},
+		Store: s.store, Runtime: s.runtime, BuildRuntime: s.buildRT, Network: s.network, Templates: templatesAdapter{s.templates},
 		DNS:             s.dns,
 		Egress:          s.egress,
 		Content:         contentAdapter{s.egress},
@@ -234,9 +245,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.manager.Recover(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.startBuilds(); err != nil {
+		return nil, err
+	}
 
 	handler := api.New(api.Config{
 		Sandboxes: s.manager, Store: s.store, OpenAPI: openapi.Spec, Logf: cfg.Logf,
+		Templates: s.templates, Builds: s.builds,
 		Health: func() map[string]any {
 			h := map[string]any{"runtime": s.runtime.Name(), "warm_pool": s.manager.PoolSizes()}
 			if a, ok := s.runtime.(interface{ Accel() string }); ok {
@@ -279,6 +294,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) closeParts(ctx context.Context) error {
 	var errs []error
+	if s.builds != nil {
+		s.builds.Shutdown()
+	}
 	if s.manager != nil {
 		if err := s.manager.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
@@ -286,6 +304,11 @@ func (s *Server) closeParts(ctx context.Context) error {
 	}
 	if s.runtime != nil {
 		if err := s.runtime.Cleanup(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.buildRT != nil {
+		if err := s.buildRT.Cleanup(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -357,6 +380,11 @@ func DefaultEnvdPath() (string, error) {
 type templatesAdapter struct{ m *template.Manager }
 
 func (a templatesAdapter) RootFS(ctx context.Context, name string) (string, error) {
+	if !template.IsBuiltin(name) {
+		if t, err := a.m.Resolve(name); err == nil {
+			name = t.Name // a custom template's id
+		}
+	}
 	t, err := a.m.Ensure(ctx, name)
 	if errors.Is(err, template.ErrUnknownTemplate) {
 		return "", fmt.Errorf("template %q: %w", name, sandbox.ErrTemplateUnknown)

@@ -66,6 +66,11 @@ type Template struct {
 	// Recipe is the build recipe version the template was built with (0:
 	// before versions were recorded). See Recipe.
 	Recipe int `json:"recipe"`
+
+	// Custom templates (built by template/build) only.
+	ID      string   `json:"template_id,omitempty"` // "tpl-..."; built-ins have none (their name is their id)
+	Custom  *Custom  `json:"custom,omitempty"`
+	Runtime *Runtime `json:"runtime,omitempty"`
 }
 
 // Recipe is the version of what a build puts into every template besides

@@ -1,0 +1,395 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/declaw/declaw/internal/testenv"
+)
+
+// tarEntry is one file of a test image layer.
+type tarEntry struct {
+	name     string
+	typ      byte
+	body     []byte
+	mode     int64
+	uid      int
+	link     string
+	fromHost string // body from this host file
+}
+
+func layerTar(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		body := e.body
+		if e.fromHost != "" {
+			b, err := os.ReadFile(e.fromHost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = b
+		}
+		h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: e.mode, Uid: e.uid, Gid: e.uid, Linkname: e.link, ModTime: time.Unix(1700000000, 0)}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write(body)
+		}
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// testImage builds a two-layer image from files of the base template: a
+// static bash as /bin/bash and /bin/sh, users, and files the second layer
+// deletes (whiteout), hides (opaque directory), links and re-owns.
+func testImage(t *testing.T) v1.Image {
+	t.Helper()
+	base := filepath.Join(templatesDir(), "base", "rootfs")
+	l1 := layerTar(t, []tarEntry{
+		{name: "bin/", typ: tar.TypeDir}, {name: "etc/", typ: tar.TypeDir}, {name: "tmp/", typ: tar.TypeDir, mode: 0o1777},
+		{name: "root/", typ: tar.TypeDir, mode: 0o700}, {name: "opt/", typ: tar.TypeDir},
+		{name: "bin/bash", fromHost: filepath.Join(base, "bin/bash-static"), mode: 0o755},
+		{name: "bin/sh", typ: tar.TypeSymlink, link: "bash"},
+		{name: "etc/passwd", fromHost: filepath.Join(base, "etc/passwd")},
+		{name: "etc/group", fromHost: filepath.Join(base, "etc/group")},
+		{name: "opt/gone/", typ: tar.TypeDir}, {name: "opt/gone/file", body: []byte("deleted in layer 2\n")},
+		{name: "opt/opq/", typ: tar.TypeDir}, {name: "opt/opq/old", body: []byte("hidden by the opaque dir\n")},
+		{name: "opt/keep", body: []byte("kept\n")},
+	})
+	l2 := layerTar(t, []tarEntry{
+		{name: "opt/gone/.wh.file", body: nil},
+		{name: "opt/opq/", typ: tar.TypeDir},
+		{name: "opt/opq/.wh..wh..opq"},
+		{name: "opt/opq/new", body: []byte("new content\n"), mode: 0o4755, uid: 1000},
+		{name: "opt/link", typ: tar.TypeSymlink, link: "/opt/opq/new"},
+		{name: "opt/hard", typ: tar.TypeLink, link: "opt/opq/new"},
+	})
+	img := empty.Image
+	for _, b := range [][]byte{l1, l2} {
+		b := b
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Env = []string{"PATH=/bin", "IMAGE_VAR=from-image"}
+	cf.Config.WorkingDir = "/opt"
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+type buildStatus struct {
+	BuildID    string   `json:"build_id"`
+	Status     string   `json:"status"`
+	TemplateID string   `json:"template_id"`
+	Alias      string   `json:"alias"`
+	Reason     string   `json:"reason"`
+	Step       string   `json:"step"`
+	Logs       []string `json:"logs"`
+	NextOffset int      `json:"next_offset"`
+}
+
+// multipartBuild is a build request with a context tar.
+func multipartBuild(t *testing.T, req map[string]any, files map[string]string) (io.Reader, string) {
+	t.Helper()
+	var entries []tarEntry
+	for n, c := range files {
+		if strings.HasPrefix(c, "->") {
+			entries = append(entries, tarEntry{name: n, typ: tar.TypeSymlink, link: strings.TrimPrefix(c, "->")})
+			continue
+		}
+		entries = append(entries, tarEntry{name: n, body: []byte(c)})
+	}
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	j, _ := json.Marshal(req)
+	pw, _ := mw.CreateFormField("request")
+	pw.Write(j)
+	fw, _ := mw.CreateFormFile("context", "context.tar")
+	fw.Write(layerTar(t, entries))
+	mw.Close()
+	return &buf, mw.FormDataContentType()
+}
+
+func (s *server) build(req map[string]any, files map[string]string) (int, buildStatus, []byte) {
+	s.t.Helper()
+	var code int
+	var b []byte
+	if files != nil {
+		body, ct := multipartBuild(s.t.(*testing.T), req, files)
+		code, b = s.do("POST", "/templates/build", body, "Content-Type", ct)
+	} else {
+		code, b = s.do("POST", "/templates/build", req)
+	}
+	var st buildStatus
+	json.Unmarshal(b, &st)
+	return code, st, b
+}
+
+func TestTemplates(t *testing.T) {
+	testenv.RequireRoot(t)
+	if _, err := os.Stat(filepath.Join(templatesDir(), "base", "rootfs", "bin", "bash-static")); err != nil {
+		testenv.Unavailable(t, "the base template is not built: %v", err)
+	}
+	reg := testenv.ServiceIP.String()
+	s := startServer(t, "--insecure-registry", reg)
+	s.net.HandleHTTP("/v2/", registry.New())
+	tag := "e2e" + randHex(4)
+	ref, err := name.ParseReference(reg+"/declaw/"+tag+":v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, testImage(t), remote.WithTransport(&http.Transport{DialContext: s.net.DialContext})); err != nil {
+		t.Fatalf("push the test image: %v", err)
+	}
+	suffix := randHex(3)
+	alias := func(n string) string {
+		a := "e2e-" + n + "-" + suffix
+		t.Cleanup(func() { s.do("DELETE", "/templates/"+a+"?force=true", nil) })
+		return a
+	}
+
+	t.Run("ImageSpec", func(t *testing.T) {
+		a := alias("img")
+		code, st, b := s.build(map[string]any{"alias": a, "force": true, "template": map[string]any{
+			"base_image": ref.String(),
+			"run_cmds":   []string{`[[ -e /opt/gone/file || -e /opt/opq/old ]] && exit 3; echo "built by $(id -u 2>/dev/null || echo root) $IMAGE_VAR $SPEC_VAR" > /opt/built`},
+			"envs":       map[string]string{"SPEC_VAR": "from-spec"},
+		}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build: %d %s", code, b)
+		}
+		if !strings.HasPrefix(st.TemplateID, "tpl-") || st.Alias != a {
+			t.Errorf("build answer: template_id %q alias %q", st.TemplateID, st.Alias)
+		}
+		var got map[string]any
+		s.must(200, "GET", "/templates/"+st.TemplateID, nil, &got)
+		if got["alias"] != a {
+			t.Errorf("GET /templates/%s: %v", st.TemplateID, got)
+		}
+		id := s.create(map[string]any{"template": st.TemplateID})
+		r := s.run(id, `echo "$(</opt/built)|$(</opt/keep)|$(</opt/opq/new)|$IMAGE_VAR|$SPEC_VAR"; [[ -e /opt/gone/file ]] && echo GONE-PRESENT; [[ -e /opt/opq/old ]] && echo OPQ-PRESENT; [[ /opt/hard -ef /opt/opq/new ]] && echo HARDLINK; echo done`)
+		want := "built by root from-image from-spec|kept|new content|from-image|from-spec\nHARDLINK\ndone\n"
+		if r.Stdout != want {
+			t.Errorf("in a sandbox of the image template: stdout %q, want %q (stderr %q)", r.Stdout, want, r.Stderr)
+		}
+		var fi map[string]any
+		s.must(200, "GET", "/sandboxes/"+id+"/files/info?path=/opt/opq/new", nil, &fi)
+		if fi["owner"] != "user" || !strings.Contains(fmt.Sprint(fi["permissions"]), "s") {
+			t.Errorf("/opt/opq/new: owner %v permissions %v, want user and setuid", fi["owner"], fi["permissions"])
+		}
+		s.must(200, "GET", "/sandboxes/"+id+"/files/info?path=/opt/link", nil, &fi)
+		if fi["symlink_target"] != "/opt/opq/new" && fi["type"] != "symlink" {
+			t.Errorf("/opt/link: %v", fi)
+		}
+		// In use: 409, then forced.
+		code, b = s.do("DELETE", "/templates/"+a, nil)
+		if code != 409 || !strings.Contains(string(b), "template_in_use") {
+			t.Errorf("DELETE a template in use: %d %s, want 409 template_in_use", code, b)
+		}
+	})
+
+	t.Run("DockerfileTwoStages", func(t *testing.T) {
+		a := alias("df")
+		df := fmt.Sprintf(`ARG IMG=%s
+FROM base AS builder
+RUN mkdir -p /out && echo "compiled on $(. /etc/os-release; echo $ID)" > /out/artifact
+FROM ${IMG}
+ENV GREETING=hello
+COPY --from=builder /out/artifact /app/artifact
+COPY hello.txt data/ /app/
+WORKDIR /app
+USER root
+CMD ["/bin/bash", "-c", "echo start"]
+`, ref.String())
+		req := map[string]any{"alias": a, "force": true, "template": map[string]any{"dockerfile": df}}
+		files := map[string]string{"hello.txt": "hello from the context\n", "data/one": "one\n"}
+		code, st, b := s.build(req, files)
+		if code == 200 && strings.Contains(strings.Join(st.Logs, "\n"), "---> cached") {
+			t.Errorf("a forced build used the cache:\n%s", strings.Join(st.Logs, "\n"))
+		}
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build: %d %s", code, b)
+		}
+		id := s.create(map[string]any{"template": a})
+		r := s.run(id, `echo "$(</app/artifact)|$(</app/hello.txt)|$(</app/one)|$GREETING|$PWD"`, "cwd", "/app")
+		if want := "compiled on debian|hello from the context|one|hello|/app\n"; r.Stdout != want {
+			t.Errorf("sandbox of the two-stage build: %q, want %q (stderr %q)", r.Stdout, want, r.Stderr)
+		}
+		// A rebuild reuses every step.
+		s.must(200, "DELETE", "/sandboxes/"+id, nil, nil)
+		delete(req, "force")
+		code, st, b = s.build(req, files)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("rebuild: %d %s", code, b)
+		}
+		cached := 0
+		for _, l := range st.Logs {
+			if strings.Contains(l, "---> cached") {
+				cached++
+			}
+		}
+		if cached < 4 {
+			t.Errorf("rebuild: %d cached steps, want every file step (4) cached; logs:\n%s", cached, strings.Join(st.Logs, "\n"))
+		}
+	})
+
+	t.Run("StartCommand", func(t *testing.T) {
+		a := alias("svc")
+		server := `exec perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>8080,Listen=>5,ReuseAddr=>1) or die; while($c=$s->accept){<$c>; print $c "HTTP/1.0 200 OK\r\n\r\nserved by the start command\n"; close $c}'`
+		code, st, b := s.build(map[string]any{"alias": a, "template": map[string]any{
+			"base_image": "base", "start_cmd": server, "ready_check": map[string]any{"port": 8080, "timeout": 30},
+		}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build: %d %s", code, b)
+		}
+		id := s.create(map[string]any{"template": a})
+		r := s.run(id, "curl -sS --max-time 5 http://127.0.0.1:8080/")
+		if r.Stdout != "served by the start command\n" {
+			t.Errorf("right after create: %q (stderr %q)", r.Stdout, r.Stderr)
+		}
+		// A start command that never gets ready fails the create with its output.
+		b2 := alias("svcbad")
+		code, st, b = s.build(map[string]any{"alias": b2, "template": map[string]any{
+			"base_image": "base", "start_cmd": "echo about to fail; sleep 1000", "ready_check": map[string]any{"cmd": "false", "timeout": 2},
+		}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build: %d %s", code, b)
+		}
+		code, b = s.do("POST", "/sandboxes", map[string]any{"template": b2})
+		if code != 409 || !strings.Contains(string(b), "about to fail") {
+			t.Errorf("create with a start command never ready: %d %s, want 409 with its output", code, b)
+		}
+	})
+
+	t.Run("Faults", func(t *testing.T) {
+		// Bad Dockerfiles: 400 naming the line.
+		for _, c := range []struct{ df, want string }{
+			{"FROM base\nRUN true\nFROBNICATE x\n", "line 3"},
+			{"RUN true\n", "line"},
+			{"FROM base\nHEALTHCHECK CMD true\n", "line 2"},
+			{"FROM base\nCOPY ../secret /x\n", "line 2"},
+		} {
+			code, _, b := s.build(map[string]any{"alias": alias("bad"), "template": map[string]any{"dockerfile": c.df}}, nil)
+			if code != 400 || !strings.Contains(string(b), c.want) {
+				t.Errorf("Dockerfile %q: %d %s, want 400 mentioning %q", c.df, code, b, c.want)
+			}
+		}
+		code, _, b := s.build(map[string]any{"alias": alias("big"), "template": map[string]any{"dockerfile": "FROM base\n#" + strings.Repeat("x", 70<<10)}}, nil)
+		if code != 413 {
+			t.Errorf("70 KiB Dockerfile: %d %s, want 413", code, b)
+		}
+		// Build failures: status failed with a reason, no template.
+		for _, c := range []struct {
+			name  string
+			tmpl  map[string]any
+			files map[string]string
+			want  string
+		}{
+			{"missing", map[string]any{"base_image": reg + "/declaw/nope:v1"}, nil, "not found"},
+			{"unreachable", map[string]any{"base_image": testenv.OtherIP.String() + ":5999/x/y:z"}, nil, "cannot reach"},
+			{"runfails", map[string]any{"base_image": "base", "run_cmds": []string{"echo step output here; exit 7"}}, nil, "exit code 7"},
+			{"escape", map[string]any{"dockerfile": "FROM base\nCOPY link /x\n"}, map[string]string{"link": "->/etc/shadow"}, "outside the build context"},
+		} {
+			a := alias(c.name)
+			code, st, b := s.build(map[string]any{"alias": a, "template": c.tmpl}, c.files)
+			if code != 200 || st.Status != "failed" || !strings.Contains(st.Reason, c.want) {
+				t.Errorf("%s: %d %s, want failed with %q", c.name, code, b, c.want)
+				continue
+			}
+			if c.name == "runfails" && (!strings.Contains(st.Step, "exit 7") || !strings.Contains(st.Reason, "step output here")) {
+				t.Errorf("runfails: step %q reason %q: want the step and its output", st.Step, st.Reason)
+			}
+			if code, _ := s.do("GET", "/templates/"+a, nil); code != 404 {
+				t.Errorf("%s: the failed template answers %d, want 404", c.name, code)
+			}
+			if code, b := s.do("POST", "/sandboxes", map[string]any{"template": a}); code != 404 {
+				t.Errorf("%s: create from the failed template: %d %s, want 404", c.name, code, b)
+			}
+		}
+		// Two builds of one alias: the second is refused while the first runs.
+		a := alias("twice")
+		spec := map[string]any{"alias": a, "background": true, "template": map[string]any{"base_image": "base", "run_cmds": []string{"sleep 3"}}}
+		code, st1, b := s.build(spec, nil)
+		if code != 202 || st1.Status != "building" {
+			t.Fatalf("background build: %d %s", code, b)
+		}
+		code, _, b = s.build(spec, nil)
+		if code != 409 {
+			t.Errorf("second build of %s while one runs: %d %s, want 409", a, code, b)
+		}
+		// Logs stream while it runs, and it can be canceled.
+		var cancelled buildStatus
+		s.must(200, "DELETE", "/templates/builds/"+st1.BuildID, nil, &cancelled)
+		if cancelled.Status != "failed" || cancelled.Reason != "canceled" {
+			t.Errorf("canceled build: %+v", cancelled)
+		}
+		var got buildStatus
+		s.must(200, "GET", "/templates/builds/"+st1.BuildID+"?offset=1", nil, &got)
+		if got.Status != "failed" || len(got.Logs) == 0 || got.NextOffset < 2 {
+			t.Errorf("GET build after cancel: %+v", got)
+		}
+	})
+
+	t.Run("NoLeftovers", func(t *testing.T) {
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		if strings.Contains(string(mi), filepath.Join(templatesDir(), ".builds")) {
+			t.Errorf("mounts left under .builds:\n%s", mi)
+		}
+		ents, _ := os.ReadDir(filepath.Join(templatesDir(), ".builds"))
+		for _, e := range ents {
+			if e.IsDir() {
+				if st, err := os.ReadFile(filepath.Join(templatesDir(), ".builds", e.Name()+".json")); err == nil && strings.Contains(string(st), `"building"`) {
+					continue // another server's build in progress
+				}
+				t.Errorf("build work dir left: %s", e.Name())
+			}
+		}
+	})
+}
