@@ -157,6 +157,18 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("original after the fork: %+v", res)
 	}
 
+	// The CLI does the same.
+	s.writeFile(id, "/home/user/proj/a.txt", "cli")
+	if out := s.mustCLI("", "sandbox", "restore", id, "--snapshot", sn.SnapshotID); out != "restored "+id+" from "+sn.SnapshotID+"\n" {
+		t.Fatalf("declaw sandbox restore: %q", out)
+	}
+	if out := s.mustCLI("", "sandbox", "exec", id, "--", "cat", "/home/user/proj/a.txt"); out != "v1" {
+		t.Fatalf("after the CLI restore: %q", out)
+	}
+	if out := s.mustCLI("", "sandbox", "snapshots", id); !strings.Contains(out, sn.SnapshotID) || !strings.Contains(out, sn2.SnapshotID) {
+		t.Fatalf("declaw sandbox snapshots: %q", out)
+	}
+
 	// Snapshots outlive their sandbox and are deleted idempotently.
 	s.must(200, "DELETE", base, nil, nil)
 	var list struct {

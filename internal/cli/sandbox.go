@@ -28,6 +28,12 @@ Commands:
   kill ID...                       kill sandboxes
   set-timeout ID SECONDS           kill it SECONDS from now (0: never)
   pause ID / resume ID [--timeout S]
+  snapshot ID                      snapshot its filesystem and print the snapshot id
+  snapshots ID                     list its snapshots, newest first
+  delete-snapshot ID SNAPSHOT      delete a snapshot
+  restore ID [--snapshot SNAP] [--fork]
+                                   bring the sandbox back to a snapshot, in place (same id;
+                                   also a killed one); --fork: print a NEW sandbox's id instead
   exec ID [--cwd DIR] [--user U] [--timeout 60] [-e K=V]... -- CMD [ARGS...]
                                    run a command, stream its output, exit with its exit code
   connect ID [--user U] [--cwd DIR] [--timeout 0]
@@ -65,6 +71,14 @@ func runSandbox(e *env, globals, args []string) int {
 		return sandboxSetTimeout(e.newClientCmd(name, globals), args)
 	case "pause", "resume":
 		return sandboxPauseResume(e.newClientCmd(name, globals), verb, args)
+	case "snapshot":
+		return sandboxSnapshot(e.newClientCmd(name, globals), args)
+	case "snapshots":
+		return sandboxSnapshots(e.newClientCmd(name, globals), args)
+	case "delete-snapshot":
+		return sandboxDeleteSnapshot(e.newClientCmd(name, globals), args)
+	case "restore":
+		return sandboxRestore(e.newClientCmd(name, globals), args)
 	case "exec":
 		return sandboxExec(e.newClientCmd(name, globals), args)
 	case "connect", "terminal":
