@@ -348,7 +348,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 		inst *instance
 		warm bool
 	)
-	if from == nil {
+	if from.sandboxID() == "" { // a restored sandbox boots under its own id
 		inst, warm = m.pool.take(req.Template)
 	}
 	if !warm {
@@ -401,11 +401,18 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 
 	took := time.Since(start)
 	if from != nil {
-		m.cfg.Logf("sandbox %s: started from snapshot %s in %v (slot %s, %s)", inst.id, from.snap.ID, took.Round(time.Millisecond), inst.slot.NetNS, inst.slot.GuestIP)
-		return infoFrom(rec), inst.token, nil // the caller audits the restore
+		m.cfg.Logf("sandbox %s: started from snapshot %s in %v (warm=%v, slot %s, %s)", inst.id, from.snap.ID, took.Round(time.Millisecond), warm, inst.slot.NetNS, inst.slot.GuestIP)
+		if from.prev != nil {
+			return infoFrom(rec), inst.token, nil // the caller audits the restore
+		}
+	} else {
+		m.cfg.Logf("sandbox %s: created from template %s in %v (warm=%v, slot %s, %s)", inst.id, req.Template, took.Round(time.Millisecond), warm, inst.slot.NetNS, inst.slot.GuestIP)
 	}
-	m.cfg.Logf("sandbox %s: created from template %s in %v (warm=%v, slot %s, %s)", inst.id, req.Template, took.Round(time.Millisecond), warm, inst.slot.NetNS, inst.slot.GuestIP)
-	m.audit(ctx, inst.id, "sandbox.created", map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": took.Milliseconds(), "warm": warm})
+	ev := map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": took.Milliseconds(), "warm": warm}
+	if from != nil {
+		ev["snapshot_id"] = from.snap.ID
+	}
+	m.audit(ctx, inst.id, "sandbox.created", ev)
 	return infoFrom(rec), inst.token, nil
 }
 

@@ -353,6 +353,31 @@ func TestFork(t *testing.T) {
 	if evs := h.restoreEvents(t, id); len(evs) != 0 {
 		t.Errorf("original vm_restore events = %v, want none", evs)
 	}
+	created, err := h.st.ListAudit(t.Context(), store.AuditQuery{SandboxID: fork.SandboxID, Types: []string{"sandbox.created"}})
+	if err != nil || len(created) != 1 || !strings.Contains(string(created[0].Data), sn.ID) {
+		t.Errorf("fork sandbox.created events = %v, %v; want one naming %s", created, err, sn.ID)
+	}
+}
+
+// TestForkUsesWarmPool: a fork is a new sandbox, so it may take a booted
+// one from the warm pool; the snapshot's files are still in place.
+func TestForkUsesWarmPool(t *testing.T) {
+	h := newHarness(t, func(h *harness) { h.cfg.WarmPool = map[string]int{"base": 1} })
+	waitFor(t, 5*time.Second, "the pool to fill", func() bool { return h.m.PoolSizes()["base"] == 1 })
+	info, _ := h.create(t, CreateRequest{})
+	sn := h.snapshotWith(t, info.SandboxID, map[string]string{"/a": "v1"})
+	waitFor(t, 5*time.Second, "the pool to refill", func() bool { return h.m.PoolSizes()["base"] == 1 })
+	fork, _, _, err := h.m.Fork(t.Context(), info.SandboxID, sn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.envd.fs(fork.SandboxID)["/a"] != "v1" {
+		t.Errorf("fork files = %v", h.envd.fs(fork.SandboxID))
+	}
+	created, _ := h.st.ListAudit(t.Context(), store.AuditQuery{SandboxID: fork.SandboxID, Types: []string{"sandbox.created"}})
+	if len(created) != 1 || !strings.Contains(string(created[0].Data), `"warm":true`) {
+		t.Errorf("fork sandbox.created = %v, want warm", created)
+	}
 }
 
 // TestRestoreRacesKill runs restores against sync and async kills of the
