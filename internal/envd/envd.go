@@ -58,6 +58,7 @@ type Server struct {
 	watches *watch.Manager
 	files   filesystem.FS
 	handler http.Handler
+	started time.Time // by the sandbox's own clock: what GET /snapshot takes by default
 
 	mu   sync.Mutex
 	envs map[string]string // +checklocks:mu, sandbox-wide, set by /init
@@ -78,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logf = log.New(os.Stderr, "envd: ", log.LstdFlags|log.Lmsgprefix).Printf
 	}
 	s := &Server{
+		started: time.Now(),
 		cfg:     cfg,
 		procs:   process.NewManager(cfg.Process),
 		watches: watch.NewManager(cfg.Watch),

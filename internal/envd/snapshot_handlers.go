@@ -9,11 +9,14 @@ import (
 	"github.com/declaw/declaw/internal/envd/snapshot"
 )
 
-// handleSnapshotGet serves GET /snapshot?since=UNIX_NANOS: a gzipped tar of
-// what changed in the sandbox's filesystem since then. Server use only (not
-// forwarded from the public API).
+// handleSnapshotGet serves GET /snapshot[?since=UNIX_NANOS]: a gzipped tar
+// of what changed in the sandbox's filesystem since then, by default since
+// a second before envd started. The default is read on the sandbox's own
+// clock, like the file times it is compared with: a microVM's clock may lag
+// the host's by its boot time. Server use only (not forwarded from the
+// public API).
 func (s *Server) handleSnapshotGet(w http.ResponseWriter, r *http.Request) {
-	var since time.Time
+	since := s.started.Add(-time.Second)
 	if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
@@ -47,8 +46,9 @@ func (m *Manager) Snapshot(ctx context.Context, id string, memory bool) (*store.
 	}
 	sn := &store.Snapshot{ID: newID("snap-", 6), SandboxID: id, TemplateID: rec.TemplateID, Source: "manual", Kind: "filesystem"}
 	sn.Path = filepath.Join(dir, sn.ID+".tar.gz")
-	since := rec.StartedAt.Add(-time.Second)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.BaseURL.String()+"/snapshot?since="+strconv.FormatInt(since.UnixNano(), 10), nil)
+	// What changed since the container started, on the sandbox's own clock
+	// (envd's default; a microVM's clock may lag the host's).
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.BaseURL.String()+"/snapshot", nil)
 	req.Header.Set(envdapi.AccessTokenHeader, t.Token)
 	resp, err := m.client.Do(req)
 	if err != nil {
