@@ -43,7 +43,9 @@ func (r *metricRing) add(at time.Time, cpuNanos, memBytes uint64) {
 
 // sample takes one sample of a running sandbox.
 func (m *Manager) sample(ctx context.Context, inst *instance) {
-	inst.mu.Lock()
+	if !inst.mu.TryLock() {
+		return // a lifecycle operation (a restore takes seconds) is under way: skip it this round
+	}
 	running := inst.state == StateRunning && !inst.dying.Load()
 	inst.mu.Unlock()
 	if !running {
