@@ -235,6 +235,21 @@ func TestRestoreStopsRunningCommand(t *testing.T) {
 	if res := s.run(id, "cat /home/user/a.txt; echo; test -e /home/user/late.txt || echo no-late; pgrep -x sleep || echo no-sleep"); res.Stdout != "v1\nno-late\nno-sleep\n" {
 		t.Fatalf("after restore: %+v", res)
 	}
+
+	// A paused sandbox is restored too, and runs afterwards.
+	s.writeFile(id, "/home/user/a.txt", "v3")
+	s.must(200, "POST", base+"/pause", nil, nil)
+	s.must(200, "POST", base+"/restore", nil, nil)
+	var st struct {
+		State string `json:"state"`
+	}
+	s.must(200, "GET", base+"/status", nil, &st)
+	if st.State != "running" {
+		t.Fatalf("state after restoring a paused sandbox = %s", st.State)
+	}
+	if res := s.run(id, "cat /home/user/a.txt"); res.Stdout != "v1" {
+		t.Fatalf("after restoring a paused sandbox: %+v", res)
+	}
 }
 
 // TestRestoreRacesKill restores and kills one sandbox at the same time,

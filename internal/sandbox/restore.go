@@ -64,7 +64,10 @@ func (m *Manager) Restore(ctx context.Context, id, snapID string) (_ *Info, toke
 			if inst.state != StateKilled && !inst.dying.Load() {
 				info, err := m.restoreLive(ctx, inst, sn, archive)
 				inst.mu.Unlock()
-				return info, inst.token, sn, err
+				if err != nil {
+					return nil, "", nil, err
+				}
+				return info, inst.token, sn, nil
 			}
 			inst.mu.Unlock()
 		}
