@@ -88,7 +88,7 @@ func (s *server) start(extraArgs ...string) {
 		// microVM runtime boots under TCG (~10 s a sandbox), so CI runs the
 		// representative subset in microvm_subset.txt there: the seed
 		// example, commands, files, lifecycle, bad input, network policy,
-		// DNS, domain rules and the security proxy.
+		// DNS, domain rules, the security proxy and a restore in place.
 		args = append(args, "--runtime", rt)
 	}
 	// Not n.Command: its cleanup would SIGKILL the server before stop
