@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/template"
@@ -37,6 +38,8 @@ func toAPIError(err error) *Error {
 		typeErr  *json.UnmarshalTypeError
 		inputErr *build.InputError
 		notReady *sandbox.NotReadyError
+		limErr   *limits.Error
+		capErr   *limits.CapacityError
 	)
 	switch {
 	case errors.As(err, &apiErr):
@@ -59,6 +62,10 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "template_not_ready", Message: notReady.Error()}
 	case errors.As(err, &invalid):
 		return badRequest("invalid_argument", invalid.Error())
+	case errors.As(err, &limErr):
+		return badRequest(limErr.Code, limErr.Error())
+	case errors.As(err, &capErr):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "insufficient_capacity", Message: capErr.Error() + "; retry later or ask for less memory"}
 	case errors.As(err, &polErr):
 		return badRequest("invalid_policy", polErr.Error())
 	case errors.As(err, &stateErr):
@@ -84,7 +91,10 @@ func toAPIError(err error) *Error {
 // writeError writes err as {"message","code"}; unexpected errors are logged, not shown.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := toAPIError(err)
-	if e.Status >= 500 {
+	if e.Code == "insufficient_capacity" {
+		w.Header().Set("Retry-After", "5")
+	}
+	if e.Status >= 500 && e.Code != "insufficient_capacity" {
 		s.logf("api: %s %s: %v", r.Method, r.URL.Path, err)
 	}
 	writeJSON(w, e.Status, map[string]string{"message": e.Message, "code": e.Code})

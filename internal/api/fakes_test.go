@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/sandboxrt/rttest"
@@ -208,6 +209,33 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// limitsSetup configures the harness's resource policy: cfg, and, with
+// hostMB > 0, admission control on a host of that size.
+type limitsSetup struct {
+	cfg               limits.Config
+	hostMB, reserveMB int64
+}
+
+func newHarnessWith(t *testing.T, setup func(*limitsSetup)) *harness {
+	t.Helper()
+	var ls limitsSetup
+	if setup != nil {
+		setup(&ls)
+	}
+	lc, err := ls.cfg.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var adm *limits.Admission
+	if ls.hostMB > 0 {
+		lc.ReserveMB = ls.reserveMB
+		if adm, err = limits.NewAdmission(lc, ls.hostMB); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dir := t.TempDir()
 	st, err := sqlite.Open(filepath.Join(dir, "declaw.db"))
 	if err != nil {
@@ -222,7 +250,7 @@ func newHarness(t *testing.T) *harness {
 	h.m = sandbox.New(sandbox.Config{
 		Store: st, Runtime: h.rt, Network: h.net, Templates: fakeTemplates{dir: dir}, DNS: fakeDNS{},
 		EnvdPath: "/opt/declaw/envd", RunDir: filepath.Join(dir, "run"), StateDir: dir, EnvdReady: 5 * time.Second,
-		EnvdPort: h.envd.port(), Logf: t.Logf,
+		EnvdPort: h.envd.port(), Logf: t.Logf, Limits: lc, Admission: adm,
 	})
 	h.api = New(Config{Sandboxes: h.m, Store: st, Logf: t.Logf, Health: func() map[string]any { return map[string]any{"runtime": "fake"} }})
 	h.srv = httptest.NewServer(h.api)

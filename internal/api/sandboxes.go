@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandbox"
@@ -31,6 +32,10 @@ type createBody struct {
 	Network             *policy.Network   `json:"network"`
 	Security            json.RawMessage   `json:"security"`
 	Lifecycle           json.RawMessage   `json:"lifecycle"`
+	// Resources within the server's maxima; absent: the template's, else the server's defaults.
+	CPUCount *float64 `json:"cpu_count"`
+	MemoryMB *int64   `json:"memory_mb"`
+	DiskMB   *int64   `json:"disk_mb"`
 }
 
 // createResponse is the answer of POST /sandboxes.
@@ -112,7 +117,8 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return nil, err
 	}
-	req := sandbox.CreateRequest{Template: body.Template, Metadata: body.Metadata, Envs: body.Envs, Lifecycle: body.Lifecycle}
+	req := sandbox.CreateRequest{Template: body.Template, Metadata: body.Metadata, Envs: body.Envs, Lifecycle: body.Lifecycle,
+		Resources: limits.Request{CPUs: body.CPUCount, MemoryMB: body.MemoryMB, DiskMB: body.DiskMB}}
 	if req.Template == "" {
 		req.Template = body.TemplateID
 	}

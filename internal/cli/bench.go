@@ -10,9 +10,14 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/bench"
+	"github.com/declaw/declaw/internal/limits"
+	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/microvm"
 	"github.com/declaw/declaw/internal/server"
 )
+
+// benchMemoryMB is the memory limit of the bench's sandboxes (--local).
+const benchMemoryMB = 128
 
 const benchUsage = `Usage: declaw bench [--json] [--quick] [--local] [--template python] [--runs N]
 
@@ -75,6 +80,10 @@ func runBench(e *env, globals, args []string) int {
 					Listen: sc.Listen, StateDir: sc.StateDir, APIKey: sc.APIKey, SandboxCIDR: sc.SandboxCIDR,
 					NetPrefix: sc.NetPrefix, EnvdPath: sc.EnvdPath, Runsc: *runsc, Platform: *platform,
 					PoolSize: 4, WarmPool: sc.WarmPool, DNSUpstream: sc.DNSUpstream, Logf: sc.Logf, Runtime: *rt,
+					// The bench runs trivial commands; at the default 512 MiB its
+					// 100 concurrent creates would be more memory than admission
+					// lets most hosts commit (docs/bench.md).
+					Limits: limits.Config{Defaults: sandboxrt.Resources{MemoryMB: benchMemoryMB}},
 				})
 				if err != nil {
 					return "", nil, err

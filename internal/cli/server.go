@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/declaw/declaw/internal/limits"
+	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/server"
 	"github.com/declaw/declaw/internal/template"
 )
@@ -47,8 +50,17 @@ func runServer(e *env, args []string) int {
 	}
 	fs.DurationVar(&cfg.WarmPoolMaxIdle, "warm-pool-max-idle", maxIdle, "how long a pooled sandbox waits for a create before it is replaced by a fresh one (env DECLAW_WARM_POOL_MAX_IDLE)")
 	insecure := fs.String("insecure-registry", e.envOr("DECLAW_INSECURE_REGISTRIES", ""), "comma-separated registry hosts (host[:port]) template builds pull images from over plain HTTP")
+	lim, envErr := limitFlags(e, fs)
+	if envErr != nil {
+		fmt.Fprintf(e.stderr, "declaw server: %v\n", envErr)
+		return 2
+	}
 	buildTemplates := fs.String("build-templates", e.envOr("DECLAW_BUILD_TEMPLATES", ""), "comma-separated built-in templates to build before serving if missing or built by an older recipe (e.g. base,python)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := lim.apply(&cfg.Limits); err != nil {
+		fmt.Fprintf(e.stderr, "declaw server: %v\n", err)
 		return 2
 	}
 	if cfg.WarmPoolMaxIdle <= 0 {
@@ -120,4 +132,65 @@ func parseWarmPool(v string) (map[string]int, error) {
 		out[name] = n
 	}
 	return out, nil
+}
+
+// limitValues are the resource flags as parsed, applied to a limits.Config.
+type limitValues struct {
+	cpus, maxCPUs, overcommit                 float64
+	mem, disk, pids, maxMem, maxDisk, reserve int64
+}
+
+// limitFlags registers the sandbox resource flags, each with its DECLAW_*
+// environment variable as default; a bad variable is an error naming it.
+func limitFlags(e *env, fs *flag.FlagSet) (*limitValues, error) {
+	v := &limitValues{}
+	var errs []error
+	f64 := func(p *float64, name, envName string, def float64, usage string) {
+		d := def
+		if s := e.envOr(envName, ""); s != "" {
+			n, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want a number", envName, s))
+			}
+			d = n
+		}
+		fs.Float64Var(p, name, d, usage+" (env "+envName+")")
+	}
+	i64 := func(p *int64, name, envName string, def int64, usage string) {
+		d := def
+		if s := e.envOr(envName, ""); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want a whole number", envName, s))
+			}
+			d = n
+		}
+		fs.Int64Var(p, name, d, usage+" (env "+envName+")")
+	}
+	f64(&v.cpus, "cpu-count", "DECLAW_CPU_COUNT", limits.DefaultCPUs, "vCPUs a sandbox gets unless its template or create says otherwise")
+	i64(&v.mem, "memory-mb", "DECLAW_MEMORY_MB", limits.DefaultMemoryMB, "memory (MiB) a sandbox gets by default; all of it, the runtime's own share included")
+	i64(&v.disk, "disk-mb", "DECLAW_DISK_MB", limits.DefaultDiskMB, "writable root filesystem (MiB) a sandbox gets by default; past it writes fail with ENOSPC")
+	i64(&v.pids, "pids", "DECLAW_PIDS", limits.DefaultPids, "processes and threads a sandbox may have")
+	f64(&v.maxCPUs, "max-cpu-count", "DECLAW_MAX_CPU_COUNT", limits.DefaultMaxCPUs, "most vCPUs a create or template may ask for")
+	i64(&v.maxMem, "max-memory-mb", "DECLAW_MAX_MEMORY_MB", limits.DefaultMaxMemoryMB, "most memory (MiB) a create or template may ask for")
+	i64(&v.maxDisk, "max-disk-mb", "DECLAW_MAX_DISK_MB", limits.DefaultMaxDiskMB, "most disk (MiB) a create or template may ask for")
+	i64(&v.reserve, "memory-reserve-mb", "DECLAW_MEMORY_RESERVE_MB", 0, "host memory (MiB) never committed to sandboxes; 0: 10% of the host, at least 1024")
+	f64(&v.overcommit, "memory-overcommit", "DECLAW_MEMORY_OVERCOMMIT", 1, "sandboxes' memory limits may add up to (host memory - reserve) times this; above 1 the host may swap or OOM")
+	return v, errors.Join(errs...)
+}
+
+func (v *limitValues) apply(c *limits.Config) error {
+	c.Defaults = sandboxrt.Resources{CPUs: v.cpus, MemoryMB: v.mem, DiskMB: v.disk, Pids: v.pids}
+	c.Max = sandboxrt.Resources{CPUs: v.maxCPUs, MemoryMB: v.maxMem, DiskMB: v.maxDisk, Pids: max(limits.DefaultMaxPids, v.pids)}
+	c.ReserveMB, c.Overcommit = v.reserve, v.overcommit
+	for name, n := range map[string]float64{"--cpu-count": v.cpus, "--memory-mb": float64(v.mem), "--disk-mb": float64(v.disk), "--pids": float64(v.pids),
+		"--max-cpu-count": v.maxCPUs, "--max-memory-mb": float64(v.maxMem), "--max-disk-mb": float64(v.maxDisk), "--memory-overcommit": v.overcommit} {
+		if n <= 0 {
+			return fmt.Errorf("%s %v: must be positive", name, n)
+		}
+	}
+	if _, err := c.Normalize(); err != nil {
+		return fmt.Errorf("resource limits: %w", err)
+	}
+	return nil
 }

@@ -278,32 +278,24 @@ func (s *Server) streamOutput(ctx context.Context, sse *sseWriter, h *process.Ha
 	if !sse.event("start", envdapi.StreamEvent{Type: "start", Pid: h.Pid()}) {
 		return false
 	}
+	// Output the log's cap dropped before it was sent (a reader slower
+	// than the process by more than the per-stream window) is reported
+	// with a "gap" event, never skipped silently.
 	var carry [2]utf8Carry
-	var last uint64
-	for {
-		entries, changed, closed := h.Output().Since(last, 64)
-		for _, e := range entries {
-			last = e.ID
-			name := e.Stream.String()
-			text := carry[e.Stream].split(e.Data)
-			if text == "" {
-				continue
-			}
-			if !sse.event(name, envdapi.StreamEvent{Type: name, Stream: name, Data: text}) {
-				return false
-			}
+	emit := func(e process.Entry) bool {
+		name := e.Stream.String()
+		text := carry[e.Stream].split(e.Data)
+		if text == "" {
+			return true
 		}
-		if len(entries) > 0 {
-			continue
-		}
-		if closed {
-			break
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return false
-		}
+		return sse.eventID(name, e.ID, envdapi.StreamEvent{Type: name, Stream: name, Data: text, EntryID: e.ID})
+	}
+	gap := func(after uint64) bool {
+		carry = [2]utf8Carry{}
+		return sse.event("gap", envdapi.StreamEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
+	}
+	if !followLog(ctx, h.Output(), 0, emit, gap) {
+		return false
 	}
 	for st, c := range carry {
 		if rest := c.flush(); rest != "" {

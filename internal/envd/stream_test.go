@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/declaw/declaw/internal/envd/process"
+	"github.com/declaw/declaw/internal/envdapi"
 )
 
 // sseStream is an open SSE response whose events arrive on a channel.
@@ -179,4 +182,41 @@ func (c *collected) exitCode(t *testing.T) int {
 		t.Fatalf("stream ended with %+v, want an exit event with exit_code (events %v)", c.terminal, c.names)
 	}
 	return *c.terminal.data.ExitCode
+}
+
+// TestRunStreamSlowReaderGetsGap: POST /commands/stream never holds more
+// than the per-stream window for a reader that falls behind, and tells it
+// with a "gap" event instead of skipping output silently.
+func TestRunStreamSlowReaderGetsGap(t *testing.T) {
+	const limit = 64 << 10
+	c := newTestServer(t, process.Config{OutputLimit: limit})
+	resp, err := http.DefaultClient.Do(c.request(t.Context(), "POST", "/commands/stream",
+		strings.NewReader(`{"cmd":"head -c 8388608 /dev/zero | tr '\\0' a; echo; echo done"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(2 * time.Second) // the command ends while nobody reads
+	var out strings.Builder
+	var gaps, exit int
+	exit = -1
+	readSSE(t, resp.Body, func(ev sseEvent) bool {
+		switch ev.name {
+		case "stdout":
+			out.WriteString(ev.data.Data)
+		case "gap":
+			if ev.data.Code != envdapi.CodeOutputDropped {
+				t.Errorf("gap event %+v, want code %s", ev.data, envdapi.CodeOutputDropped)
+			}
+			gaps++
+		case "exit":
+			exit = *ev.data.ExitCode
+			return false
+		}
+		return true
+	})
+	if exit != 0 || gaps == 0 || out.Len() >= 8<<20 || !strings.HasSuffix(out.String(), "done\n") {
+		t.Errorf("slow reader: exit %d, %d gap events, %d bytes ending %q; want exit 0, a gap, less than 8 MiB ending in done",
+			exit, gaps, out.Len(), out.String()[max(0, out.Len()-10):])
+	}
 }

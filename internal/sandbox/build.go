@@ -36,12 +36,17 @@ func (m *Manager) StartBuild(ctx context.Context, rootfs string, res sandboxrt.R
 	if closed {
 		return nil, fmt.Errorf("build sandbox: %w", ErrUnavailable)
 	}
+	// The server's defaults, capped by its maxima, like any sandbox's; no
+	// disk of its own: a build step writes through to its layer, whose
+	// size the builder checks (disk_mb).
 	if res.CPUs == 0 {
-		res.CPUs = m.cfg.Resources.CPUs
+		res.CPUs = m.cfg.Limits.Defaults.CPUs
 	}
 	if res.MemoryMB == 0 {
-		res.MemoryMB = m.cfg.Resources.MemoryMB
+		res.MemoryMB = m.cfg.Limits.Defaults.MemoryMB
 	}
+	res.CPUs, res.MemoryMB = min(res.CPUs, m.cfg.Limits.Max.CPUs), min(res.MemoryMB, m.cfg.Limits.Max.MemoryMB)
+	res.Pids, res.DiskMB = m.cfg.Limits.Defaults.Pids, 0
 	inst, err := m.bootOn(ctx, m.cfg.BuildRuntime, "", "bld-", "", rootfs, res)
 	if err != nil {
 		return nil, err

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandboxrt"
@@ -109,8 +110,13 @@ type Config struct {
 	EnvdPath       string // host path of the envd binary, bind-mounted into every sandbox
 	RunDir         string // per-sandbox generated files live under RunDir/<id>
 	StateDir       string // snapshots live under StateDir/snapshots
-	Resources      sandboxrt.Resources
-	EnvdReady      time.Duration // how long to wait for envd to answer (default 30 s)
+	// Limits is the resource policy (defaults, maxima); the zero value means
+	// the documented defaults (limits.Config.Normalize).
+	Limits limits.Config
+	// Admission, if set, keeps the books of host memory committed to
+	// sandboxes; a boot it refuses fails with a *limits.CapacityError.
+	Admission *limits.Admission
+	EnvdReady time.Duration // how long to wait for envd to answer (default 30 s)
 	// EnvdPort is the TCP port envd is reached on at the slot's guest
 	// address (0 = envdapi.Port). Tests point it at a fake envd.
 	EnvdPort int
@@ -130,6 +136,7 @@ type Manager struct {
 	secretsGen uint64              // bumped whenever the two maps above are set
 	secretsSet map[string]uint64   // sandbox id -> secretsGen when its entries were set
 	pool       *pool
+	poolKick   chan struct{} // wakes the pool (made before it, so boots may use it)
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -153,7 +160,8 @@ type instance struct {
 	dying atomic.Bool // an async kill was accepted: no more requests reach envd
 
 	lifecycle Lifecycle
-	intercept bool // the security policy needs content: web traffic goes to the proxy
+	intercept bool                // the security policy needs content: web traffic goes to the proxy
+	res       sandboxrt.Resources // its limits, fixed at boot
 
 	mu      sync.Mutex // guards the fields below and serialises lifecycle ops
 	state   string
@@ -162,6 +170,7 @@ type instance struct {
 	endAt   time.Time
 	left    time.Duration // while paused: what was left of the timeout
 	metrics metricRing
+	lastOOM time.Time // the last OOM kill the runtime reported
 }
 
 // Lifecycle says what happens at the timeout and to requests for a paused sandbox.
@@ -181,6 +190,7 @@ type CreateRequest struct {
 	Lifecycle json.RawMessage
 
 	templateEnvs map[string]string // the template's own, under Envs
+	Resources    limits.Request    // cpu_count, memory_mb, disk_mb asked for
 }
 
 // Info is what the API shows about a sandbox.
@@ -200,6 +210,13 @@ type Info struct {
 	Runtime    string            `json:"runtime,omitempty"`
 	Network    json.RawMessage   `json:"network,omitempty"`
 	Security   json.RawMessage   `json:"security,omitempty"`
+	// Resources are the sandbox's limits; OOMKills and LastOOMAt say how
+	// often and when it reached its memory limit; EndReason why a killed
+	// sandbox ended ("api", "timeout", "oom", "exited", ...).
+	Resources *ResourceInfo `json:"resources,omitempty"`
+	OOMKills  int           `json:"oom_kills"`
+	LastOOMAt *time.Time    `json:"last_oom_at,omitempty"`
+	EndReason string        `json:"end_reason,omitempty"`
 }
 
 // New returns a manager. Call Recover once before serving.
@@ -212,6 +229,12 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	if lc, err := cfg.Limits.Normalize(); err == nil {
+		cfg.Limits = lc
+	} else {
+		// The server validates its flags; a bad config here is a caller bug.
+		panic(fmt.Sprintf("sandbox.New: limits: %v", err))
 	}
 	tr := &http.Transport{
 		Proxy:               nil,
@@ -226,11 +249,15 @@ func New(cfg Config) *Manager {
 		instances:  map[string]*instance{},
 		bySlot:     map[int]string{},
 		secretsSet: map[string]uint64{},
+		poolKick:   make(chan struct{}, 1),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSampling = cancel
 	go m.sampleLoop(ctx)
 	go m.pruneLoop(ctx, 10*time.Minute)
+	if n, ok := cfg.Runtime.(sandboxrt.Notifier); ok {
+		n.Notify(m.runtimeEvent)
+	}
 	m.pool = newPool(m, cfg.WarmPool, cfg.WarmPoolMaxIdle)
 	return m
 }
@@ -336,6 +363,10 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 		}
 		req.templateEnvs = tc.Envs
 	}
+	res, err := m.cfg.Limits.Resolve(tc.resources(), req.Resources)
+	if err != nil {
+		return nil, "", err
+	}
 
 	m.mu.Lock()
 	closed := m.closed
@@ -349,16 +380,9 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 		warm bool
 	)
 	if from.sandboxID() == "" { // a restored sandbox boots under its own id
-		inst, warm = m.pool.take(req.Template)
+		inst, warm = m.pool.take(req.Template, res)
 	}
 	if !warm {
-		res := m.cfg.Resources
-		if tc.CPUCount > 0 {
-			res.CPUs = float64(tc.CPUCount)
-		}
-		if tc.MemoryMB > 0 {
-			res.MemoryMB = int64(tc.MemoryMB)
-		}
 		if inst, err = m.bootOn(ctx, m.cfg.Runtime, from.sandboxID(), "sbx-", tc.Name, rootfs, res); err != nil {
 			return nil, "", err
 		}
@@ -408,7 +432,7 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 	} else {
 		m.cfg.Logf("sandbox %s: created from template %s in %v (warm=%v, slot %s, %s)", inst.id, req.Template, took.Round(time.Millisecond), warm, inst.slot.NetNS, inst.slot.GuestIP)
 	}
-	ev := map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": took.Milliseconds(), "warm": warm}
+	ev := map[string]any{"template": req.Template, "timeout": rec.Timeout, "duration_ms": took.Milliseconds(), "warm": warm, "resources": resourceInfo(inst.res)}
 	if from != nil {
 		ev["snapshot_id"] = from.snap.ID
 	}
@@ -422,13 +446,13 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 // id is the sandbox id ("" = a new one; a restore of a killed sandbox
 // passes its id). Every resource is on inst.undo; on error they are
 // already freed.
-func (m *Manager) boot(ctx context.Context, id, template, rootfs string) (_ *instance, err error) {
-	return m.bootOn(ctx, m.cfg.Runtime, id, "sbx-", template, rootfs, m.cfg.Resources)
+func (m *Manager) boot(ctx context.Context, id, template, rootfs string, res sandboxrt.Resources) (_ *instance, err error) {
+	return m.bootOn(ctx, m.cfg.Runtime, id, "sbx-", template, rootfs, res)
 }
 
 // bootOn is boot on the runtime rt; new ids start with prefix.
 func (m *Manager) bootOn(ctx context.Context, rt sandboxrt.Runtime, id, prefix, template, rootfs string, res sandboxrt.Resources) (_ *instance, err error) {
-	inst := &instance{id: cmp.Or(id, newID(prefix, 6)), template: template, token: newID("", 24), state: StateRunning, gone: make(chan struct{})}
+	inst := &instance{id: cmp.Or(id, newID(prefix, 6)), template: template, token: newID("", 24), state: StateRunning, gone: make(chan struct{}), res: res}
 	defer func() {
 		if err != nil {
 			if cerr := inst.undo.run(ctx); cerr != nil {
@@ -436,6 +460,19 @@ func (m *Manager) bootOn(ctx context.Context, rt sandboxrt.Runtime, id, prefix, 
 			}
 		}
 	}()
+	if a := m.cfg.Admission; a != nil {
+		if err := a.Admit(inst.id, res.MemoryMB); err != nil {
+			return nil, fmt.Errorf("create sandbox: %w", err)
+		}
+		inst.undo.add("admission", func(context.Context) error {
+			a.Release(inst.id)
+			select { // the warm pool may fill again
+			case m.poolKick <- struct{}{}:
+			default:
+			}
+			return nil
+		})
+	}
 	slot, err := m.cfg.Network.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: acquire network slot: %w", inst.id, err)
@@ -531,6 +568,7 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 		Metadata: req.Metadata, Envs: maskEnvs(sec, req.Envs), Timeout: int(inst.timeout / time.Second),
 		StartedAt: now, GuestIP: slot.GuestIP.String(), Runtime: m.cfg.Runtime.Name(), Lifecycle: req.Lifecycle,
 	}
+	rec.Resources, _ = json.Marshal(resourceRecord{ResourceInfo: *resourceInfo(inst.res)})
 	if inst.timeout > 0 {
 		inst.endAt = now.Add(inst.timeout)
 		rec.EndAt = inst.endAt
@@ -783,6 +821,7 @@ func (m *Manager) markKilled(ctx context.Context, id, reason string) {
 	now := time.Now().UTC()
 	if _, err := m.cfg.Store.UpdateSandbox(ctx, id, func(s *store.Sandbox) error {
 		s.State, s.KilledAt = StateKilled, now
+		s.Resources = updateResourceRecord(s.Resources, func(r *resourceRecord) { r.EndReason = endReason(reason) })
 		return nil
 	}); err != nil && !errors.Is(err, store.ErrNotFound) {
 		m.cfg.Logf("sandbox %s: record kill: %v", id, err)
@@ -1010,6 +1049,13 @@ func infoFrom(r *store.Sandbox) *Info {
 	if !r.KilledAt.IsZero() {
 		t := r.KilledAt
 		info.KilledAt = &t
+	}
+	if len(r.Resources) > 0 {
+		var rr resourceRecord
+		if json.Unmarshal(r.Resources, &rr) == nil {
+			ri := rr.ResourceInfo
+			info.Resources, info.OOMKills, info.LastOOMAt, info.EndReason = &ri, rr.OOMKills, rr.LastOOMAt, rr.EndReason
+		}
 	}
 	return info
 }

@@ -10,6 +10,13 @@ type Metric struct {
 	Timestamp       time.Time `json:"timestamp"`
 	CPUUsagePercent float64   `json:"cpu_usage_percent"` // of one CPU, over the interval before the sample
 	MemoryUsageMB   float64   `json:"memory_usage_mb"`
+	// Usage against the limits: CPUCount is the sandbox's vCPUs (so
+	// cpu_usage_percent can reach 100 * cpu_count); the limits are 0 when
+	// the runtime cannot tell.
+	CPUCount      float64 `json:"cpu_count,omitempty"`
+	MemoryLimitMB float64 `json:"memory_limit_mb,omitempty"`
+	DiskUsageMB   float64 `json:"disk_usage_mb"`
+	DiskLimitMB   float64 `json:"disk_limit_mb,omitempty"`
 }
 
 // metricRing keeps the last samples of one sandbox and the cumulative CPU
@@ -59,9 +66,18 @@ func (m *Manager) sample(ctx context.Context, inst *instance) {
 	if at.IsZero() {
 		at = time.Now()
 	}
+	const mb = 1 << 20
 	inst.mu.Lock()
+	defer inst.mu.Unlock()
 	inst.metrics.add(at, st.CPUUsageNanos, st.MemoryBytes)
-	inst.mu.Unlock()
+	last := &inst.metrics.samples[len(inst.metrics.samples)-1]
+	last.CPUCount = inst.res.CPUs
+	last.MemoryLimitMB = float64(st.MemoryLimitBytes) / mb
+	if last.MemoryLimitMB == 0 {
+		last.MemoryLimitMB = float64(inst.res.MemoryMB)
+	}
+	last.DiskUsageMB = float64(st.DiskBytes) / mb
+	last.DiskLimitMB = float64(st.DiskLimitBytes) / mb
 }
 
 // sampleLoop samples every live sandbox every MetricsInterval until ctx ends.

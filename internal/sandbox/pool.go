@@ -2,11 +2,14 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/meminfo"
+	"github.com/declaw/declaw/internal/sandboxrt"
 )
 
 // pool keeps booted sandboxes ready per template (Config.WarmPool), so a
@@ -31,6 +34,28 @@ type pooled struct {
 	bootAt time.Time
 }
 
+// drop removes the pooled sandbox id (it died on its own) and frees it.
+func (p *pool) drop(ctx context.Context, id string) bool {
+	p.mu.Lock()
+	var found *pooled
+	for t, list := range p.ready {
+		for i, it := range list {
+			if it.inst.id == id {
+				found = it
+				p.ready[t] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+	}
+	p.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	found.inst.undo.run(ctx)
+	p.poke()
+	return true
+}
+
 // MinFreeMemory is the host memory (MemAvailable) below which the pool
 // stops booting sandboxes.
 const MinFreeMemory = 1 << 30
@@ -39,7 +64,10 @@ func newPool(m *Manager, want map[string]int, maxIdle time.Duration) *pool {
 	if maxIdle == 0 {
 		maxIdle = 30 * time.Minute
 	}
-	p := &pool{m: m, want: want, maxIdle: maxIdle, kick: make(chan struct{}, 1), ready: map[string][]*pooled{}, done: make(chan struct{})}
+	p := &pool{m: m, want: want, maxIdle: maxIdle, kick: m.poolKick, ready: map[string][]*pooled{}, done: make(chan struct{})}
+	if p.kick == nil {
+		p.kick = make(chan struct{}, 1)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	if len(want) == 0 {
@@ -58,12 +86,13 @@ func (p *pool) poke() {
 	}
 }
 
-// take returns a ready sandbox of template, if one is pooled.
-func (p *pool) take(template string) (*instance, bool) {
+// take returns a ready sandbox of template with resources res, if one is
+// pooled (pooled sandboxes have their template's default resources).
+func (p *pool) take(template string, res sandboxrt.Resources) (*instance, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.ready[template]
-	if len(list) == 0 {
+	if len(list) == 0 || list[0].inst.res != res {
 		return nil, false
 	}
 	it := list[0]
@@ -112,9 +141,13 @@ func (p *pool) fill(ctx context.Context) {
 			return
 		}
 		rootfs, err := p.m.cfg.Templates.RootFS(ctx, template)
+		var res sandboxrt.Resources
+		if err == nil {
+			res, err = p.m.resources(ctx, template, limits.Request{})
+		}
 		if err == nil {
 			var inst *instance
-			if inst, err = p.m.boot(ctx, "", template, rootfs); err == nil {
+			if inst, err = p.m.boot(ctx, "", template, rootfs, res); err == nil {
 				// The first command then finds the shell in the page cache
 				// (~10 ms less under gVisor). A failure only costs that.
 				if werr := p.m.envdJSON(ctx, inst, http.MethodPost, "/warmup", nil, nil); werr != nil {
@@ -125,6 +158,11 @@ func (p *pool) fill(ctx context.Context) {
 				p.mu.Unlock()
 				continue
 			}
+		}
+		if errors.Is(err, limits.ErrNoCapacity) {
+			// Creates come first: the pool fills again when they leave room.
+			p.m.cfg.Logf("warm pool: not booting a %s sandbox: %v", template, err)
+			return
 		}
 		if ctx.Err() == nil {
 			p.m.cfg.Logf("warm pool: boot a %s sandbox: %v", template, err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/store"
@@ -349,6 +350,13 @@ func requestFrom(rec *store.Sandbox) (CreateRequest, []string, error) {
 			return req, nil, fmt.Errorf("restore sandbox %s: stored network policy: %w", rec.ID, err)
 		}
 		req.Network = np
+	}
+	// The same limits as the original (the server's maxima permitting).
+	if len(rec.Resources) > 0 {
+		var rr resourceRecord
+		if err := json.Unmarshal(rec.Resources, &rr); err == nil && rr.MemoryMB > 0 {
+			req.Resources = limits.Request{CPUs: &rr.VCPUs, MemoryMB: &rr.MemoryMB, DiskMB: &rr.DiskMB}
+		}
 	}
 	return req, dropped, nil
 }

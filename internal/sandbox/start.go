@@ -28,6 +28,7 @@ type TemplateConfig struct {
 	Ready    *ReadyCheck // create returns once it passes (nil: at once)
 	CPUCount int         // resources the template was built for (0 = defaults)
 	MemoryMB int
+	DiskMB   int // writable root of its sandboxes (0 = the default)
 }
 
 // ReadyCheck is when a start command is ready: Cmd exits 0 in the

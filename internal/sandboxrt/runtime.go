@@ -29,11 +29,14 @@ type Mount struct {
 	ReadOnly bool
 }
 
-// Resources are the limits applied to the whole sandbox. Zero means "driver default".
+// Resources are the limits applied to the whole sandbox. Zero means "driver
+// default" (and, where the driver has none, unlimited); the orchestrator
+// always fills them (package limits), so zero only reaches a driver in tests.
 type Resources struct {
 	CPUs     float64 // number of CPUs (may be fractional)
-	MemoryMB int64
-	Pids     int64
+	MemoryMB int64   // all memory of the sandbox, the runtime's own share included
+	Pids     int64   // processes and threads inside
+	DiskMB   int64   // writable root filesystem: what the sandbox may write over its template
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -64,11 +67,43 @@ const (
 	StateStopped State = "stopped"
 )
 
-// Stats is one resource usage sample.
+// Stats is one resource usage sample. Limits are 0 where unknown.
 type Stats struct {
-	Time          time.Time
-	CPUUsageNanos uint64 // cumulative CPU time
-	MemoryBytes   uint64
+	Time             time.Time
+	CPUUsageNanos    uint64 // cumulative CPU time
+	MemoryBytes      uint64
+	MemoryLimitBytes uint64
+	DiskBytes        uint64 // written to the root filesystem's writable layer
+	DiskLimitBytes   uint64
+}
+
+// Event is something that happened to a sandbox on its own, reported by
+// drivers that implement Notifier.
+type Event struct {
+	ID   string
+	Kind EventKind
+	Time time.Time
+	// Detail is a short, user-safe description (e.g. "memory limit 512 MiB reached").
+	Detail string
+}
+
+// EventKind is what happened.
+type EventKind string
+
+const (
+	// EventOOM: the sandbox reached its memory limit and a process was
+	// killed for it (inside the guest, or the whole sandbox).
+	EventOOM EventKind = "oom"
+	// EventExit: the sandbox stopped without being destroyed (PID 1 or the
+	// runtime process died).
+	EventExit EventKind = "exit"
+)
+
+// Notifier is implemented by drivers that report Events. Notify sets the
+// one callback (call it before the first Start); it is called from the
+// driver's goroutines and must not block for long.
+type Notifier interface {
+	Notify(fn func(Event))
 }
 
 // Runtime runs sandboxes. Implementations are safe for concurrent use on

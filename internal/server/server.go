@@ -20,6 +20,7 @@ import (
 	"github.com/declaw/declaw/internal/api"
 	"github.com/declaw/declaw/internal/egress"
 	"github.com/declaw/declaw/internal/egress/ca"
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/network"
 	"github.com/declaw/declaw/internal/network/dns"
 	"github.com/declaw/declaw/internal/policy"
@@ -60,9 +61,10 @@ type Config struct {
 	AuditRetention time.Duration
 	// InsecureRegistries are registry hosts template builds pull from over plain HTTP.
 	InsecureRegistries []string
-	CPUs               float64
-	MemoryMB       int64
-	Logf           func(format string, args ...any)
+	// Limits are the sandboxes' resource defaults and maxima and the host
+	// memory admission policy; zero fields mean the documented defaults.
+	Limits limits.Config
+	Logf   func(format string, args ...any)
 }
 
 // Server is a running declaw server.
@@ -113,6 +115,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if cfg.Limits.OverheadMB == 0 {
+		cfg.Limits.OverheadMB = runtimeOverheadMB[cfg.Runtime]
+	}
+	if cfg.Limits, err = cfg.Limits.Normalize(); err != nil {
+		return nil, fmt.Errorf("resource limits: %w", err)
+	}
+	admission, err := limits.NewAdmission(cfg.Limits, 0)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg}
 	defer func() {
@@ -235,7 +247,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		EnvdPath:        cfg.EnvdPath,
 		RunDir:          filepath.Join(cfg.StateDir, "run"),
 		StateDir:        cfg.StateDir,
-		Resources:       sandboxrt.Resources{CPUs: cfg.CPUs, MemoryMB: cfg.MemoryMB},
+		Limits:          cfg.Limits,
+		Admission:       admission,
 		Logf:            cfg.Logf,
 	})
 	audit = func(id, typ string, data any) { s.manager.Audit(context.Background(), id, typ, data) }
@@ -254,6 +267,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Templates: s.templates, Builds: s.builds,
 		Health: func() map[string]any {
 			h := map[string]any{"runtime": s.runtime.Name(), "warm_pool": s.manager.PoolSizes()}
+			committed, capacity := s.manager.Capacity()
+			h["memory"] = map[string]int64{"committed_mb": committed, "capacity_mb": capacity}
 			if a, ok := s.runtime.(interface{ Accel() string }); ok {
 				h["accel"] = a.Accel()
 			}
@@ -269,7 +284,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			cfg.Logf("http: %v", err)
 		}
 	}()
-	cfg.Logf("declaw server listening on http://%s (runtime %s, state %s)", s.ln.Addr(), s.runtime.Name(), cfg.StateDir)
+	_, capacity := admission.Usage()
+	d := cfg.Limits.Defaults
+	cfg.Logf("declaw server listening on http://%s (runtime %s, state %s); sandboxes get %v vCPUs, %d MiB memory, %d MiB disk, %d pids by default; %d MiB of host memory may be committed to them",
+		s.ln.Addr(), s.runtime.Name(), cfg.StateDir, d.CPUs, d.MemoryMB, d.DiskMB, d.Pids, capacity)
 	return s, nil
 }
 
@@ -375,6 +393,13 @@ func DefaultEnvdPath() (string, error) {
 	}
 	return "", errors.New("envd binary not found beside the declaw binary; pass --envd PATH")
 }
+
+// runtimeOverheadMB is host memory a sandbox uses outside its memory limit,
+// committed with it (limits.Config.OverheadMB), per runtime. gvisor: the
+// foreground "runsc run" process, which stays outside the sandbox's cgroup
+// (~15 MiB RSS measured, rounded up). microvm: QEMU's own memory and
+// TCG's code cache beside the guest's RAM.
+var runtimeOverheadMB = map[string]int64{"gvisor": 24, "microvm": 96}
 
 // templatesAdapter gives the orchestrator template root filesystems.
 type templatesAdapter struct{ m *template.Manager }

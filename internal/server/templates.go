@@ -62,7 +62,7 @@ func (a templatesAdapter) Config(ctx context.Context, name string) (sandbox.Temp
 		}
 	}
 	if c := t.Custom; c != nil {
-		tc.CPUCount, tc.MemoryMB = c.CPUCount, c.MemoryMB
+		tc.CPUCount, tc.MemoryMB, tc.DiskMB = c.CPUCount, c.MemoryMB, c.DiskMB
 	}
 	return tc, nil
 }

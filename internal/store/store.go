@@ -80,6 +80,9 @@ type Sandbox struct {
 	Lifecycle  json.RawMessage
 	GuestIP    string
 	Runtime    string
+	// Resources is the sandbox's limits and what happened at them (OOM
+	// kills, why it ended), as JSON owned by the orchestrator; may be nil.
+	Resources json.RawMessage
 }
 
 // SandboxFilter selects sandboxes for ListSandboxes. Zero values select all.

@@ -29,12 +29,19 @@
 //   - Under --overlay, writes to a writable bind mount stay inside the
 //     sandbox; they do not reach the host file.
 //   - Resources.MemoryMB is the host memory cgroup limit (runsc also shows
-//     it as the guest's total memory). Going over it OOM-kills the whole
-//     sandbox, which then reports StateStopped.
+//     it as the guest's total memory). It holds the sentry, the gofer and
+//     all guest memory. Going over it OOM-kills the whole sandbox (the host
+//     kernel kills the sentry, inside that cgroup only), which then reports
+//     StateStopped; the driver reports EventOOM and EventExit (oom.go).
+//   - Resources.DiskMB is the size of the sandbox's writable root: an ext4
+//     image under a host overlayfs (disk.go); past it writes fail with
+//     ENOSPC inside. Without it the root is runsc's in-memory overlay,
+//     charged to the memory cgroup and bounded only by MemoryMB.
 //   - Resources.Pids becomes RLIMIT_NPROC inside (fork/clone fail with
 //     EAGAIN, per user, the sandbox lives on) plus a looser host pids cgroup
 //     as a backstop: hitting that one kills the sentry.
-//   - Resources.CPUs is a CFS quota on the sandbox cgroup.
+//   - Resources.CPUs is a CFS quota on the sandbox cgroup; the guest sees
+//     that many CPUs (--cpu-num-from-quota; runsc shows at least 2).
 //   - The root in the OCI spec is writable: with readonly=true runsc
 //     refuses writes even under --overlay. The template stays untouched.
 package gvisor
@@ -52,10 +59,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/declaw/declaw/internal/sandboxrt"
+	"github.com/declaw/declaw/internal/sandboxrt/diskimg"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,8 +88,11 @@ type Config struct {
 	// CgroupParent is the cgroup (relative to each hierarchy's root) under
 	// which every sandbox gets its own cgroup "<CgroupParent>/<id>". Default "declaw".
 	CgroupParent string
-	// Defaults fills the zero fields of Spec.Resources. Zero fields here mean unlimited.
+	// Defaults fills the zero fields of Spec.Resources. Zero fields here
+	// mean unlimited (DiskMB: runsc's in-memory overlay, bounded by MemoryMB).
 	Defaults sandboxrt.Resources
+	// Mkfs is mkfs.ext4, which formats the sandboxes' disks (once per size). Default "mkfs.ext4".
+	Mkfs string
 	// StartTimeout bounds how long Start waits for PID 1 to run. Default 60s.
 	StartTimeout time.Duration
 	// Logf logs driver events. Default: discard.
@@ -94,15 +106,19 @@ type Driver struct {
 	root      string // runsc --root
 	bundles   string
 
-	mu    sync.Mutex
-	procs map[string]*runProc // foreground "runsc run" children, by id
+	disks *diskimg.Maker
+
+	mu     sync.Mutex
+	procs  map[string]*runProc // foreground "runsc run" children, by id
+	notify func(sandboxrt.Event)
 }
 
 // runProc is one foreground "runsc run" process.
 type runProc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd.Wait returned
-	err  error         // cmd.Wait's result, valid after done
+	cmd        *exec.Cmd
+	done       chan struct{} // closed when cmd.Wait returned
+	err        error         // cmd.Wait's result, valid after done
+	destroying atomic.Bool   // Destroy is ending it: its exit is no event
 }
 
 // record is what the driver persists per sandbox to reach it later.
@@ -154,6 +170,7 @@ func New(cfg Config) (*Driver, error) {
 		runscPath: p,
 		root:      filepath.Join(stateDir, "runsc"),
 		bundles:   filepath.Join(stateDir, "bundles"),
+		disks:     &diskimg.Maker{Dir: filepath.Join(stateDir, "disks"), Mkfs: cfg.Mkfs},
 		procs:     make(map[string]*runProc),
 	}
 	for _, dir := range []string{d.root, d.bundles} {
@@ -175,6 +192,18 @@ func (d *Driver) globalFlags() []string {
 		d.cfg.OverlayFlag,
 	}
 	return append(flags, d.cfg.ExtraFlags...)
+}
+
+// runFlags are the global flags of "runsc run" for a sandbox with res.
+func (d *Driver) runFlags(res sandboxrt.Resources) []string {
+	flags := d.globalFlags()
+	if res.DiskMB > 0 {
+		flags[3] = "--overlay2=none" // the root is the disk's overlay (disk.go)
+	}
+	if res.CPUs > 0 {
+		flags = append(flags, "--cpu-num-from-quota")
+	}
+	return flags
 }
 
 func (d *Driver) bundleDir(id string) string { return filepath.Join(d.bundles, id) }
@@ -215,7 +244,8 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 		CgroupsPath: d.cgroupsPath(spec.ID),
 		CreatedAt:   time.Now().UTC(),
 	}
-	oci, err := buildSpec(spec, mergeResources(spec.Resources, d.cfg.Defaults), rec.CgroupsPath)
+	res := mergeResources(spec.Resources, d.cfg.Defaults)
+	oci, err := buildSpec(spec, res, rec.CgroupsPath)
 	if err != nil {
 		return fmt.Errorf("gvisor: start: %w", err)
 	}
@@ -236,6 +266,20 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if err := sandboxrt.WriteJSON(filepath.Join(bundle, "record.json"), rec); err != nil {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
+	if res.DiskMB > 0 {
+		if oci.Root.Path, err = d.setupDisk(ctx, spec.ID, spec.RootFS, res.DiskMB); err != nil {
+			return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+		}
+		// /tmp is on the disk too. Without a /tmp mount runsc puts an
+		// in-memory tmpfs there (when the template's /tmp is empty), which
+		// only the memory limit bounds: a full /tmp then OOM-kills the
+		// sandbox instead of failing with ENOSPC.
+		tmp := filepath.Join(oci.Root.Path, "tmp")
+		if err := os.MkdirAll(tmp, 0o1777); err != nil {
+			return fmt.Errorf("gvisor: start %s: /tmp on the disk: %w", spec.ID, err)
+		}
+		oci.Mounts = append(oci.Mounts, ociMount{Destination: "/tmp", Type: "bind", Source: tmp, Options: []string{"rbind"}})
+	}
 	if err := sandboxrt.WriteJSON(filepath.Join(bundle, "config.json"), oci); err != nil {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
@@ -243,7 +287,7 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if err != nil {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
-	args := append(d.globalFlags(), "run", "--bundle="+bundle, spec.ID)
+	args := append(d.runFlags(res), "run", "--bundle="+bundle, spec.ID)
 	cmd := exec.Command(d.runscPath, args...)
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -268,6 +312,13 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if err := d.waitRunning(ctx, spec.ID, p); err != nil {
 		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
 	}
+	var w *oomWatch
+	if res.MemoryMB > 0 {
+		if w, err = d.watchOOM(spec.ID, rec.CgroupsPath); err != nil {
+			d.cfg.Logf("gvisor: %s: %v (an OOM will not be reported as such)", spec.ID, err)
+		}
+	}
+	go d.watchExit(spec.ID, p, w)
 	d.cfg.Logf("gvisor: started %s in %v", spec.ID, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -356,6 +407,9 @@ func (d *Driver) destroy(ctx context.Context, id string) (found bool, err error)
 	d.mu.Lock()
 	p := d.procs[id]
 	d.mu.Unlock()
+	if p != nil {
+		p.destroying.Store(true)
+	}
 	if recErr != nil && stErr != nil && p == nil {
 		if _, err := os.Stat(d.bundleDir(id)); err == nil {
 			return true, d.removeBundle(id) // a half-made bundle of a failed start
@@ -481,7 +535,11 @@ func processGone(pid int) bool {
 	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
 }
 
+// removeBundle unmounts the sandbox's disk, if any, then deletes its bundle.
 func (d *Driver) removeBundle(id string) error {
+	if err := d.teardownDisk(id); err != nil {
+		return err // never RemoveAll through a mount
+	}
 	if err := os.RemoveAll(d.bundleDir(id)); err != nil {
 		return fmt.Errorf("remove bundle: %w", err)
 	}
@@ -589,7 +647,12 @@ func (d *Driver) Stats(ctx context.Context, id string) (sandboxrt.Stats, error) 
 	mem, memErr := readUint(filepath.Join(cgroupMount, "memory", cg, "memory.usage_in_bytes"))
 	cpu, cpuErr := readUint(filepath.Join(cgroupMount, "cpuacct", cg, "cpuacct.usage"))
 	if memErr == nil && cpuErr == nil {
-		return sandboxrt.Stats{Time: now, CPUUsageNanos: cpu, MemoryBytes: mem}, nil
+		st := sandboxrt.Stats{Time: now, CPUUsageNanos: cpu, MemoryBytes: mem}
+		if lim, err := readUint(filepath.Join(cgroupMount, "memory", cg, "memory.limit_in_bytes")); err == nil && lim < 1<<60 {
+			st.MemoryLimitBytes = lim
+		}
+		st.DiskBytes, st.DiskLimitBytes = d.diskUsage(id)
+		return st, nil
 	}
 	if stErr != nil {
 		return sandboxrt.Stats{}, fmt.Errorf("gvisor: stats %s: not running", id)
@@ -858,6 +921,7 @@ func removeCgroup(cg string) error {
 }
 
 var (
-	_ sandboxrt.Runtime = (*Driver)(nil)
-	_ sandboxrt.Pauser  = (*Driver)(nil)
+	_ sandboxrt.Runtime  = (*Driver)(nil)
+	_ sandboxrt.Pauser   = (*Driver)(nil)
+	_ sandboxrt.Notifier = (*Driver)(nil)
 )

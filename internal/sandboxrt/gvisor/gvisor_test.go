@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,9 +262,11 @@ func cgroupParentFor(stateDir string) string {
 
 func newTestDriver(t testing.TB, stateDir string) *Driver {
 	t.Helper()
+	// As the server runs it: every sandbox with a disk of its own.
 	d, err := New(Config{
 		StateDir:     stateDir,
 		CgroupParent: cgroupParentFor(stateDir),
+		Defaults:     sandboxrt.Resources{DiskMB: 256},
 		Logf:         t.Logf,
 	})
 	if err != nil {
@@ -276,6 +279,13 @@ func newTestDriver(t testing.TB, stateDir string) *Driver {
 func leaks(stateDir, id string) []string {
 	var out []string
 	root := filepath.Join(stateDir, "runsc")
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, filepath.Join(stateDir, "bundles", id)+"/") {
+				out = append(out, "mount: "+line)
+			}
+		}
+	}
 	for _, p := range []string{
 		filepath.Join(stateDir, "bundles", id),
 		filepath.Join(root, id+"_sandbox:"+id+".state"),
@@ -329,9 +339,28 @@ func TestResourceLimits(t *testing.T) {
 	rt, dir := h.Runtime(t)
 	d := rt.(*Driver)
 	spec := h.Spec(t, "limits")
-	spec.Resources = sandboxrt.Resources{CPUs: 0.5, MemoryMB: 200, Pids: 80}
+	spec.Resources = sandboxrt.Resources{CPUs: 0.5, MemoryMB: 200, Pids: 80, DiskMB: 64}
+	var evMu sync.Mutex
+	var events []sandboxrt.Event
+	d.Notify(func(ev sandboxrt.Event) {
+		evMu.Lock()
+		events = append(events, ev)
+		evMu.Unlock()
+	})
 	h.Start(t, rt, spec)
 	h.WaitAgent(t, spec)
+
+	// The root filesystem takes 64 MiB of writes, then ENOSPC; the sandbox lives on.
+	code, body, err := h.Do(spec, "PUT", "/tmp/big", make([]byte, 80<<20), 60*time.Second)
+	if err != nil || code != 500 || !strings.Contains(string(body), "No space left on device") {
+		t.Errorf("writing 80 MiB to /tmp on a 64 MiB disk = %d %q %v; want 500 No space left on device", code, body, err)
+	}
+	if code, body, err := h.Do(spec, "PUT", "/tmp/big", make([]byte, 1<<20), 30*time.Second); err != nil || code != 201 {
+		t.Errorf("rewriting it with 1 MiB after ENOSPC = %d %q %v; want 201", code, body, err)
+	}
+	if st, err := rt.Stats(t.Context(), spec.ID); err != nil || st.DiskLimitBytes < 60<<20 || st.DiskLimitBytes > 64<<20 || st.MemoryLimitBytes != 200<<20 {
+		t.Errorf("Stats = %+v, %v; want a disk limit of about 64 MiB and a memory limit of 200 MiB", st, err)
+	}
 
 	cg := d.cgroupsPath(spec.ID)
 	for file, want := range map[string]string{
@@ -346,7 +375,7 @@ func TestResourceLimits(t *testing.T) {
 	}
 
 	// The pids limit stops a fork loop with EAGAIN, and the sandbox lives on.
-	code, body, err := h.Do(spec, "POST", "/_spawn/300", nil, 60*time.Second)
+	code, body, err = h.Do(spec, "POST", "/_spawn/300", nil, 60*time.Second)
 	t.Logf("spawn 300 under pids=80: %d %s %v", code, body, err)
 	var r struct {
 		Started int    `json:"started"`
@@ -384,8 +413,31 @@ func TestResourceLimits(t *testing.T) {
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(cgroupMount, "memory", cg, "memory.max_usage_in_bytes")); err == nil {
-		if n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); n > 200<<20 {
+		// The kernel may charge a page or a batch past the limit before it OOM-kills.
+		if n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); n > 200<<20+1<<20 {
 			t.Errorf("memory.max_usage_in_bytes = %d, above the limit", n)
+		}
+	}
+	if err != nil {
+		// The OOM was reported, then the exit, in that order.
+		deadline := time.Now().Add(10 * time.Second)
+		var kinds []sandboxrt.EventKind
+		for time.Now().Before(deadline) {
+			evMu.Lock()
+			kinds = kinds[:0]
+			for _, ev := range events {
+				if ev.ID == spec.ID {
+					kinds = append(kinds, ev.Kind)
+				}
+			}
+			evMu.Unlock()
+			if slices.Contains(kinds, sandboxrt.EventExit) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(kinds) < 2 || kinds[0] != sandboxrt.EventOOM || kinds[len(kinds)-1] != sandboxrt.EventExit {
+			t.Errorf("events after the OOM kill = %v; want oom ... exit", kinds)
 		}
 	}
 	if err := rt.Destroy(t.Context(), spec.ID); err != nil {
@@ -393,6 +445,29 @@ func TestResourceLimits(t *testing.T) {
 	}
 	if l := leaks(dir, spec.ID); len(l) > 0 {
 		t.Errorf("leaks after Destroy: %q", l)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), spec.ID) {
+		t.Errorf("a mount of %s is left after Destroy", spec.ID)
+	}
+	evMu.Lock()
+	n := len(events)
+	evMu.Unlock()
+	if err := rt.Destroy(t.Context(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Destroy's own kill is no event.
+	spec2 := h.Spec(t, "limits2")
+	h.Start(t, rt, spec2)
+	if err := rt.Destroy(t.Context(), spec2.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	evMu.Lock()
+	defer evMu.Unlock()
+	for _, ev := range events[n:] {
+		if ev.ID == spec2.ID {
+			t.Errorf("Destroy of %s reported %+v", spec2.ID, ev)
+		}
 	}
 }
 

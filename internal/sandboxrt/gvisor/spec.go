@@ -211,6 +211,9 @@ func mergeResources(r, def sandboxrt.Resources) sandboxrt.Resources {
 	if r.Pids <= 0 {
 		r.Pids = def.Pids
 	}
+	if r.DiskMB <= 0 {
+		r.DiskMB = def.DiskMB
+	}
 	return r
 }
 

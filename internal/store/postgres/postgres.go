@@ -286,11 +286,11 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 		return fmt.Errorf("create sandbox %s: envs: %w", sb.ID, err)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO sandboxes
-		(id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
+		(id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime, resources)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)`,
 		sb.ID, teamOr(sb.TeamID), sb.TemplateID, sb.State, meta, envs, sb.Timeout,
 		nullTime(sb.StartedAt), nullTime(sb.EndAt), nullTime(sb.KilledAt),
-		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime)
+		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, nullRaw(sb.Resources))
 	if err != nil {
 		if isUnique(err) {
 			return fmt.Errorf("create sandbox %s: %w", sb.ID, store.ErrExists)
@@ -303,7 +303,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 // JSON columns are read as text: scanning json into Go values would turn
 // a stored JSON null into a nil pointer.
 const sandboxCols = `id, team_id, template_id, state, metadata::text, envs::text, timeout, started_at, end_at, killed_at,
-	security::text, network::text, lifecycle::text, guest_ip, runtime`
+	security::text, network::text, lifecycle::text, guest_ip, runtime, resources::text`
 
 func scanSandbox(r pgx.Row) (*store.Sandbox, error) {
 	var (
@@ -311,9 +311,10 @@ func scanSandbox(r pgx.Row) (*store.Sandbox, error) {
 		meta, envs                   string
 		started, end, killed         *time.Time
 		security, network, lifecycle *string
+		resources                    *string
 	)
 	if err := r.Scan(&sb.ID, &sb.TeamID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
-		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime); err != nil {
+		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime, &resources); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
@@ -324,6 +325,7 @@ func scanSandbox(r pgx.Row) (*store.Sandbox, error) {
 	}
 	sb.StartedAt, sb.EndAt, sb.KilledAt = fromNull(started), fromNull(end), fromNull(killed)
 	sb.Security, sb.Network, sb.Lifecycle = rawOf(security), rawOf(network), rawOf(lifecycle)
+	sb.Resources = rawOf(resources)
 	return &sb, nil
 }
 
@@ -368,10 +370,10 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 		return nil, fmt.Errorf("update sandbox %s: envs: %w", id, err)
 	}
 	_, err = tx.Exec(ctx, `UPDATE sandboxes SET template_id=$1, state=$2, metadata=$3, envs=$4, timeout=$5,
-		started_at=$6, end_at=$7, killed_at=$8, security=$9, network=$10, lifecycle=$11, guest_ip=$12, runtime=$13 WHERE id=$14`,
+		started_at=$6, end_at=$7, killed_at=$8, security=$9, network=$10, lifecycle=$11, guest_ip=$12, runtime=$13, resources=$14 WHERE id=$15`,
 		sb.TemplateID, sb.State, meta, envs, sb.Timeout,
 		nullTime(sb.StartedAt), nullTime(sb.EndAt), nullTime(sb.KilledAt),
-		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, id)
+		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, nullRaw(sb.Resources), id)
 	if err != nil {
 		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
 	}

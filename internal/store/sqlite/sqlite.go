@@ -179,11 +179,11 @@ func nullRaw(r json.RawMessage) any {
 // CreateSandbox inserts sb; ErrExists if the id is taken.
 func (s *Store) CreateSandbox(ctx context.Context, sb *store.Sandbox) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO sandboxes
-		(id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		(id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime, resources)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		sb.ID, teamOr(sb.TeamID), sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
 		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt),
-		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime)
+		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, nullRaw(sb.Resources))
 	if err != nil {
 		if isUnique(err) {
 			return fmt.Errorf("create sandbox %s: %w", sb.ID, store.ErrExists)
@@ -200,7 +200,7 @@ func orEmpty(m map[string]string) map[string]string {
 	return m
 }
 
-const sandboxCols = `id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime`
+const sandboxCols = `id, team_id, template_id, state, metadata, envs, timeout, started_at, end_at, killed_at, security, network, lifecycle, guest_ip, runtime, resources`
 
 type scanner interface{ Scan(...any) error }
 
@@ -210,9 +210,10 @@ func scanSandbox(r scanner) (*store.Sandbox, error) {
 		meta, envs                   string
 		started, end, killed         int64
 		security, network, lifecycle sql.NullString
+		resources                    sql.NullString
 	)
 	if err := r.Scan(&sb.ID, &sb.TeamID, &sb.TemplateID, &sb.State, &meta, &envs, &sb.Timeout, &started, &end, &killed,
-		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime); err != nil {
+		&security, &network, &lifecycle, &sb.GuestIP, &sb.Runtime, &resources); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
@@ -230,6 +231,9 @@ func scanSandbox(r scanner) (*store.Sandbox, error) {
 	}
 	if lifecycle.Valid {
 		sb.Lifecycle = json.RawMessage(lifecycle.String)
+	}
+	if resources.Valid {
+		sb.Resources = json.RawMessage(resources.String)
 	}
 	return &sb, nil
 }
@@ -267,10 +271,10 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 	}
 	sb.TeamID = team // owners do not change
 	_, err = tx.ExecContext(ctx, `UPDATE sandboxes SET template_id=?, state=?, metadata=?, envs=?, timeout=?,
-		started_at=?, end_at=?, killed_at=?, security=?, network=?, lifecycle=?, guest_ip=?, runtime=? WHERE id=?`,
+		started_at=?, end_at=?, killed_at=?, security=?, network=?, lifecycle=?, guest_ip=?, runtime=?, resources=? WHERE id=?`,
 		sb.TemplateID, sb.State, mustJSON(orEmpty(sb.Metadata)), mustJSON(orEmpty(sb.Envs)), sb.Timeout,
 		unixNano(sb.StartedAt), unixNano(sb.EndAt), unixNano(sb.KilledAt),
-		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, id)
+		nullRaw(sb.Security), nullRaw(sb.Network), nullRaw(sb.Lifecycle), sb.GuestIP, sb.Runtime, nullRaw(sb.Resources), id)
 	if err != nil {
 		return nil, fmt.Errorf("update sandbox %s: %w", id, err)
 	}

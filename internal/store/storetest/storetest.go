@@ -100,8 +100,9 @@ func diffSandbox(got, want *store.Sandbox) string {
 		return fmt.Sprintf("envs: got %q, want %q", got.Envs, want.Envs)
 	case !sameTime(got.StartedAt, want.StartedAt) || !sameTime(got.EndAt, want.EndAt) || !sameTime(got.KilledAt, want.KilledAt):
 		return fmt.Sprintf("times: got %v/%v/%v, want %v/%v/%v", got.StartedAt, got.EndAt, got.KilledAt, want.StartedAt, want.EndAt, want.KilledAt)
-	case string(got.Security) != string(want.Security) || string(got.Network) != string(want.Network) || string(got.Lifecycle) != string(want.Lifecycle):
-		return fmt.Sprintf("json: got %s|%s|%s, want %s|%s|%s", got.Security, got.Network, got.Lifecycle, want.Security, want.Network, want.Lifecycle)
+	case string(got.Security) != string(want.Security) || string(got.Network) != string(want.Network) || string(got.Lifecycle) != string(want.Lifecycle) ||
+		string(got.Resources) != string(want.Resources):
+		return fmt.Sprintf("json: got %s|%s|%s|%s, want %s|%s|%s|%s", got.Security, got.Network, got.Lifecycle, got.Resources, want.Security, want.Network, want.Lifecycle, want.Resources)
 	}
 	return ""
 }
@@ -117,6 +118,7 @@ func testSandboxRoundTrip(t *testing.T, s store.Store) {
 		Security:  json.RawMessage(`{"pii": {"enabled":true},  "a":1}`),
 		Network:   json.RawMessage(`{"allow_out":["example.com"],"deny_out":["0.0.0.0/0"]}`),
 		Lifecycle: json.RawMessage(`{"on_timeout":"kill"}`),
+		Resources: json.RawMessage(`{"vcpus":2,"memory_mb":512,"oom_kills":1}`),
 		GuestIP:   "10.200.0.2", Runtime: "gvisor",
 	}
 	minimal := &store.Sandbox{ID: "sbx-min", TemplateID: "base", State: "killed", StartedAt: base.Add(time.Minute), KilledAt: base.Add(2 * time.Minute)}
@@ -164,7 +166,8 @@ func testUpdateSandbox(t *testing.T, s store.Store) {
 	mustCreate(t, s, &store.Sandbox{ID: "sbx-u", TemplateID: "base", State: "running", StartedAt: base, Metadata: map[string]string{"k": "v"}})
 	want := &store.Sandbox{ID: "sbx-u", TemplateID: "python", State: "paused", StartedAt: base, EndAt: base.Add(time.Hour),
 		KilledAt: base.Add(2 * time.Hour), Timeout: 3600, Metadata: map[string]string{"k2": "v2"}, Envs: map[string]string{"E": "1"},
-		Security: json.RawMessage(`{"x":1}`), Network: json.RawMessage(`{}`), Lifecycle: json.RawMessage(`[]`), GuestIP: "10.0.0.9", Runtime: "microvm"}
+		Security: json.RawMessage(`{"x":1}`), Network: json.RawMessage(`{}`), Lifecycle: json.RawMessage(`[]`), GuestIP: "10.0.0.9", Runtime: "microvm",
+		Resources: json.RawMessage(`{"end_reason":"oom"}`)}
 	got, err := s.UpdateSandbox(ctx, "sbx-u", func(sb *store.Sandbox) error {
 		if sb.Metadata["k"] != "v" {
 			return fmt.Errorf("fn got metadata %v; want k=v", sb.Metadata)
