@@ -306,7 +306,8 @@ while True:
 	}
 	for _, id := range []string{flood, filler} {
 		if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory/declaw", id, "memory.max_usage_in_bytes")); err == nil {
-			if n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); n > 256<<20 {
+			// The kernel may charge a page or a batch past the limit before it reclaims or OOM-kills.
+			if n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); n > 256<<20+1<<20 {
 				t.Errorf("%s used %d MiB, over its 256 MiB limit", id, n>>20)
 			}
 		} else {
