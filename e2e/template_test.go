@@ -36,6 +36,15 @@ type tarEntry struct {
 	fromHost string // body from this host file
 }
 
+func mustLayer(t *testing.T, b []byte) v1.Layer {
+	t.Helper()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func layerTar(t *testing.T, entries []tarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -305,6 +314,63 @@ CMD ["/bin/bash", "-c", "echo start"]
 		code, b = s.do("POST", "/sandboxes", map[string]any{"template": b2})
 		if code != 409 || !strings.Contains(string(b), "about to fail") {
 			t.Errorf("create with a start command never ready: %d %s, want 409 with its output", code, b)
+		}
+	})
+
+	t.Run("CLI", func(t *testing.T) {
+		a := alias("cli")
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM "+ref.String()+"\nCOPY app.txt /srv/\nRUN echo \"ran in the build\" > /srv/ran\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "app.txt"), []byte("from the cli context\n"), 0o644)
+		r := s.cli("", "template", "build", "--alias", a, "--force", dir)
+		if r.code != 0 || !strings.Contains(r.stderr, "Step 3/3 : RUN") || !strings.Contains(r.stderr, "build completed") {
+			t.Fatalf("declaw template build: exit %d\nstdout %s\nstderr %s", r.code, r.stdout, r.stderr)
+		}
+		out := s.mustCLI("", "template", "list", "--json")
+		if !strings.Contains(out, `"alias":"`+a+`"`) {
+			t.Errorf("template list --json does not show %s: %s", a, out)
+		}
+		if out := s.mustCLI("", "template", "info", a); !strings.Contains(out, "template_id") {
+			t.Errorf("template info: %s", out)
+		}
+		id := s.create(map[string]any{"template": a})
+		if r := s.run(id, `echo "$(</srv/app.txt)$(</srv/ran)"`); r.Stdout != "from the cli contextran in the build\n" {
+			t.Errorf("sandbox of the CLI-built template: %q %q", r.Stdout, r.Stderr)
+		}
+		if r := s.cli("", "template", "delete", a); r.code == 0 || !strings.Contains(r.stderr, "template_in_use") {
+			t.Errorf("delete in use: exit %d %s", r.code, r.stderr)
+		}
+		s.mustCLI("", "template", "delete", "--force", a)
+		if code, _ := s.do("GET", "/templates/"+a, nil); code != 404 {
+			t.Errorf("after a forced delete: GET answers %d", code)
+		}
+		if code, b := s.do("GET", "/sandboxes/"+id, nil); code != 200 || !strings.Contains(string(b), `"killed"`) {
+			t.Errorf("the sandbox of a force-deleted template: %d %s, want killed", code, b)
+		}
+	})
+
+	t.Run("ShellLess", func(t *testing.T) {
+		// An image with no shell and no libc: the sandbox boots (envd is
+		// static) and serves files.
+		img, err := mutate.AppendLayers(empty.Image, mustLayer(t, layerTar(t, []tarEntry{
+			{name: "etc/", typ: tar.TypeDir}, {name: "etc/passwd", body: []byte("root:x:0:0:root:/:/nonexistent\n")},
+			{name: "data/", typ: tar.TypeDir}, {name: "data/hello", body: []byte("no shell here\n")},
+		})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref2, _ := name.ParseReference(reg+"/declaw/"+tag+"-noshell:v1", name.Insecure)
+		if err := remote.Write(ref2, img, remote.WithTransport(&http.Transport{DialContext: s.net.DialContext})); err != nil {
+			t.Fatal(err)
+		}
+		a := alias("noshell")
+		code, st, b := s.build(map[string]any{"alias": a, "template": map[string]any{"base_image": ref2.String()}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build: %d %s", code, b)
+		}
+		id := s.create(map[string]any{"template": a})
+		if code, b := s.do("GET", "/sandboxes/"+id+"/files?path=/data/hello", nil); code != 200 || string(b) != "no shell here\n" {
+			t.Errorf("read a file in a shell-less sandbox: %d %q", code, b)
 		}
 	})
 

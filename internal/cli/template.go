@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"syscall"
 	"text/tabwriter"
 
@@ -15,12 +16,26 @@ import (
 	"github.com/declaw/declaw/internal/template"
 )
 
-const templateUsage = `Usage:
+const templateUsage = `Usage (custom templates, through the API server):
+  declaw template build [-f Dockerfile] [--alias NAME] [CONTEXT_DIR]
+                                  build a template from a Dockerfile (default CONTEXT_DIR/Dockerfile)
+                                  with CONTEXT_DIR (default .) as its build context, showing the log live;
+                                  or from flags: --base-image IMAGE --apt-package P --run-cmd CMD
+                                  --env K=V --workdir DIR --user U --start-cmd CMD --ready-cmd CMD
+                                  --ready-port N --ready-url URL; --force rebuilds cached steps,
+                                  --no-wait returns at once, --cpu-count/--memory-mb/--disk-mb
+  declaw template list            list templates (built-in and custom)
+  declaw template info ID|ALIAS   show a template
+  declaw template delete ID|ALIAS [--force]   delete a template (--force: kill its sandboxes first)
+  declaw template logs BUILD_ID [--follow] [--offset N]   a build's log
+  declaw template cancel BUILD_ID cancel a running build
+` + clientFlagsHelp + `
+Usage (built-in templates, on this machine, as root):
   declaw template build NAME...   build (or rebuild) built-in templates: base, python, node
                                   --if-needed: only those not built yet or built by an older recipe
-  declaw template list [--json]   list built templates
-  declaw template delete NAME     delete a built template
-Flags: --state-dir DIR (env DECLAW_STATE_DIR, default /var/lib/declaw)
+  declaw template list --local    list the templates built in the state dir
+  declaw template delete --local NAME
+Local flags: --state-dir DIR (env DECLAW_STATE_DIR, default /var/lib/declaw), --envd PATH
 `
 
 func runTemplate(e *env, args []string) int {
@@ -29,6 +44,10 @@ func runTemplate(e *env, args []string) int {
 		return 2
 	}
 	verb := args[0]
+	if !localTemplateCommand(verb, args[1:]) {
+		return runTemplateRemote(e, verb, args[1:])
+	}
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--local" || a == "-local" })
 	fs := flag.NewFlagSet("declaw template "+verb, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	stateDir := fs.String("state-dir", e.envOr("DECLAW_STATE_DIR", "/var/lib/declaw"), "state directory")

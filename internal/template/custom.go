@@ -133,6 +133,13 @@ func (m *Manager) Install(tmp string, t Template) (err error) {
 			return fmt.Errorf("template %s: envd: %w", t.Name, err)
 		}
 	}
+	// Files written below are replaced, not written in place: the rest of
+	// the tree may be hard links shared with the build's layer cache.
+	for _, p := range []string{EnvdPath, MetadataPath} {
+		if err := os.Remove(filepath.Join(rootfs, p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("template %s: %w", t.Name, err)
+		}
+	}
 	if err := finishRootFS(rootfs, m.cfg.EnvdPath); err != nil {
 		return fmt.Errorf("template %s: %w", t.Name, err)
 	}

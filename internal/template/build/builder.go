@@ -252,7 +252,7 @@ func (b *Builder) Build(ctx context.Context, job *Job) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := copyTree(final, filepath.Join(tmp, "rootfs")); err != nil {
+	if err := copyTree(final, filepath.Join(tmp, "rootfs"), last.lowers...); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("build %s: %w", job.ID, err)
 	}

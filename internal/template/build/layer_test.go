@@ -111,8 +111,12 @@ func TestOverlayStackAndCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unmount(mnt)
-	if err := copyTree(mnt, out); err != nil {
+	if err := copyTree(mnt, out, l2, l1); err != nil {
 		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(out, "d/new"), &st); err != nil || st.Nlink != 2 {
+		t.Errorf("d/new: nlink %d (%v), want 2: linked from its layer, not copied", st.Nlink, err)
 	}
 	for p, want := range map[string]bool{"keep": true, "gone": false, "d/old": false, "d/new": true, "d/lnk": true} {
 		_, err := os.Lstat(filepath.Join(out, p))

@@ -93,8 +93,11 @@ func unescapeMount(s string) string {
 
 // copyTree copies the tree at src into dst (which must not exist): modes,
 // owners, times, symlinks, hardlinks (within the tree) and xattrs are kept;
-// overlayfs' own xattrs are not. Device nodes are skipped.
-func copyTree(src, dst string) error {
+// overlayfs' own xattrs are not. Device nodes are skipped. When src is an
+// overlay of layers (top first), a regular file is hard-linked from the
+// layer it comes from instead of copied: layers are immutable, and so are
+// templates, which share their files with the layer cache that way.
+func copyTree(src, dst string, layers ...string) error {
 	type inode struct{ dev, ino uint64 }
 	links := map[inode]string{}
 	type dirTime struct {
@@ -126,6 +129,12 @@ func copyTree(src, dst string) error {
 					return os.Link(first, out)
 				}
 				links[key] = out
+			}
+			if linkFromLayer(layers, rel, &st, out) {
+				if st.Nlink > 1 {
+					links[inode{st.Dev, st.Ino}] = out
+				}
+				return nil // shares the layer file's metadata
 			}
 			if err := copyFile(p, out); err != nil {
 				return err
@@ -168,6 +177,25 @@ func copyTree(src, dst string) error {
 		_ = unix.UtimesNanoAt(unix.AT_FDCWD, dirs[i].path, ts, 0)
 	}
 	return nil
+}
+
+// linkFromLayer hard-links out to the file rel of the topmost layer that
+// has it, if that file is the one the overlay shows (same size, mode,
+// owner and mtime). It reports whether it linked.
+func linkFromLayer(layers []string, rel string, st *unix.Stat_t, out string) bool {
+	for _, l := range layers {
+		p := filepath.Join(l, rel)
+		var ls unix.Stat_t
+		if err := unix.Lstat(p, &ls); err != nil {
+			continue
+		}
+		if ls.Mode&unix.S_IFMT != unix.S_IFREG || ls.Size != st.Size || ls.Mode != st.Mode ||
+			ls.Uid != st.Uid || ls.Gid != st.Gid || ls.Mtim != st.Mtim {
+			return false
+		}
+		return os.Link(p, out) == nil
+	}
+	return false
 }
 
 func copyFile(src, dst string) error {
