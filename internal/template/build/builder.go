@@ -120,15 +120,15 @@ func NewBuilder(cfg Config) (*Builder, error) {
 
 // Job is one build to run.
 type Job struct {
-	ID      string // build id, names its work directory
-	Name    string // template name (alias)
-	TmplID  string // template_id to record
-	Plan    *Plan
-	Source  string // "dockerfile" or "spec"
-	Context string // directory of the unpacked build context ("" = none)
-	Force   bool   // ignore cached steps
+	ID                         string // build id, names its work directory
+	Name                       string // template name (alias)
+	TmplID                     string // template_id to record
+	Plan                       *Plan
+	Source                     string // "dockerfile" or "spec"
+	Context                    string // directory of the unpacked build context ("" = none)
+	Force                      bool   // ignore cached steps
 	CPUCount, MemoryMB, DiskMB int
-	Log     func(line string) // receives every log line
+	Log                        func(line string) // receives every log line
 }
 
 // stageState is a stage being built: its layer stack and what later

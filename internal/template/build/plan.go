@@ -1,8 +1,8 @@
 package build
 
 import (
-	"github.com/declaw/declaw/internal/template"
 	"fmt"
+	"github.com/declaw/declaw/internal/template"
 	"regexp"
 	"sort"
 	"strconv"
@@ -42,14 +42,14 @@ type Step struct {
 	Line int    // 1-based line in the Dockerfile; 0 for a structured spec
 	Text string // the instruction as shown in logs and hashed into the cache key
 
-	Cmd  string     // RUN (a shell command line), START
-	Argv []string   // RUN/START in exec form (then Cmd is their quoted join)
-	Env  [][2]string // ENV, ARG (in order)
-	Path string     // WORKDIR (absolute), USER
-	Copy *CopyStep
-	Ports []string   // EXPOSE
-	Entrypoint bool  // START from ENTRYPOINT (CMD then appends)
-	Ready *ReadyCheck
+	Cmd        string      // RUN (a shell command line), START
+	Argv       []string    // RUN/START in exec form (then Cmd is their quoted join)
+	Env        [][2]string // ENV, ARG (in order)
+	Path       string      // WORKDIR (absolute), USER
+	Copy       *CopyStep
+	Ports      []string // EXPOSE
+	Entrypoint bool     // START from ENTRYPOINT (CMD then appends)
+	Ready      *ReadyCheck
 }
 
 // CopyStep is a COPY/ADD: sources relative to the build context (or to

@@ -50,18 +50,18 @@ type Request struct {
 
 // Status is a build's state as the API shows it.
 type Status struct {
-	BuildID    string    `json:"build_id"`
-	Status     string    `json:"status"`
-	TemplateID string    `json:"template_id"`
-	Alias      string    `json:"alias"`
-	Reason     string    `json:"reason,omitempty"`
-	Step       string    `json:"step,omitempty"` // the failing step
-	StartedAt  time.Time `json:"started_at"`
+	BuildID    string     `json:"build_id"`
+	Status     string     `json:"status"`
+	TemplateID string     `json:"template_id"`
+	Alias      string     `json:"alias"`
+	Reason     string     `json:"reason,omitempty"`
+	Step       string     `json:"step,omitempty"` // the failing step
+	StartedAt  time.Time  `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	Logs       []string  `json:"logs"`
-	LogOffset  int       `json:"log_offset"`  // index of Logs[0] in the whole log
-	NextOffset int       `json:"next_offset"` // pass as ?offset= to read on
-	Owner      int       `json:"-"`
+	Logs       []string   `json:"logs"`
+	LogOffset  int        `json:"log_offset"`  // index of Logs[0] in the whole log
+	NextOffset int        `json:"next_offset"` // pass as ?offset= to read on
+	Owner      int        `json:"-"`
 }
 
 // InUse reports how many live sandboxes use a template (by name).
