@@ -374,6 +374,25 @@ CMD ["/bin/bash", "-c", "echo start"]
 		}
 	})
 
+	t.Run("PipInPython", func(t *testing.T) {
+		// PEP 668 does not stop pip in the built-in python template. The
+		// test network has no package index: a wheel made in the sandbox.
+		id := s.create(map[string]any{"template": "python"})
+		r := s.run(id, `python3 - <<'EOF'
+import zipfile
+z = zipfile.ZipFile('/tmp/hello_e2e-1.0-py3-none-any.whl', 'w')
+z.writestr('hello_e2e/__init__.py', 'X = 42\n')
+z.writestr('hello_e2e-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\nName: hello-e2e\nVersion: 1.0\n')
+z.writestr('hello_e2e-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n')
+z.writestr('hello_e2e-1.0.dist-info/RECORD', '')
+z.close()
+EOF
+pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / && python3 -c 'import hello_e2e; print(hello_e2e.X)'`, "timeout", 120)
+		if r.Stdout != "42\n" {
+			t.Errorf("pip install in the python template: exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
+	})
+
 	t.Run("Faults", func(t *testing.T) {
 		// Bad Dockerfiles: 400 naming the line.
 		for _, c := range []struct{ df, want string }{

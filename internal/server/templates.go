@@ -51,10 +51,10 @@ func (a templatesAdapter) Config(ctx context.Context, name string) (sandbox.Temp
 		return sandbox.TemplateConfig{}, fmt.Errorf("template %q: %w", name, sandbox.ErrTemplateUnknown)
 	}
 	if err != nil {
-		// A built-in not built yet: RootFS builds it; it asks nothing more.
-		return sandbox.TemplateConfig{Name: name}, nil
+		// A built-in not built yet: RootFS builds it.
+		return sandbox.TemplateConfig{Name: name, Envs: template.BuiltinEnvs(name)}, nil
 	}
-	tc := sandbox.TemplateConfig{Name: t.Name, ID: t.ID}
+	tc := sandbox.TemplateConfig{Name: t.Name, ID: t.ID, Envs: template.BuiltinEnvs(t.Name)}
 	if rt := t.Runtime; rt != nil {
 		tc.Envs, tc.Workdir, tc.User, tc.StartCmd = rt.Envs, rt.Workdir, rt.User, rt.StartCmd
 		if r := rt.Ready; r != nil {

@@ -37,7 +37,10 @@ var basePackages = []string{
 // builtins are the templates every Manager can build by name.
 var builtins = map[string]Spec{
 	"base":   {Name: "base", AptPackages: basePackages},
-	"python": {Name: "python", Base: "base", AptPackages: []string{"python3", "python3-pip", "python3-venv"}},
+	// PIP_BREAK_SYSTEM_PACKAGES: pip installs into the system Python
+	// despite Debian's PEP 668 marker (sandboxes are disposable).
+	"python": {Name: "python", Base: "base", AptPackages: []string{"python3", "python3-pip", "python3-venv"},
+		Envs: map[string]string{"PIP_BREAK_SYSTEM_PACKAGES": "1"}},
 	"node":   {Name: "node", Base: "base", AptPackages: []string{"nodejs", "npm"}},
 }
 
@@ -45,6 +48,17 @@ var builtins = map[string]Spec{
 func Builtin(name string) (Spec, bool) {
 	s, ok := builtins[name]
 	return s, ok
+}
+
+// BuiltinEnvs returns the environment the built-in template called name
+// gives its sandboxes' processes (its base's included), from this binary's
+// definition, so a template built before an env was added gets it too.
+func BuiltinEnvs(name string) map[string]string {
+	s, ok := builtins[name]
+	if !ok {
+		return nil
+	}
+	return s.resolved().Envs
 }
 
 // BuiltinNames lists the built-in template names, sorted.

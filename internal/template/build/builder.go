@@ -312,6 +312,9 @@ func (b *Builder) resolveBase(ctx context.Context, st *Stage, stages map[string]
 				env:    [][2]string{{"PATH", defaultPath}},
 				base:   "template " + t.Name,
 			}
+			for _, kv := range sortedEnv(template.BuiltinEnvs(t.Name)) {
+				s.setEnv(kv[0], kv[1])
+			}
 			if rt := t.Runtime; rt != nil {
 				s.env = sortedEnv(rt.Envs)
 				s.workdir, s.user, s.start, s.ready = rt.Workdir, rt.User, rt.StartCmd, rt.Ready
