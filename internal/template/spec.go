@@ -36,12 +36,12 @@ var basePackages = []string{
 
 // builtins are the templates every Manager can build by name.
 var builtins = map[string]Spec{
-	"base":   {Name: "base", AptPackages: basePackages},
+	"base": {Name: "base", AptPackages: basePackages},
 	// PIP_BREAK_SYSTEM_PACKAGES: pip installs into the system Python
 	// despite Debian's PEP 668 marker (sandboxes are disposable).
 	"python": {Name: "python", Base: "base", AptPackages: []string{"python3", "python3-pip", "python3-venv"},
 		Envs: map[string]string{"PIP_BREAK_SYSTEM_PACKAGES": "1"}},
-	"node":   {Name: "node", Base: "base", AptPackages: []string{"nodejs", "npm"}},
+	"node": {Name: "node", Base: "base", AptPackages: []string{"nodejs", "npm"}},
 }
 
 // Builtin returns the built-in template spec called name.
