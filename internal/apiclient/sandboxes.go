@@ -64,6 +64,10 @@ type CreateRequest struct {
 	Network  *Network          `json:"network,omitempty"`
 	// Security is a SecurityPolicy object (or {"policy_json": "..."}).
 	Security json.RawMessage `json:"security,omitempty"`
+	// Resources within the server's maxima; nil: the template's, else the server's defaults.
+	CPUCount *float64 `json:"cpu_count,omitempty"`
+	MemoryMB *int64   `json:"memory_mb,omitempty"`
+	DiskMB   *int64   `json:"disk_mb,omitempty"`
 	// IdempotencyKey is sent as Idempotency-Key, and reused when the
 	// create is retried; empty: a random one.
 	IdempotencyKey string `json:"-"`

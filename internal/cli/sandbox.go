@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,7 @@ const sandboxUsage = `Usage: declaw sandbox COMMAND [flags]    (alias: declaw sb
 Commands:
   create [-t TEMPLATE] [--timeout 300] [-e KEY[=VAL]]... [--metadata k=v]...
          [--no-internet] [--allow-out X]... [--deny-out X]... [--security-file policy.json]
+         [--cpu-count N] [--memory-mb N] [--disk-mb N]
                                    create a sandbox and print its id
   list [--state running,paused] [--metadata k=v]... [--limit N]
                                    list sandboxes
@@ -108,10 +110,23 @@ func sandboxCreate(c *clientCmd, args []string) int {
 	fs.Var(&allowOut, "allow-out", "allow egress to an IP, CIDR, domain or *.domain; repeatable")
 	fs.Var(&denyOut, "deny-out", "deny egress to an IP, CIDR or *; repeatable")
 	secFile := fs.String("security-file", "", "SecurityPolicy JSON `file` (- for stdin)")
+	cpus := fs.Float64("cpu-count", 0, "vCPUs (0: the template's, else the server's default)")
+	mem := fs.Int64("memory-mb", 0, "memory in MiB (0: the template's, else the server's default)")
+	disk := fs.Int64("disk-mb", 0, "writable disk in MiB (0: the template's, else the server's default)")
 	if _, _, _, ok := c.parse(args, 0, 0); !ok {
 		return 2
 	}
 	req := apiclient.CreateRequest{Template: *tmpl, Timeout: timeout, Envs: envs.m, Metadata: meta.m}
+	fs.Visit(func(f *flag.Flag) { // only what was given: the server validates the values
+		switch f.Name {
+		case "cpu-count":
+			req.CPUCount = cpus
+		case "memory-mb":
+			req.MemoryMB = mem
+		case "disk-mb":
+			req.DiskMB = disk
+		}
+	})
 	if *noInternet {
 		denyOut = append(denyOut, "0.0.0.0/0")
 	}
