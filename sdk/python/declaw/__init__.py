@@ -41,6 +41,7 @@ from .models import (
     SandboxInfo,
     SandboxListResult,
     SandboxMetrics,
+    SandboxResources,
     SnapshotInfo,
     WriteInfo,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "SandboxInfo",
     "SandboxListResult",
     "SandboxMetrics",
+    "SandboxResources",
     "SnapshotInfo",
     "ConnectionConfig",
     # asyncio

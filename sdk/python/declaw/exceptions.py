@@ -101,7 +101,8 @@ class NotEnoughSpaceException(SandboxException):
 
 
 class RateLimitException(SandboxException):
-    """Too many requests or sandboxes (HTTP 429).
+    """Too many requests or sandboxes (HTTP 429), or no host capacity for
+    another sandbox right now (HTTP 503, code ``insufficient_capacity``).
 
     ``retry_after`` is the number of seconds from the ``Retry-After`` header, if any.
     """
@@ -197,6 +198,10 @@ def exception_for_status(
         message = _default_message(status)
     if code == "template_not_ready":
         return TemplateException(message, status=status, code=code, body=body)
+    if code == "insufficient_capacity":
+        # The host has no room for the sandbox now (HTTP 503): like a rate
+        # limit, it passes; retry_after says when to try again.
+        return RateLimitException(message, retry_after=retry_after, status=status, code=code, body=body)
     cls = _STATUS_MAP.get(status, default)
     kw: Dict[str, Any] = {"status": status, "code": code, "body": body}
     if cls is RateLimitException:

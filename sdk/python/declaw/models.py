@@ -66,9 +66,14 @@ class SandboxInfo:
     state: Optional[str] = None
     envs: Optional[Dict[str, str]] = None
     timeout: Optional[int] = None
+    resources: Optional["SandboxResources"] = None
+    oom_kills: int = 0
+    last_oom_at: Optional[datetime] = None
+    end_reason: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict, repr=False)
 
-    _KNOWN = ("sandbox_id", "template_id", "name", "metadata", "started_at", "end_at", "state", "envs", "timeout")
+    _KNOWN = ("sandbox_id", "template_id", "name", "metadata", "started_at", "end_at", "state", "envs", "timeout",
+              "resources", "oom_kills", "last_oom_at", "end_reason")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SandboxInfo":
@@ -82,8 +87,28 @@ class SandboxInfo:
             state=data.get("state"),
             envs=data.get("envs"),
             timeout=data.get("timeout"),
+            resources=SandboxResources.from_dict(data["resources"]) if isinstance(data.get("resources"), Mapping) else None,
+            oom_kills=int(data.get("oom_kills") or 0),
+            last_oom_at=parse_time(data.get("last_oom_at")),
+            end_reason=data.get("end_reason"),
             extra=_extra(data, cls._KNOWN),
         )
+
+
+@dataclass
+class SandboxResources:
+    """A sandbox's limits: ``vcpus``, ``memory_mb`` (everything in the
+    sandbox), ``disk_mb`` (what it may write over its template) and
+    ``pids`` (processes and threads)."""
+
+    vcpus: Optional[float] = None
+    memory_mb: Optional[int] = None
+    disk_mb: Optional[int] = None
+    pids: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SandboxResources":
+        return cls(vcpus=data.get("vcpus"), memory_mb=data.get("memory_mb"), disk_mb=data.get("disk_mb"), pids=data.get("pids"))
 
 
 class SandboxListResult:
@@ -135,16 +160,22 @@ class SandboxMetrics:
     cpu_usage_percent: Optional[float] = None
     memory_usage_mb: Optional[float] = None
     disk_usage_mb: Optional[float] = None
+    cpu_count: Optional[float] = None
+    memory_limit_mb: Optional[float] = None
+    disk_limit_mb: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SandboxMetrics":
-        known = ("timestamp", "cpu_usage_percent", "memory_usage_mb", "disk_usage_mb")
+        known = ("timestamp", "cpu_usage_percent", "memory_usage_mb", "disk_usage_mb", "cpu_count", "memory_limit_mb", "disk_limit_mb")
         return cls(
             timestamp=parse_time(data.get("timestamp")),
             cpu_usage_percent=data.get("cpu_usage_percent"),
             memory_usage_mb=data.get("memory_usage_mb"),
             disk_usage_mb=data.get("disk_usage_mb"),
+            cpu_count=data.get("cpu_count"),
+            memory_limit_mb=data.get("memory_limit_mb"),
+            disk_limit_mb=data.get("disk_limit_mb"),
             extra=_extra(data, known),
         )
 

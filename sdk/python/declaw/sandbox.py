@@ -243,6 +243,9 @@ class Sandbox:
         api_key: Optional[str] = None,
         domain: Optional[str] = None,
         request_timeout: Optional[float] = None,
+        cpu_count: Optional[float] = None,
+        memory_mb: Optional[int] = None,
+        disk_mb: Optional[int] = None,
     ) -> "Sandbox":
         """Create a sandbox (``POST /sandboxes``) and return it once it runs.
 
@@ -259,6 +262,14 @@ class Sandbox:
             security: ``SecurityPolicy`` (sent as ``{"policy_json": ...}``);
                 its ``network`` is used when ``network`` is not given.
             lifecycle: ``{"on_timeout": "kill"|"pause", "auto_resume": bool}``.
+            cpu_count, memory_mb, disk_mb: the sandbox's vCPUs, memory (MiB,
+                everything in it) and writable disk (MiB; writes past it fail
+                with ENOSPC inside). None: the template's, else the server's
+                defaults (2, 512, 2048). Past the server's maxima the server
+                answers 400 (``InvalidArgumentException``, code
+                ``limit_exceeded``); with no room on the host, 503
+                (``RateLimitException``, code ``insufficient_capacity``,
+                ``retry_after`` set) after the usual retries.
             request_timeout: HTTP timeout of this call and of the sandbox's
                 later calls (default 30 s; the create itself waits at least
                 ``CREATE_REQUEST_TIMEOUT`` = 300 s unless this is given, since
@@ -271,6 +282,7 @@ class Sandbox:
         body = cls._create_body(
             template, timeout, metadata, envs, secure, allow_internet_access, network, security, lifecycle
         )
+        body.update(_resources_body(cpu_count, memory_mb, disk_mb))
         http = HTTPClient(cfg)
         if request_timeout is not None:
             create_timeout = cfg.request_timeout
@@ -882,3 +894,22 @@ class AuditLog:
             cursor = str(page[-1].id) if getattr(page[-1], "id", None) is not None else None
             if cursor is None:
                 return
+
+
+def _resources_body(cpu_count: Any, memory_mb: Any, disk_mb: Any) -> Dict[str, Any]:
+    """The create's resource fields, checked for type and sign (the server
+    checks them against its limits)."""
+    out: Dict[str, Any] = {}
+    for name, value, whole in (("cpu_count", cpu_count, False), ("memory_mb", memory_mb, True), ("disk_mb", disk_mb, True)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidArgumentException(f"{name} must be a positive number, got {value!r}")
+        if whole:
+            if isinstance(value, float) and not value.is_integer():
+                raise InvalidArgumentException(f"{name} must be a whole number of MiB, got {value!r}")
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out[name] = value
+    return out

@@ -844,6 +844,9 @@ class AsyncSandbox:
         api_key: Optional[str] = None,
         domain: Optional[str] = None,
         request_timeout: Optional[float] = None,
+        cpu_count: Optional[float] = None,
+        memory_mb: Optional[int] = None,
+        disk_mb: Optional[int] = None,
     ) -> "AsyncSandbox":
         """Create a sandbox; see ``Sandbox.create`` (same request, same
         ``Idempotency-Key`` retries)."""
@@ -851,6 +854,7 @@ class AsyncSandbox:
             Sandbox.create, template=template, timeout=timeout, metadata=metadata, envs=envs, secure=secure,
             allow_internet_access=allow_internet_access, network=network, security=security,
             lifecycle=lifecycle, api_key=api_key, domain=domain, request_timeout=request_timeout,
+            cpu_count=cpu_count, memory_mb=memory_mb, disk_mb=disk_mb,
         )
         return cls._wrap(sync)
 
