@@ -374,6 +374,37 @@ CMD ["/bin/bash", "-c", "echo start"]
 		}
 	})
 
+	t.Run("PythonSDK", func(t *testing.T) {
+		a := alias("sdk")
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "motd.txt"), []byte("copied by the sdk\n"), 0o644)
+		script := fmt.Sprintf(`
+import sys
+from declaw import Sandbox, Template
+tpl = (Template().from_base_image(%q).copy("motd.txt", "/etc/motd.d/hello", mode=0o640)
+       .run_cmd(["echo", "built", ">", "/opt/sdk"]).set_envs({"SDK_VAR": "yes"})
+       .set_start_cmd("exec /bin/bash -c 'echo started > /tmp/started; while :; do read -t 1000 x; done'",
+                      ready_check={"cmd": "[[ -e /tmp/started ]]", "timeout": 20}))
+lines = []
+info = Template.build(tpl, alias=%q, context_dir=%q, on_build_logs=lines.append, force=True)
+assert info.status == "completed", info
+assert any("Step" in l for l in lines), lines
+with Sandbox.create(template=%q) as sbx:
+    r = sbx.commands.run('echo "$(</etc/motd.d/hello)|$(</opt/sdk)|$SDK_VAR|$(</tmp/started)"')
+    print(r.stdout, end="")
+try:
+    Template.build(Template().from_base_image(%q).run_cmd("echo failing-step-output; exit 4"), alias=%q)
+except Exception as e:
+    print(type(e).__name__, getattr(e, "step", None))
+`, ref.String(), a, dir, a, ref.String(), a+"x")
+		t.Cleanup(func() { s.do("DELETE", "/templates/"+a+"x?force=true", nil) })
+		out, err := s.pythonCmd(t.Context(), script).CombinedOutput()
+		want := "copied by the sdk|built|yes|started\nBuildException RUN echo failing-step-output; exit 4\n"
+		if err != nil || string(out) != want {
+			t.Errorf("python SDK: %v\n%s\nwant:\n%s", err, out, want)
+		}
+	})
+
 	t.Run("PipInPython", func(t *testing.T) {
 		// PEP 668 does not stop pip in the built-in python template. The
 		// test network has no package index: a wheel made in the sandbox.

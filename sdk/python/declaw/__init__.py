@@ -73,6 +73,7 @@ from .security import (
     TransformationRule,
 )
 from .stdio import Stdio, StdioHandle
+from .template import AsyncTemplate, BuildInfo, CopyItem, Template, TemplateBase, TemplateBuildStatus, TemplateInfo
 from .watch import WatchHandle
 
 __all__ = [
@@ -127,6 +128,14 @@ __all__ = [
     "AuditConfig",
     "EnvSecurityConfig",
     "SecureEnvVar",
+    # templates
+    "Template",
+    "AsyncTemplate",
+    "TemplateBase",
+    "TemplateBuildStatus",
+    "TemplateInfo",
+    "BuildInfo",
+    "CopyItem",
     # exceptions
     "SandboxException",
     "InvalidArgumentException",
