@@ -56,7 +56,7 @@ func (p *Proxy) SetContent(guestIP netip.Addr, c *Content) error {
 	if c.Security.RequiresTLSInterception() && c.CA == nil {
 		return fmt.Errorf("egress: content policy for %s needs interception but has no CA", guestIP)
 	}
-	deps := stage.Deps{PII: &p.pii, MaxAuditBody: p.cfg.MaxAuditBody}
+	deps := stage.Deps{PII: &p.pii, MaxAuditBody: p.cfg.MaxAuditBody, MaxScan: int(p.cfg.MaxScanBody)}
 	if c.Security.InjectionDefense.Enabled {
 		d, err := p.injectionDetector()
 		if err != nil {

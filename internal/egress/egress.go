@@ -212,6 +212,9 @@ type Config struct {
 	MaxScanBody    int64
 	MaxHeaderBytes int
 	MaxAuditBody   int
+	// BodyIdleTimeout bounds the wait for the next bytes of a request body
+	// (zero: DefaultBodyIdleTimeout); a stalled body gets 408.
+	BodyIdleTimeout time.Duration
 	// Injection is the prompt-injection detector; nil loads the embedded
 	// model on first use.
 	Injection *injection.Detector

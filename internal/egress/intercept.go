@@ -278,6 +278,31 @@ func (ic *intercepted) serveHTTP1(ctx context.Context, conn net.Conn) endReason 
 			ic.p.emitHTTP(ev)
 			return endReason{text: "upgrade refused"}
 		}
+		if len(req.TransferEncoding) > 0 && req.TransferEncoding[0] == "chunked" {
+			// A chunked body starts with a hex chunk size: anything else
+			// (a body sent unframed under "Transfer-Encoding: chunked")
+			// would leave the chunk reader waiting for a line end forever.
+			conn.SetReadDeadline(time.Now().Add(ic.p.cfg.BodyIdleTimeout))
+			b, err := br.Peek(1)
+			conn.SetReadDeadline(time.Time{})
+			if err != nil || !isHex(b[0]) {
+				req.Body.Close()
+				ev := ic.newEvent(start)
+				ic.fillRequest(&ev, req)
+				status, what := http.StatusBadRequest, "malformed chunked request body"
+				if err != nil && isTimeout(err) {
+					status, what = http.StatusRequestTimeout, "request body stalled"
+				}
+				ev.Decision, ev.Stage, ev.Status, ev.Direction = DecisionBlock, "malformed", status, "outbound"
+				ev.Reason = what
+				writeError(bw, status, what)
+				bw.Flush()
+				ic.p.emitHTTP(ev)
+				lingerClose(conn)
+				return endReason{text: what}
+			}
+		}
+		req.Body = newClientBody(req.Body, ic.p.cfg.BodyIdleTimeout, conn.SetReadDeadline)
 		if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 			req.Header.Del("Expect")
 			if req.ContentLength != 0 {
@@ -336,6 +361,10 @@ func (f *flushReader) Read(p []byte) (int, error) {
 
 func (f *flushReader) Close() error { return nil }
 
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 func writeError(w io.Writer, status int, msg string) {
 	body := errorJSON(msg)
 	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
@@ -359,6 +388,9 @@ func lingerClose(c net.Conn) {
 // ---- HTTP/2 from the sandbox ----
 
 func (ic *intercepted) serveH2(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = newClientBody(r.Body, ic.p.cfg.BodyIdleTimeout, nil)
+	}
 	resp := ic.roundTrip(r, time.Now())
 	defer resp.Body.Close()
 	h := w.Header()
@@ -477,54 +509,42 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 	if !hasBody {
 		out.Body, out.ContentLength = nil, 0
 	}
+	out.Trailer = nil // request trailers are not forwarded (nor scanned)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = []string{""} // send none, as the sandbox did
+	}
 	ev.RequestBytes = max(req.ContentLength, 0)
 
+	var streamDone chan error // set when the body is streamed through the stages
 	if stages := pl.Stages(stage.Outbound, host); len(stages) > 0 {
-		var body []byte
-		scan := true
-		if hasBody {
-			dec, consumed, err := stage.ReadBody(req.Body, req.Header.Get("Content-Encoding"), ic.p.cfg.MaxScanBody)
-			switch {
-			case errors.Is(err, stage.ErrTooLarge), errors.Is(err, stage.ErrUnsupported):
-				what := "request body too large to scan"
-				if errors.Is(err, stage.ErrUnsupported) {
-					what = "request body encoding not scannable"
-				}
-				if pl.BlockOnUnscannable {
-					return reply(http.StatusRequestEntityTooLarge, "scan_limit", what, errorJSON("blocked by declaw: "+what), "outbound")
-				}
-				ev.Notes = append(ev.Notes, what+", not scanned")
-				out.Body = io.NopCloser(io.MultiReader(bytes.NewReader(consumed), req.Body))
-				scan = false
-			case err != nil:
-				return reply(http.StatusBadRequest, "malformed", "request body: "+clipErr(err), errorJSON("declaw: unreadable request body"), "outbound")
-			default:
-				body = dec
-			}
+		o := outbound{ic: ic, pl: pl, stages: stages, ex: ex, host: host, req: req, out: out, ev: &ev}
+		if resp := o.run(hasBody, reply); resp != nil {
+			return resp
 		}
-		m := &stage.Message{Direction: stage.Outbound, Host: host, Header: out.Header, Body: body, RawQuery: out.URL.RawQuery}
-		if !scan {
-			m.Body = nil // the stages see the query only
-		}
-		v := stage.Run(stages, ex, m)
-		if m.RawQuery != out.URL.RawQuery {
-			out.URL.RawQuery = m.RawQuery
-			ev.URL = strings.TrimSuffix(ev.URL, "?"+req.URL.RawQuery) + "?" + m.RawQuery
-		}
-		if v.Action == stage.Block {
-			fillReport(&ev, ex)
-			return reply(ex.Block.Status, ex.Block.Stage, v.Reason, ex.Block.Body, "outbound")
-		}
-		if scan && hasBody {
-			setBody(out, out.Header, m.Body)
-		}
+		streamDone = o.streamDone
+		ev.URL = ic.scheme() + "://" + req.Host + out.URL.RequestURI()
 	}
 	if out.ContentLength > 0 {
 		ev.RequestBytes = out.ContentLength
 	}
 
 	resp, err := ic.tr.RoundTrip(out)
+	if streamDone != nil {
+		// The transport closes the body (ending the stream) at the latest
+		// when the exchange ends; the response stages need the stream's
+		// redactions.
+		if serr := <-streamDone; serr != nil {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return streamFailed(serr, ex, &ev, reply)
+		}
+	}
 	if err != nil {
+		if errors.Is(err, errBodyStalled) || isTimeout(err) && hasBody {
+			return reply(http.StatusRequestTimeout, "malformed", "request body stalled: "+clipErr(err),
+				errorJSON("declaw: request body stalled"), "outbound")
+		}
 		ev.Decision = DecisionError
 		return reply(http.StatusBadGateway, "upstream", "upstream request failed: "+clipErr(err),
 			errorJSON("declaw: upstream request failed"), "outbound")
@@ -546,8 +566,12 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 		if ce := resp.Header.Get("Content-Encoding"); ce != "" {
 			d, err := stage.Decoder(resp.Body, ce)
 			if err != nil {
-				resp.Body.Close()
-				return ic.unscannable(&ev, pl, resp, reply)
+				if pl.BlockUnscannableResponse {
+					resp.Body.Close()
+					return ic.unscannable(&ev, pl, resp, reply)
+				}
+				ev.Notes = append(ev.Notes, "response stream encoding not decodable, not scanned")
+				break
 			}
 			r = d
 		}
@@ -559,8 +583,8 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 	default:
 		dec, consumed, err := stage.ReadBody(resp.Body, resp.Header.Get("Content-Encoding"), ic.p.cfg.MaxScanBody)
 		switch {
-		case errors.Is(err, stage.ErrTooLarge), errors.Is(err, stage.ErrUnsupported):
-			if pl.BlockOnUnscannable {
+		case errors.Is(err, stage.ErrTooLarge), errors.Is(err, stage.ErrUnsupported), errors.Is(err, stage.ErrDecode):
+			if pl.BlockUnscannableResponse {
 				resp.Body.Close()
 				return ic.unscannable(&ev, pl, resp, reply)
 			}
@@ -702,7 +726,7 @@ func filterAcceptEncoding(ae string) string {
 	for _, part := range strings.Split(ae, ",") {
 		name := strings.ToLower(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]))
 		switch name {
-		case "gzip", "x-gzip", "deflate", "br", "identity":
+		case "gzip", "x-gzip", "deflate", "br", "zstd", "identity":
 			keep = append(keep, strings.TrimSpace(part))
 		}
 	}

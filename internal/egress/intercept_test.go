@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -389,7 +390,7 @@ func TestInterceptGzipChunked(t *testing.T) {
 	req.ContentLength = -1
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Content-Encoding", "gzip")
-	req.Header.Set("Accept-Encoding", "gzip, zstd")
+	req.Header.Set("Accept-Encoding", "gzip, zstd, compress")
 	resp, err := ih.client(false).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -404,8 +405,8 @@ func TestInterceptGzipChunked(t *testing.T) {
 	if last.Header.Get("Content-Encoding") != "" || !json.Valid(last.Body) || bytes.Contains(last.Body, []byte("123-45-6789")) {
 		t.Errorf("upstream got encoding %q body %s", last.Header.Get("Content-Encoding"), last.Body)
 	}
-	if ae := last.Header.Get("Accept-Encoding"); ae != "gzip" {
-		t.Errorf("upstream Accept-Encoding %q, want gzip only", ae)
+	if ae := last.Header.Get("Accept-Encoding"); ae != "gzip, zstd" {
+		t.Errorf("upstream Accept-Encoding %q, want gzip, zstd only", ae)
 	}
 }
 
@@ -507,30 +508,59 @@ func TestInterceptScanLimit(t *testing.T) {
 	ih.ca, _ = ca.New("sbx-1")
 	big := []byte(`{"q":"` + strings.Repeat("x", 2000) + ` 123-45-6789"}`)
 
+	// Over the scan buffer, the body is streamed through the stages.
 	ih.setSecurity(t, `{"pii":{"enabled":true,"action":"redact"}}`)
-	resp, got := post(t, ih.client(false), ih.url("/echo"), "application/json", big)
-	if resp.StatusCode != 200 || !bytes.Equal(got, big) {
-		t.Errorf("redact policy, body over the limit: %d, want 200 passed through", resp.StatusCode)
-	}
+	resp, _ := post(t, ih.client(false), ih.url("/echo"), "application/json", big)
 	reqs := up.requests()
-	if !bytes.Equal(reqs[len(reqs)-1].Body, big) {
-		t.Error("oversized body was changed; it must pass unscanned")
+	last := reqs[len(reqs)-1].Body
+	if resp.StatusCode != 200 || bytes.Contains(last, []byte("123-45-6789")) || !json.Valid(last) || !bytes.Contains(last, []byte("[REDACTED_SSN_")) {
+		t.Errorf("redact policy, body over the buffer: %d, upstream got %.80q..., want it redacted in the stream", resp.StatusCode, last[len(last)-60:])
 	}
-	if ev := ih.httpEvent(t); len(ev.Notes) == 0 || !strings.Contains(ev.Notes[0], "not scanned") {
-		t.Errorf("event notes %v, want a not-scanned note", ev.Notes)
+	if ev := ih.httpEvent(t); !slices.ContainsFunc(ev.Notes, func(n string) bool { return strings.Contains(n, "streamed") }) || ev.PII["ssn"] != 1 {
+		t.Errorf("event notes %v PII %v, want a streamed note and the SSN counted", ev.Notes, ev.PII)
 	}
 
 	ih.setSecurity(t, `{"pii":{"enabled":true,"action":"block"}}`)
-	before := len(up.requests())
-	resp, got = post(t, ih.client(false), ih.url("/echo"), "application/json", big)
-	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(got), "too large") {
-		t.Errorf("block policy, body over the limit: %d %s, want 413", resp.StatusCode, got)
+	resp, got := post(t, ih.client(false), ih.url("/echo"), "application/json", big)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(got), "pii") {
+		t.Errorf("block policy, body over the buffer: %d %s, want 403", resp.StatusCode, got)
 	}
-	if len(up.requests()) != before {
-		t.Error("oversized body reached upstream under a block policy")
+	for _, r := range up.requests() {
+		if bytes.Contains(r.Body, []byte("123-45-6789")) {
+			t.Error("the SSN reached upstream under a block policy")
+		}
+	}
+	if ev := ih.httpEvent(t); ev.Stage != "pii" || ev.Decision != DecisionBlock {
+		t.Errorf("event %+v", ev)
+	}
+
+	// A body that does not decode as its Content-Encoding claims.
+	corrupt := func() (*http.Response, []byte) {
+		req, _ := http.NewRequest("POST", ih.url("/echo"), strings.NewReader("not gzip 123-45-6789"))
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := ih.client(false).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	ih.setSecurity(t, `{"pii":{"enabled":true,"action":"redact"}}`)
+	before := len(up.requests())
+	if resp, got := corrupt(); resp.StatusCode != http.StatusUnsupportedMediaType || len(up.requests()) != before {
+		t.Errorf("undecodable body under the default policy: %d %s, want 415 and nothing upstream", resp.StatusCode, got)
 	}
 	if ev := ih.httpEvent(t); ev.Stage != "scan_limit" {
 		t.Errorf("event %+v", ev)
+	}
+	ih.setSecurity(t, `{"pii":{"enabled":true,"action":"redact","unscannable":"pass"}}`)
+	if resp, _ := corrupt(); resp.StatusCode != 200 || len(up.requests()) != before+1 {
+		t.Errorf("undecodable body under unscannable pass: %d, want it passed", resp.StatusCode)
+	}
+	if ev := ih.httpEvent(t); !slices.ContainsFunc(ev.Notes, func(n string) bool { return strings.Contains(n, "not scanned") }) {
+		t.Errorf("event notes %v, want a not-scanned note", ev.Notes)
 	}
 }
 

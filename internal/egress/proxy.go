@@ -80,6 +80,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if cfg.BodyIdleTimeout <= 0 {
+		cfg.BodyIdleTimeout = DefaultBodyIdleTimeout
+	}
 	if cfg.MaxAuditBody <= 0 {
 		cfg.MaxAuditBody = DefaultMaxAuditBody
 	}

@@ -39,6 +39,12 @@ type PII struct {
 	Action            string   `json:"action"` // redact | block | log_only
 	RehydrateResponse bool     `json:"rehydrate_response"`
 	Domains           []string `json:"domains,omitempty"` // nil = all egress
+	// Unscannable is what the proxy does with a request body it cannot
+	// read as it claims (unknown content or transfer coding, unknown
+	// charset, malformed multipart, one field over the scan limit):
+	// "block" (the default) refuses it, "pass" forwards it with an audit
+	// note saying it was not scanned. A Declaw extension.
+	Unscannable string `json:"unscannable,omitempty"`
 }
 
 // Injection is InjectionDefenseConfig.
@@ -197,6 +203,11 @@ func (p *Security) Validate() error {
 	case "redact", "block", "log_only":
 	default:
 		return invalid("pii.action", "%q is not one of redact, block, log_only", p.PII.Action)
+	}
+	switch p.PII.Unscannable {
+	case "", "block", "pass": // "" is block
+	default:
+		return invalid("pii.unscannable", "%q is not one of block, pass", p.PII.Unscannable)
 	}
 	if len(p.PII.Types) == 0 {
 		p.PII.Types = append([]string(nil), PIITypes...)

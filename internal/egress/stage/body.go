@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 // DefaultMaxScan is the largest decoded body the pipeline buffers and
@@ -19,18 +20,24 @@ import (
 // action is block (Pipeline.BlockOnUnscannable).
 const DefaultMaxScan = 8 << 20
 
+// MaxZstdWindow bounds a zstd frame's window (memory held while decoding).
+const MaxZstdWindow = 8 << 20
+
 // Errors of ReadBody.
 var (
 	ErrTooLarge    = errors.New("body too large to scan")
 	ErrUnsupported = errors.New("unsupported content encoding")
+	// ErrDecode wraps a body that does not decode as its Content-Encoding
+	// claims (corrupt gzip, truncated zstd...).
+	ErrDecode = errors.New("body does not decode")
 )
 
 // Decodable reports whether every coding in a Content-Encoding value is
-// one the proxy decodes (gzip, x-gzip, deflate, br, identity).
+// one the proxy decodes (gzip, x-gzip, deflate, br, zstd, identity).
 func Decodable(contentEncoding string) bool {
 	for _, c := range codings(contentEncoding) {
 		switch c {
-		case "gzip", "x-gzip", "deflate", "br", "identity":
+		case "gzip", "x-gzip", "deflate", "br", "zstd", "identity":
 		default:
 			return false
 		}
@@ -77,6 +84,14 @@ func Decoder(r io.Reader, contentEncoding string) (io.Reader, error) {
 			}
 		case "br":
 			r = brotli.NewReader(r)
+		case "zstd":
+			// A bounded window: a hostile frame cannot make the decoder
+			// allocate more than this (RFC 9659 recommends 8 MiB).
+			zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxZstdWindow), zstd.WithDecoderLowmem(true))
+			if err != nil {
+				return nil, fmt.Errorf("zstd: %w", err)
+			}
+			r = zr.IOReadCloser()
 		default:
 			return nil, fmt.Errorf("%w: %q", ErrUnsupported, cs[i])
 		}
@@ -140,7 +155,7 @@ func ReadBody(r io.Reader, contentEncoding string, max int64) (decoded, consumed
 		return nil, raw.Bytes(), ErrTooLarge
 	}
 	if err != nil {
-		return nil, raw.Bytes(), fmt.Errorf("decode %s body: %w", contentEncoding, err)
+		return nil, raw.Bytes(), fmt.Errorf("%w: %s: %w", ErrDecode, contentEncoding, err)
 	}
 	// Drain what the decoder left (trailing bytes after the stream end).
 	if _, err := io.Copy(io.Discard, io.LimitReader(tee, max+1-int64(raw.Len()))); err != nil {

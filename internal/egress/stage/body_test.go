@@ -64,8 +64,8 @@ func TestReadBody(t *testing.T) {
 		}
 	})
 	t.Run("unsupported", func(t *testing.T) {
-		if _, _, err := ReadBody(strings.NewReader("x"), "zstd", 10); !errors.Is(err, ErrUnsupported) {
-			t.Errorf("zstd: %v", err)
+		if _, _, err := ReadBody(strings.NewReader("x"), "compress", 10); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("compress: %v", err)
 		}
 	})
 	t.Run("corrupt", func(t *testing.T) {

@@ -91,9 +91,14 @@ type Message struct {
 	Host      string      // the request's host (no port), for domain scoping
 	Header    http.Header // the stages may read it; the adapter fixes framing headers
 	Body      []byte      // decoded; stages replace it when they change it
-	// RawQuery is the request's query string (outbound only); the PII
-	// stage scans and redacts its values too.
-	RawQuery string
+	// Method, Path (escaped) and RawQuery are the request line (outbound
+	// only); the PII stage scans them, and the request's header values
+	// (see ScannedHeader), too.
+	Method, Path, RawQuery string
+	// Fragment marks a segment of a body too large to hold (see
+	// StreamText): the stages read it as text, and only the body.
+	// JSONRaw marks such a segment of a JSON body.
+	Fragment, JSONRaw bool
 }
 
 // ContentType returns the media type, lower-cased, without parameters.
@@ -178,10 +183,14 @@ type Stage interface {
 type Pipeline struct {
 	Outbound []Stage
 	Inbound  []Stage
-	// BlockOnUnscannable is true when a stage that would scan a body has a
-	// block action: a body over the scan limit (or in an encoding the proxy
-	// cannot decode) is then refused (413) instead of passed unscanned.
+	// BlockOnUnscannable is true when PII scanning is on with
+	// unscannable "block" (the default), or a scanning stage has a block
+	// action: a request body the proxy cannot decode or parse is then
+	// refused (413/415) instead of passed unscanned with a note.
 	BlockOnUnscannable bool
+	// BlockUnscannableResponse is true when injection defense blocks: a
+	// response the proxy cannot decode is then replaced by a 502.
+	BlockUnscannableResponse bool
 	// LogRequestBody and LogResponseBody mirror the audit policy.
 	LogRequestBody, LogResponseBody bool
 	// Rehydrate is on when PII redaction runs with rehydrate_response.
@@ -194,6 +203,8 @@ type Deps struct {
 	Injection *injection.Detector
 	// MaxAuditBody caps each stored body; zero means DefaultMaxAuditBody.
 	MaxAuditBody int
+	// MaxScan bounds a held body or field; zero means DefaultMaxScan.
+	MaxScan int
 }
 
 // DefaultMaxAuditBody caps a body stored in the audit report.
@@ -239,8 +250,9 @@ func Build(sec *policy.Security, deps Deps) (*Pipeline, error) {
 		if len(types) == 0 {
 			types = pii.DefaultTypes
 		}
-		piiStage = &PIIStage{Scanner: deps.PII, Types: types, Action: sec.PII.Action, Domains: dom}
-		if sec.PII.Action == "block" {
+		piiStage = &PIIStage{Scanner: deps.PII, Types: types, Action: sec.PII.Action, Domains: dom,
+			BlockUnscannable: sec.PII.Unscannable != "pass", MaxField: deps.MaxScan}
+		if piiStage.BlockUnscannable {
 			p.BlockOnUnscannable = true
 		}
 		p.Rehydrate = sec.PII.Action == "redact" && sec.PII.RehydrateResponse
@@ -266,6 +278,7 @@ func Build(sec *policy.Security, deps Deps) (*Pipeline, error) {
 		injIn = &InjectionStage{Detector: deps.Injection, Options: opts, Action: sec.InjectionDefense.Action, Domains: dom, Dir: Inbound}
 		if sec.InjectionDefense.Action == "block" {
 			p.BlockOnUnscannable = true
+			p.BlockUnscannableResponse = true
 		}
 	}
 	audit := sec.Audit.Enabled

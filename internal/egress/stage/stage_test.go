@@ -204,8 +204,12 @@ func TestBuildOrder(t *testing.T) {
 	if len(p.Stages(Outbound, "example.com")) != 0 || len(p.Stages(Outbound, "api.openai.com")) != 1 {
 		t.Error("pii domains do not scope the stage")
 	}
+	if !p.BlockOnUnscannable || p.BlockUnscannableResponse {
+		t.Error("PII scanning blocks unscannable request bodies by default, and never responses")
+	}
+	p = build(t, `{"pii":{"enabled":true,"unscannable":"pass"}}`)
 	if p.BlockOnUnscannable {
-		t.Error("redact must not block unscannable bodies")
+		t.Error(`unscannable "pass" must not block unscannable bodies`)
 	}
 }
 

@@ -3,7 +3,9 @@ package stage
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -273,61 +275,163 @@ func ScanWindows(sc *pii.Scanner, s string, types []pii.Type) []pii.Span {
 // tokenType is the TYPE in [REDACTED_<TYPE>_<n>].
 func tokenType(t pii.Type) string { return strings.ToUpper(string(t)) }
 
-// PIIStage finds personal data in outbound bodies and redacts, blocks or
-// only reports it per the policy's action.
+// PIIStage finds personal data in outbound requests (body by its kind,
+// method, path, query and the scanned headers) and redacts, blocks or only
+// reports it per the policy's action.
 type PIIStage struct {
 	Scanner *pii.Scanner
 	Types   []pii.Type
 	Action  string // redact | block | log_only
 	Domains *Domains
+	// BlockUnscannable refuses a body the stage cannot read as its type
+	// claims (unknown charset, malformed multipart, a field over MaxField);
+	// otherwise it is passed with a note.
+	BlockUnscannable bool
+	// MaxField bounds one form pair or held multipart part (zero:
+	// DefaultMaxScan).
+	MaxField int
 }
 
 func (s *PIIStage) Name() string             { return "pii" }
 func (s *PIIStage) Applies(host string) bool { return s.Domains.Match(host) }
+
+// piiOut is what one run of the finder produced.
+type piiOut struct {
+	body               []byte
+	contentType        string
+	method, path, q    string
+	header             http.Header
+	unscannable        error
+	counts             map[string]int
+	slowSkipped        bool
+	methodHasPII       bool
+}
+
+func (s *PIIStage) find(m *Message, r *redact.Redactor) piiOut {
+	f := &Finder{Scanner: s.Scanner, Types: s.Types, Redactor: r, MaxField: s.MaxField, JSONRaw: m.JSONRaw}
+	o := piiOut{body: m.Body, method: m.Method, path: m.Path, q: m.RawQuery}
+	if len(m.Body) > 0 {
+		if m.Fragment {
+			if t := f.Text(string(m.Body)); t != string(m.Body) {
+				o.body = []byte(t)
+			}
+		} else {
+			ct := m.Header.Get("Content-Type")
+			b, nct, err := f.Body(m.Body, ct)
+			if err != nil {
+				o.unscannable = err
+			} else {
+				o.body = b
+				if nct != ct {
+					o.contentType = nct
+				}
+			}
+		}
+	}
+	if m.Direction == Outbound && !m.Fragment {
+		if m.Method != "" && f.Text(m.Method) != m.Method {
+			o.methodHasPII = true
+		}
+		o.path = RewritePath(m.Path, f.Text)
+		o.q = RewriteQuery(m.RawQuery, f.Text)
+		if m.Header != nil {
+			o.header = m.Header.Clone()
+			f.Headers(o.header)
+		}
+	}
+	o.counts, o.slowSkipped = f.Counts, f.SlowSkipped
+	return o
+}
+
 func (s *PIIStage) Apply(ex *Exchange, m *Message) Verdict {
 	var with *redact.Redactor
 	if s.Action == "redact" {
 		with = ex.Redactor
+	} else {
+		with = redact.New() // found and counted; the message stays as it is
 	}
-	res := RedactPII(s.Scanner, s.Types, m.Body, m.IsJSON(), with)
-	if m.RawQuery != "" {
-		q, counts := RedactQuery(s.Scanner, s.Types, m.RawQuery, with)
-		for t, n := range counts {
-			res.Counts[t] += n
+	o := s.find(m, with)
+	if o.slowSkipped {
+		ex.Report.Notes = appendOnce(ex.Report.Notes, "person_name/address scanned in the first 64 KiB only")
+	}
+	if o.unscannable != nil {
+		what := "request body not scannable: " + clip(o.unscannable.Error(), 160)
+		if s.BlockUnscannable {
+			ex.Block = &BlockResponse{Status: UnscannableStatus(o.unscannable), Stage: "scan_limit", Body: blockJSON(what, nil)}
+			return Verdict{Action: Block, Reason: what}
 		}
-		if s.Action == "redact" {
-			m.RawQuery = q
-		}
+		ex.Report.Notes = appendOnce(ex.Report.Notes, what+", not scanned")
 	}
-	if res.SlowSkipped {
-		ex.Report.Notes = append(ex.Report.Notes, "person_name/address scanned in the first 64 KiB only")
-	}
-	if len(res.Counts) == 0 {
+	if len(o.counts) == 0 {
 		return Verdict{}
 	}
 	if ex.Report.PII == nil {
 		ex.Report.PII = map[string]int{}
 	}
-	for t, n := range res.Counts {
+	for t, n := range o.counts {
 		ex.Report.PII[t] += n
 	}
 	ex.Report.PIIAction = s.Action
-	types := res.Types()
+	types := PIIResult{Counts: o.counts}.Types()
 	reason := "pii " + strings.Join(types, ",")
-	if s.Action == "log_only" {
-		// Forwarded as is, but audited redacted.
-		red := RedactPII(s.Scanner, s.Types, m.Body, m.IsJSON(), redact.New())
-		ex.auditOut = red.Body
+	if o.methodHasPII && s.Action != "log_only" {
+		// A method is a token: there is nothing to redact it to.
+		ex.Block = &BlockResponse{Status: 403, Stage: s.Name(), Body: blockJSON("pii", map[string]any{"types": types})}
+		return Verdict{Action: Block, Reason: reason + " in the request method, blocked"}
 	}
 	switch s.Action {
 	case "block":
 		ex.Block = &BlockResponse{Status: 403, Stage: s.Name(), Body: blockJSON("pii", map[string]any{"types": types})}
 		return Verdict{Action: Block, Reason: reason + " blocked"}
 	case "redact":
-		m.Body = res.Body
+		s.apply(m, o)
 		return Verdict{Reason: reason + " redacted"}
 	}
+	// log_only: forwarded as is, but audited redacted.
+	if m.Direction == Outbound {
+		ex.auditOut = append([]byte{}, o.body...)
+	}
 	return Verdict{Reason: reason + " logged"}
+}
+
+func (s *PIIStage) apply(m *Message, o piiOut) {
+	m.Body, m.Path, m.RawQuery = o.body, o.path, o.q
+	if o.header != nil {
+		for k := range m.Header {
+			if _, ok := o.header[k]; !ok {
+				delete(m.Header, k)
+			}
+		}
+		for k, vs := range o.header {
+			m.Header[k] = vs
+		}
+	}
+	if o.contentType != "" {
+		m.Header.Set("Content-Type", o.contentType)
+	}
+}
+
+// UnscannableStatus is the status a refused unscannable request gets:
+// 413 for a body too large, 415 for one that does not read as it claims.
+func UnscannableStatus(err error) int {
+	if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrFieldTooLarge) {
+		return 413
+	}
+	return 415
+}
+
+func appendOnce(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // RehydrateStage puts this exchange's redacted values back into the response.
@@ -498,19 +602,23 @@ func (s *AuditStage) Applies(string) bool { return true }
 func (s *AuditStage) Apply(ex *Exchange, m *Message) Verdict {
 	b := m.Body
 	if m.Direction == Outbound && ex.auditOut != nil {
-		b = ex.auditOut
+		b, ex.auditOut = ex.auditOut, nil
 	}
 	if m.Direction == Inbound && ex.auditIn != nil {
-		b = ex.auditIn
+		b, ex.auditIn = ex.auditIn, nil
 	}
-	if len(b) > s.Max {
-		b = b[:s.Max]
+	// Appended: a streamed body comes in segments.
+	dst := &ex.Report.RequestBody
+	if m.Direction == Inbound {
+		dst = &ex.Report.ResponseBody
+	}
+	room := s.Max - len(*dst)
+	if len(b) > room {
+		b = b[:max(room, 0)]
 		ex.Report.BodiesTruncated = true
 	}
-	if m.Direction == Inbound {
-		ex.Report.ResponseBody = bytes.Clone(b)
-	} else {
-		ex.Report.RequestBody = bytes.Clone(b)
+	if len(b) > 0 {
+		*dst = append(*dst, b...)
 	}
 	return Verdict{}
 }
