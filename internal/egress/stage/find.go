@@ -415,7 +415,7 @@ func newBase64Lines(w io.Writer) *base64Lines {
 }
 
 func (b *base64Lines) Write(p []byte) (int, error) { return b.enc.Write(p) }
-func (b *base64Lines) Close() error               { return b.enc.Close() }
+func (b *base64Lines) Close() error                { return b.enc.Close() }
 
 type lineWrapper struct {
 	w   io.Writer

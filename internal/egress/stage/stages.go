@@ -297,14 +297,14 @@ func (s *PIIStage) Applies(host string) bool { return s.Domains.Match(host) }
 
 // piiOut is what one run of the finder produced.
 type piiOut struct {
-	body               []byte
-	contentType        string
-	method, path, q    string
-	header             http.Header
-	unscannable        error
-	counts             map[string]int
-	slowSkipped        bool
-	methodHasPII       bool
+	body            []byte
+	contentType     string
+	method, path, q string
+	header          http.Header
+	unscannable     error
+	counts          map[string]int
+	slowSkipped     bool
+	methodHasPII    bool
 }
 
 func (s *PIIStage) find(m *Message, r *redact.Redactor) piiOut {
