@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 func encode(t *testing.T, coding string, b []byte) []byte {
@@ -26,6 +27,8 @@ func encode(t *testing.T, coding string, b []byte) []byte {
 		w, _ = flate.NewWriter(&buf, flate.DefaultCompression)
 	case "br":
 		w = brotli.NewWriter(&buf)
+	case "zstd":
+		w, _ = zstd.NewWriter(&buf)
 	default:
 		return b
 	}
@@ -37,7 +40,7 @@ func encode(t *testing.T, coding string, b []byte) []byte {
 func TestReadBody(t *testing.T) {
 	plain := []byte(strings.Repeat("hello jane.doe@example.org ", 100))
 	for _, tc := range []struct{ coding, header string }{
-		{"", ""}, {"", "identity"}, {"gzip", "gzip"}, {"deflate", "deflate"}, {"raw-deflate", "deflate"}, {"br", "br"}, {"gzip", "x-gzip"},
+		{"", ""}, {"", "identity"}, {"gzip", "gzip"}, {"deflate", "deflate"}, {"raw-deflate", "deflate"}, {"br", "br"}, {"gzip", "x-gzip"}, {"zstd", "zstd"}, {"gzip", "gzip, identity"},
 	} {
 		t.Run(tc.coding+"/"+tc.header, func(t *testing.T) {
 			got, _, err := ReadBody(bytes.NewReader(encode(t, tc.coding, plain)), tc.header, 1<<20)

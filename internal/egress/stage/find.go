@@ -325,7 +325,7 @@ func (f *Finder) Headers(h http.Header) {
 		if !ScannedHeader(k) {
 			continue
 		}
-		if f.Text(k) != k {
+		if f.NameHasPII(k) {
 			delete(h, k) // a name carrying PII: the header is dropped
 			continue
 		}
@@ -335,6 +335,23 @@ func (f *Finder) Headers(h http.Header) {
 		}
 		f.noCreds = false
 	}
+}
+
+// NameHasPII reports (and counts) PII in a header or field name. Names
+// are tokens joined by '-' or '_' ("X-219-09-9999"), which the detectors
+// read as one word: every tail after a separator is scanned too.
+func (f *Finder) NameHasPII(name string) bool {
+	f.setup()
+	for i := -1; i < len(name); i++ {
+		if i >= 0 && name[i] != '-' && name[i] != '_' && name[i] != '.' {
+			continue
+		}
+		if sp := f.Scanner.Scan(name[i+1:], f.fast); len(sp) > 0 {
+			f.Counts[string(sp[0].Type)]++
+			return true
+		}
+	}
+	return false
 }
 
 // keptHeaders are the request headers the proxy reads or rewrites itself

@@ -2,8 +2,16 @@ package stage
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -95,4 +103,124 @@ func FuzzReadBody(f *testing.F) {
 			t.Fatalf("consumed bytes are not a prefix of the input")
 		}
 	})
+}
+
+// leakSecrets are values every detector in testTypes finds on their own.
+var leakSecrets = []string{secretSSN, secretEm, "4111 1111 1111 1111"}
+
+// FuzzRewriteForm: any body is rewritten without error; a valid form
+// stays a valid form; a secret sent as a value (in any escaping) never
+// appears in the decoded output, wherever it sits among fuzzed pairs.
+func FuzzRewriteForm(f *testing.F) {
+	for _, s := range []string{"a=1&b=2", "", "&&", "x=%zz%2", "k+l=v+w&z", "a=%E2%82%AC&%3D=%26"} {
+		f.Add(s, s, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, pre, post string, which uint8) {
+		secret := leakSecrets[int(which)%len(leakSecrets)]
+		var enc string
+		switch which / 3 % 3 {
+		case 0:
+			enc = url.QueryEscape(secret)
+		case 1:
+			for i := 0; i < len(secret); i++ { // every byte escaped
+				enc += fmt.Sprintf("%%%02X", secret[i])
+			}
+		default:
+			enc = strings.ReplaceAll(secret, " ", "+")
+		}
+		in := pre + "&leak=" + enc + "&" + post
+		var out bytes.Buffer
+		if err := RewriteForm(&out, strings.NewReader(in), len(in)+1, newFinder().Text); err != nil {
+			t.Fatalf("RewriteForm(%q): %v", in, err)
+		}
+		if _, err := url.ParseQuery(in); err == nil {
+			if _, err := url.ParseQuery(out.String()); err != nil {
+				t.Errorf("valid form %q rewritten invalid %q: %v", in, out.String(), err)
+			}
+		}
+		for _, pair := range strings.Split(out.String(), "&") {
+			if dec := UnescapeLenient(pair, true); strings.Contains(dec, secret) {
+				t.Errorf("secret %q leaked in pair %q of %q", secret, pair, out.String())
+			}
+		}
+	})
+}
+
+// FuzzRewriteMultipart: a multipart body built from fuzzed names, file
+// names, values and boundary, with a secret in a value, a file name and a
+// base64 part, is rewritten into a body that parses into the same number
+// of parts with no secret in any decoded header or body; and arbitrary
+// bytes either fail as unscannable or come out as a body that parses.
+func FuzzRewriteMultipart(f *testing.F) {
+	f.Add("field", "file.txt", "value", "XyZ", []byte("--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--b--\r\n"))
+	f.Add("", "", "", "", []byte(""))
+	f.Add("a\"b", "c\\d", "\r\n--XyZ", "219-09-9999", []byte("--b\r\n\r\n--b--"))
+	f.Fuzz(func(t *testing.T, name, file, value, boundary string, raw []byte) {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		if mw.SetBoundary(boundary) != nil {
+			mw.SetBoundary("fallback")
+		}
+		mw.WriteField(name, value)
+		mw.WriteField("leak", "mail "+secretEm)
+		fw, _ := mw.CreateFormFile(name, file+" ssn "+secretSSN+" ;")
+		io.WriteString(fw, value+" card 4111 1111 1111 1111 ; "+value)
+		h := textproto.MIMEHeader{"Content-Transfer-Encoding": {"base64"}, "Content-Disposition": {`form-data; name="b"`}}
+		pw, _ := mw.CreatePart(h)
+		b64 := base64.NewEncoder(base64.StdEncoding, pw)
+		io.WriteString(b64, value+" ssn "+secretSSN+" ;")
+		b64.Close()
+		mw.Close()
+		ct := mw.FormDataContentType()
+		out, nct, err := newFinder().Body(body.Bytes(), ct)
+		if !parses(body.Bytes(), ct) {
+			return // the writer does not check names: not well-formed
+		}
+		if err != nil {
+			t.Fatalf("well-formed multipart: %v", err)
+		}
+		parts := readParts(t, out, nct)
+		if len(parts) != 4 {
+			t.Fatalf("%d parts, want 4", len(parts))
+		}
+		for _, p := range parts {
+			for _, s := range leakSecrets {
+				if strings.Contains(p, s) {
+					t.Errorf("secret %q leaked in part %q", s, p)
+				}
+			}
+		}
+		if strings.Contains(nct, secretSSN) {
+			t.Errorf("secret in the content type %q", nct)
+		}
+
+		out, nct, err = newFinder().Body(raw, `multipart/form-data; boundary=b`)
+		if err != nil {
+			if !IsUnscannable(err) {
+				t.Errorf("arbitrary body: error %v is not an unscannable one", err)
+			}
+			return
+		}
+		readParts(t, out, nct)
+	})
+}
+
+func parses(body []byte, ct string) bool {
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		if _, err := io.ReadAll(p); err != nil {
+			return false
+		}
+	}
 }

@@ -79,7 +79,7 @@ func RewritePartHeader(h textproto.MIMEHeader, fn TextFunc) textproto.MIMEHeader
 	out := make(textproto.MIMEHeader, len(h))
 	for k, vs := range h {
 		nk := k
-		if fn(k) != k {
+		if fn(k) != k || fn(strings.ReplaceAll(k, "-", " ")) != strings.ReplaceAll(k, "-", " ") {
 			continue // a header whose name carries PII is dropped
 		}
 		for _, v := range vs {
