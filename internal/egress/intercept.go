@@ -286,7 +286,7 @@ func (ic *intercepted) serveHTTP1(ctx context.Context, conn net.Conn) endReason 
 			b, err := br.Peek(1)
 			conn.SetReadDeadline(time.Time{})
 			if err != nil || !isHex(b[0]) {
-				req.Body.Close()
+				// No req.Body.Close: it would drain the unframed body.
 				ev := ic.newEvent(start)
 				ic.fillRequest(&ev, req)
 				status, what := http.StatusBadRequest, "malformed chunked request body"
@@ -302,7 +302,8 @@ func (ic *intercepted) serveHTTP1(ctx context.Context, conn net.Conn) endReason 
 				return endReason{text: what}
 			}
 		}
-		req.Body = newClientBody(req.Body, ic.p.cfg.BodyIdleTimeout, conn.SetReadDeadline)
+		cb := newClientBody(req.Body, ic.p.cfg.BodyIdleTimeout, conn.SetReadDeadline)
+		req.Body = cb
 		if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 			req.Header.Del("Expect")
 			if req.ContentLength != 0 {
@@ -337,8 +338,14 @@ func (ic *intercepted) serveHTTP1(ctx context.Context, conn net.Conn) endReason 
 			werr = bw.Flush()
 		}
 		body.Close()
-		io.CopyN(io.Discard, req.Body, 256<<10)
-		req.Body.Close()
+		// What the exchange left of the request body is drained (a
+		// little, to keep the connection) or the connection is closed.
+		if !cb.done() {
+			io.CopyN(io.Discard, cb, 256<<10)
+			if !cb.done() {
+				closeAfter = true
+			}
+		}
 		if werr != nil || closeAfter {
 			return endReason{}
 		}

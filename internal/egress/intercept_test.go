@@ -36,16 +36,34 @@ var chatSecrets = []string{"jane.doe@example.org", "123-45-6789", "536-22-1234",
 
 type recorded struct {
 	Method, Host, Proto string
-	Query               string
+	Path, Query         string
 	Header              http.Header
 	Body                []byte
 }
 
 type icUpstream struct {
-	srv  *httptest.Server
-	port uint16
-	mu   sync.Mutex
-	reqs []recorded
+	srv   *httptest.Server
+	port  uint16
+	mu    sync.Mutex
+	reqs  []recorded
+	sinks []sinkResult
+}
+
+// sinkResult is what /sink saw of a (large) body it did not keep.
+type sinkResult struct {
+	Bytes   int64
+	Leaked  []string // sinkSecrets found in the stream
+	Tokens  int      // redaction tokens seen
+	Err     error
+	Headers http.Header
+}
+
+var sinkSecrets = []string{"219-09-9999", "jane.doe@example.org"}
+
+func (u *icUpstream) sinkResults() []sinkResult {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]sinkResult(nil), u.sinks...)
 }
 
 func (u *icUpstream) requests() []recorded {
@@ -63,7 +81,7 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 	record := func(r *http.Request) []byte {
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.reqs = append(u.reqs, recorded{Method: r.Method, Host: r.Host, Proto: r.Proto, Header: r.Header.Clone(), Body: b, Query: r.URL.RawQuery})
+		u.reqs = append(u.reqs, recorded{Method: r.Method, Host: r.Host, Proto: r.Proto, Header: r.Header.Clone(), Body: b, Query: r.URL.RawQuery, Path: r.URL.EscapedPath()})
 		u.mu.Unlock()
 		return b
 	}
@@ -102,6 +120,35 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 		w.Header().Set("Content-Type", "text/html")
 		io.WriteString(w, "<html><body><p>Weather: sunny.</p><p>"+injectionText+"</p></body></html>")
 	})
+	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
+		// Reads a body of any size in chunks, looking for the secrets
+		// across chunk ends, and keeps only the counts.
+		res := sinkResult{Headers: r.Header.Clone()}
+		buf := make([]byte, 64<<10)
+		var tail []byte
+		for {
+			n, err := r.Body.Read(buf)
+			res.Bytes += int64(n)
+			win := append(tail, buf[:n]...)
+			for _, s := range sinkSecrets {
+				if bytes.Contains(win, []byte(s)) && !slices.Contains(res.Leaked, s) {
+					res.Leaked = append(res.Leaked, s)
+				}
+			}
+			res.Tokens += bytes.Count(win[min(len(tail), len(win)):], []byte("[REDACTED_"))
+			tail = append([]byte(nil), win[max(0, len(win)-64):]...)
+			if err != nil {
+				if err != io.EOF {
+					res.Err = err
+				}
+				break
+			}
+		}
+		u.mu.Lock()
+		u.sinks = append(u.sinks, res)
+		u.mu.Unlock()
+		fmt.Fprintf(w, "%d", res.Bytes)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		record(r)
 		io.WriteString(w, "ok "+r.Host)
@@ -129,9 +176,17 @@ type icHarness struct {
 
 func newICHarness(t testing.TB, sec string, trustUpstream bool) *icHarness {
 	t.Helper()
+	return newICHarnessWith(t, sec, trustUpstream, nil)
+}
+
+func newICHarnessWith(t testing.TB, sec string, trustUpstream bool, adjust func(*Config)) *icHarness {
+	t.Helper()
 	up := newICUpstream(t, true)
 	ih := &icHarness{up: up, evCh: make(chan HTTPEvent, 100)}
 	cfg := Config{Ports: []uint16{up.port}, HTTPEvents: func(ev HTTPEvent) { ih.evCh <- ev }}
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	if trustUpstream {
 		pool := x509.NewCertPool()
 		pool.AddCert(up.srv.Certificate())

@@ -311,7 +311,12 @@ type clientBody struct {
 	stalled  atomic.Bool
 	timer    *time.Timer
 	n        int64
+	eof      bool // the body was read to its end
+	failed   bool // a read failed: nothing more can be read
 }
+
+// done reports whether nothing is left to read.
+func (b *clientBody) done() bool { return b.eof || b.failed }
 
 func newClientBody(rc io.ReadCloser, idle time.Duration, deadline func(time.Time) error) *clientBody {
 	b := &clientBody{rc: rc, idle: idle, deadline: deadline}
@@ -338,7 +343,11 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.timer.Stop()
 	}
 	b.n += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
 	if err != nil && err != io.EOF {
+		b.failed = true
 		if b.stalled.Load() || isTimeout(err) {
 			return n, &clientErr{errBodyStalled}
 		}
@@ -347,11 +356,15 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close ends the body. On HTTP/1 it does not drain what is left (that
+// could be a whole blocked upload): the connection loop drains a little or
+// closes the connection. On HTTP/2 closing resets the stream.
 func (b *clientBody) Close() error {
 	if b.timer != nil {
 		b.timer.Stop()
+		return b.rc.Close()
 	}
-	return b.rc.Close()
+	return nil
 }
 
 func (ic *intercepted) scheme() string {
