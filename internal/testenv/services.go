@@ -349,8 +349,9 @@ func (s *services) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isMetadata(lap.Addr()) {
 		svc = SvcMetadata
 	}
+	// The record keeps the first maxRecordedBytes; handlers read it all.
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxRecordedBytes))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 	s.rec.addHTTP(HTTPRequest{
 		Service: svc, Local: lap, Remote: remote, SNI: sni,
 		Method: r.Method, Host: r.Host, URI: r.RequestURI,

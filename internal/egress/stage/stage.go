@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/declaw/declaw/internal/guard/injection"
@@ -334,9 +335,11 @@ func Run(stages []Stage, ex *Exchange, m *Message) Verdict {
 	for _, s := range stages {
 		v := s.Apply(ex, m)
 		if v.Reason != "" || v.Action == Block {
-			ex.Report.Verdicts = append(ex.Report.Verdicts, StageVerdict{
-				Stage: s.Name(), Direction: m.Direction.String(), Action: v.Action.String(), Reason: v.Reason,
-			})
+			sv := StageVerdict{Stage: s.Name(), Direction: m.Direction.String(), Action: v.Action.String(), Reason: v.Reason}
+			// A streamed body repeats its segments' verdicts: once each.
+			if !slices.Contains(ex.Report.Verdicts, sv) {
+				ex.Report.Verdicts = append(ex.Report.Verdicts, sv)
+			}
 		}
 		if v.Action == Block {
 			return v
