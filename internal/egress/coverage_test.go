@@ -363,3 +363,23 @@ func (p *piiStream) Read(b []byte) (int, error) {
 	p.off += int64(n)
 	return n, nil
 }
+
+// TestInterceptRehydrateHeaders: a token the upstream echoes in a response
+// header comes back to the sandbox as the original value.
+func TestInterceptRehydrateHeaders(t *testing.T) {
+	ih := newICHarness(t, `{"pii":{"enabled":true,"types":["email"],"action":"redact","rehydrate_response":true}}`, true)
+	req, _ := http.NewRequest("GET", ih.url("/hdr"), nil)
+	req.Header.Set("X-Mail", covEmail)
+	resp, err := ih.client(false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Echo"); got != covEmail {
+		t.Errorf("X-Echo = %q, want the rehydrated %q", got, covEmail)
+	}
+	reqs := ih.up.requests()
+	if v := reqs[len(reqs)-1].Header.Get("X-Mail"); v == covEmail {
+		t.Error("the upstream got the email in clear")
+	}
+}

@@ -66,12 +66,19 @@
 // the sandbox's stage pipeline (package stage: outbound transformations →
 // PII → injection → audit; inbound injection → transformations → PII
 // rehydration → audit) and forwarded with an http.Transport private to the
-// connection that dials only through the checks above. Bodies are decoded
-// (gzip, deflate, br) before scanning and sent on decoded with a fixed
-// Content-Length; Accept-Encoding is narrowed to those codings. Bodies over
-// [Config.MaxScanBody] (8 MiB decoded), or in another coding, are passed
-// unscanned with a note in the event, or refused (413 for a request, 502 for
-// a response) when a scanning stage's action is block. text/event-stream
+// connection that dials only through the checks above. Every text-bearing
+// part of a request is scanned (method, path, query, headers other than
+// framing and routing, the body by its kind: JSON, form, multipart, text
+// in its charset); docs/proxy.md is the exact boundary. Bodies are decoded
+// (gzip, deflate, br, zstd) before scanning and sent on decoded with a
+// fixed Content-Length; Accept-Encoding is narrowed to those codings. A
+// request body over [Config.MaxScanBody] (8 MiB decoded) is scanned while
+// it streams, in segments, with bounded memory, and sent on without a
+// length. A request body the proxy cannot decode or parse is refused
+// (415/413) or, with pii.unscannable "pass", passed with a note; a stalled
+// one gets 408 after [Config.BodyIdleTimeout]. Responses over the limit or
+// in another coding are passed unscanned with a note, or refused (502)
+// when injection defense blocks. text/event-stream
 // responses are processed event by event and flushed as they come. Blocked
 // requests get 403 with {"error":"blocked by declaw: pii|injection", ...}
 // and an X-Declaw-Blocked header; nothing is sent upstream. A response

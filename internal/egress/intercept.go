@@ -563,6 +563,8 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 	stages := pl.Stages(stage.Inbound, host)
 	if ex.Redactor.Len() == 0 {
 		stages = dropRehydrate(stages)
+	} else if len(stages) != len(dropRehydrate(stages)) {
+		ex.Report.Rehydrated += stage.RehydrateHeader(resp.Header, ex.Redactor.Map())
 	}
 	switch {
 	case noBody || len(stages) == 0:

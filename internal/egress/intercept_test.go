@@ -120,6 +120,11 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 		w.Header().Set("Content-Type", "text/html")
 		io.WriteString(w, "<html><body><p>Weather: sunny.</p><p>"+injectionText+"</p></body></html>")
 	})
+	mux.HandleFunc("/hdr", func(w http.ResponseWriter, r *http.Request) {
+		record(r)
+		w.Header().Set("X-Echo", r.Header.Get("X-Mail"))
+		io.WriteString(w, "ok")
+	})
 	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
 		// Reads a body of any size in chunks, looking for the secrets
 		// across chunk ends, and keeps only the counts.

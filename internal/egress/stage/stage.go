@@ -10,18 +10,22 @@
 //	          rehydration → audit
 //
 // A stage sees one [Message] (a request or a response, body already
-// decoded from gzip/deflate/br by the caller, never more than the scan
-// limit) and an [Exchange], the per-request state shared by both
+// decoded from gzip/deflate/br/zstd by the caller, never more than the scan
+// limit, or one segment of a streamed body) and an [Exchange], the per-request state shared by both
 // directions: the PII redaction map (so the response's tokens can be put
 // back) and the [Report] that becomes the audit event. A stage that blocks
 // sets Exchange.Block (status and JSON body for the client) and returns
 // ActionBlock; the pipeline stops there and nothing is sent on.
 //
 // Decisions documented here:
-//   - PII is looked for in bodies and query-string values (not in headers
-//     or the path). JSON
-//     bodies (a Content-Type containing "json") are redacted inside string
-//     values only, so they stay valid JSON; other bodies as text.
+//   - PII is looked for in every text-bearing part of a request (see
+//     docs/proxy.md): the method, each path segment and query name and
+//     value (percent-decoded), header values other than the framing and
+//     routing ones (ScannedHeader; credential headers skip api_key), and
+//     the body by its kind (KindOf): JSON inside string values only, so it
+//     stays valid JSON; forms and multipart field by field, re-encoded
+//     validly; other bodies as text, in their charset (BodyCharset).
+//     Bodies too large to hold are rewritten as they stream (Streamer).
 //   - Injection is scored on the text of the body (the string values for
 //     JSON). With no `domains` every intercepted host is scanned. A blocked
 //     response is replaced by a 403 JSON error (X-Declaw-Blocked:

@@ -453,6 +453,28 @@ func (s *RehydrateStage) Apply(ex *Exchange, m *Message) Verdict {
 	return Verdict{Reason: fmt.Sprintf("%d token(s) rehydrated", n)}
 }
 
+// RehydrateHeader puts redacted values back into response header values
+// (a Location or a echoed header carrying a token) and reports how many
+// tokens it restored. A value whose original holds a control character is
+// left tokenised: a header cannot carry it.
+func RehydrateHeader(h http.Header, m map[string]string) int {
+	n := 0
+	for k, vs := range h {
+		for i, v := range vs {
+			if !strings.Contains(v, redact.TokenPrefix) {
+				continue
+			}
+			out, c := Rehydrate([]byte(v), m)
+			if c == 0 || bytes.ContainsFunc(out, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				continue
+			}
+			h[k][i] = string(out)
+			n += c
+		}
+	}
+	return n
+}
+
 // RehydrationMap returns m, with values JSON-escaped (no quotes) when the
 // tokens sit inside JSON strings.
 func RehydrationMap(m map[string]string, jsonEscape bool) map[string]string {
