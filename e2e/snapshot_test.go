@@ -66,7 +66,7 @@ func TestSnapshotRestore(t *testing.T) {
 		"network": map[string]any{"deny_out": []string{"203.0.113.0/24"}}})
 	base := "/sandboxes/" + id
 	s.writeFile(id, "/home/user/proj/a.txt", "v1")
-	s.run(id, "echo keep > /tmp/t.txt; rm /etc/motd 2>/dev/null; true")
+	s.run(id, "echo keep > /tmp/t.txt; rm /etc/motd") // deleted from the template before the snapshot
 	var sn snapshotInfo
 	s.must(201, "POST", base+"/snapshot", nil, &sn)
 	if sn.SandboxID != id || sn.Kind != "filesystem" || sn.Source != "manual" || sn.SizeBytes <= 0 {
@@ -84,7 +84,7 @@ func TestSnapshotRestore(t *testing.T) {
 	if got.SandboxID != id || got.SnapshotID != sn.SnapshotID || got.NodeID == "" {
 		t.Fatalf("restore = %+v, want sandbox_id %s, snapshot_id %s and a node_id", got, id, sn.SnapshotID)
 	}
-	res := s.run(id, `cat /home/user/proj/a.txt; echo; test -e /home/user/proj/b.txt && echo b-still-there; cat /tmp/t.txt; echo $MODE; stat -c %U /home/user/proj/a.txt; pgrep -x sleep || echo no-sleep`)
+	res := s.run(id, `cat /home/user/proj/a.txt; echo; test -e /home/user/proj/b.txt && echo b-still-there; cat /tmp/t.txt; echo $MODE; stat -c %U /home/user/proj/a.txt; pgrep -x sleep || echo no-sleep; test -e /etc/motd && echo motd-is-back`)
 	if res.Stdout != "v1\nkeep\nx\nuser\nno-sleep\n" {
 		t.Fatalf("after restore: %+v", res)
 	}
@@ -150,7 +150,7 @@ func TestSnapshotRestore(t *testing.T) {
 	if fork.SandboxID == id || fork.SandboxID == other {
 		t.Fatalf("fork = %+v, want a new sandbox", fork)
 	}
-	if res := s.run(fork.SandboxID, "cat /home/user/proj/a.txt; echo; test -e /home/user/proj/c.txt || echo no-c"); res.Stdout != "v1\nno-c\n" {
+	if res := s.run(fork.SandboxID, "cat /home/user/proj/a.txt; echo; test -e /home/user/proj/c.txt || echo no-c; test -e /etc/motd && echo motd-is-back"); res.Stdout != "v1\nno-c\n" {
 		t.Fatalf("fork: %+v", res)
 	}
 	if res := s.run(id, "cat /home/user/proj/a.txt"); res.Stdout != "v1" {

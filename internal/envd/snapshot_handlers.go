@@ -36,7 +36,12 @@ func (s *Server) handleSnapshotGet(w http.ResponseWriter, r *http.Request) {
 // handleSnapshotPut serves PUT /snapshot: extract a snapshot taken by
 // GET /snapshot into this sandbox's filesystem.
 func (s *Server) handleSnapshotPut(w http.ResponseWriter, r *http.Request) {
-	if err := snapshot.Restore(r.Body, s.cfg.FSRoot); err != nil {
+	err := snapshot.Restore(r.Body, s.cfg.FSRoot, snapshot.Skipped)
+	if errors.Is(err, snapshot.ErrPartial) {
+		s.cfg.Logf("snapshot: %v", err)
+		err = nil
+	}
+	if err != nil {
 		if errors.Is(err, snapshot.ErrBadArchive) {
 			err = badInput("%v", err)
 		}

@@ -1,15 +1,17 @@
 // Package snapshot writes and restores filesystem snapshots of a sandbox:
 // a gzipped tar of every directory, regular file and symlink changed since
 // a point in time (by ctime or mtime), taken inside the sandbox by envd, and
-// extracted again by envd inside a new sandbox of the same template.
+// extracted again by envd into a fresh sandbox of the same template.
 //
-// Limits: files deleted since that time are not recorded (a restore does not
-// delete them from the template), and special files (devices, sockets,
-// fifos) are skipped.
+// The archive ends with a list of every path the sandbox held (a PathsType
+// entry), so a restore also removes what was deleted before the snapshot:
+// the result is the snapshot's filesystem, not the template plus changes.
+// Special files (devices, sockets, fifos) are not captured.
 package snapshot
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -30,35 +33,54 @@ var Skipped = []string{"/proc", "/sys", "/dev", "/run", "/usr/local/bin/envd", "
 // MaxEntries bounds what one snapshot may hold.
 const MaxEntries = 1_000_000
 
+// PathsType is the tar type of the archive's last entry: the NUL-separated
+// paths ("/a/b") of everything the sandbox held outside the skipped paths;
+// "?/dir" marks a directory that could not be read (nothing under it is
+// removed by a restore). Write emits only directories, regular files and
+// symlinks, so the type cannot be confused with a file of the sandbox.
+const PathsType = 'Z'
+
+// pathsName names the PathsType entry (for tools that list the archive).
+const pathsName = ".declaw-snapshot-paths"
+
+// maxPathsBytes bounds the PathsType entry a restore reads.
+const maxPathsBytes = 256 << 20
+
 // Write streams a gzipped tar of what changed under root since since.
 func Write(w io.Writer, root string, since time.Time, skip []string) error {
 	gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	tw := tar.NewWriter(gz)
 	n := 0
+	var paths bytes.Buffer // every path held, for the PathsType entry
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(root, p)
+		name := "/" + filepath.ToSlash(rel)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				if d != nil && d.IsDir() && rel != "." {
+					paths.WriteString("?" + name + "\x00") // listed in part: a restore keeps what is under it
+				}
 				return nil // vanished or unreadable while walking
 			}
 			return err
 		}
-		rel, _ := filepath.Rel(root, p)
-		name := "/" + filepath.ToSlash(rel)
 		if rel == "." {
 			return nil
 		}
-		for _, s := range skip {
-			if name == s {
-				if d.IsDir() {
-					return filepath.SkipDir
-				}
-				return nil
+		if skipped(name, skip) {
+			if d.IsDir() {
+				return filepath.SkipDir
 			}
+			return nil
 		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return nil
 		}
+		if strings.ContainsRune(name, 0) {
+			return nil // cannot be listed (and no filesystem allows it)
+		}
+		paths.WriteString(name + "\x00")
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
 			return nil
@@ -113,10 +135,26 @@ func Write(w io.Writer, root string, since time.Time, skip []string) error {
 	if err != nil {
 		return err
 	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: PathsType, Name: pathsName, Size: int64(paths.Len()), Mode: 0o600}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(paths.Bytes()); err != nil {
+		return err
+	}
 	if err := tw.Close(); err != nil {
 		return err
 	}
 	return gz.Close()
+}
+
+// skipped reports whether name is one of skip.
+func skipped(name string, skip []string) bool {
+	for _, s := range skip {
+		if name == s {
+			return true
+		}
+	}
+	return false
 }
 
 type zeros struct{}
@@ -131,8 +169,11 @@ var ErrBadArchive = errors.New("bad snapshot archive")
 
 // Restore extracts a snapshot under root. Entries are confined to root
 // (no "..", no writing through symlinks), ownership, modes and times are
-// kept; existing files are replaced.
-func Restore(r io.Reader, root string) error {
+// kept; existing files are replaced. If the archive lists the paths the
+// sandbox held (Write's PathsType entry), everything else under root is
+// removed afterwards, except the skip paths and other filesystems mounted
+// under root.
+func Restore(r io.Reader, root string, skip []string) error {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadArchive, err)
@@ -142,7 +183,11 @@ func Restore(r io.Reader, root string) error {
 		path string
 		mt   time.Time
 	}
-	var dirs []dirTime
+	var (
+		dirs []dirTime
+		keep map[string]bool // nil: the archive lists no paths
+		kept []string        // "?dir" entries: directories read in part
+	)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -150,6 +195,24 @@ func Restore(r io.Reader, root string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrBadArchive, err)
+		}
+		if hdr.Typeflag == PathsType {
+			b, err := io.ReadAll(io.LimitReader(tr, maxPathsBytes+1))
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrBadArchive, err)
+			}
+			if len(b) > maxPathsBytes {
+				return fmt.Errorf("%w: path list larger than %d bytes", ErrBadArchive, maxPathsBytes)
+			}
+			keep = map[string]bool{}
+			for _, p := range strings.Split(string(b), "\x00") {
+				if d, ok := strings.CutPrefix(p, "?"); ok {
+					kept = append(kept, path.Clean(d))
+				} else if p != "" {
+					keep[path.Clean(p)] = true
+				}
+			}
+			continue
 		}
 		clean := path.Clean("/" + hdr.Name)
 		if clean == "/" || strings.Contains(hdr.Name, "..") {
@@ -204,11 +267,76 @@ func Restore(r io.Reader, root string) error {
 			os.Chtimes(dst, hdr.AccessTime, hdr.ModTime)
 		}
 	}
+	if keep != nil {
+		if err := prune(root, keep, kept, skip); err != nil {
+			return err
+		}
+	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		os.Chtimes(dirs[i].path, dirs[i].mt, dirs[i].mt)
 	}
 	return nil
 }
+
+// prune removes what is under root but not in keep: what was deleted
+// before the snapshot. It never removes a skip path, anything under a
+// directory in partial, or anything on another filesystem (mount points).
+func prune(root string, keep map[string]bool, partial, skip []string) error {
+	var rootDev uint64
+	if fi, err := os.Lstat(root); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			rootDev = uint64(st.Dev)
+		}
+	}
+	var failed []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				return nil
+			}
+			return fmt.Errorf("restore: prune: %w", err)
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		name := "/" + filepath.ToSlash(rel)
+		if skipped(name, skip) || slices.Contains(partial, name) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok && uint64(st.Dev) != rootDev {
+					return filepath.SkipDir // a mount point: not part of the snapshot
+				}
+			}
+		}
+		if keep[name] {
+			return nil
+		}
+		if err := os.RemoveAll(p); err != nil {
+			failed = append(failed, name) // best effort: the rest is still restored
+		}
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%w: could not remove %d paths deleted before the snapshot, e.g. %s", ErrPartial, len(failed), failed[0])
+	}
+	return nil
+}
+
+// ErrPartial marks a restore whose files are in place but that could not
+// remove everything deleted before the snapshot.
+var ErrPartial = errors.New("snapshot restored in part")
 
 // noSymlinkParents refuses a destination whose parent directories under
 // root include a symlink (a restore must not write through one).

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -36,7 +37,8 @@ func TestWriteRestore(t *testing.T) {
 
 	dst := t.TempDir()
 	must(os.WriteFile(filepath.Join(dst, "old.txt"), []byte("template"), 0o644))
-	must(Restore(bytes.NewReader(buf.Bytes()), dst))
+	must(os.MkdirAll(filepath.Join(dst, "proc"), 0o755)) // as a fresh sandbox of the template has
+	must(Restore(bytes.NewReader(buf.Bytes()), dst, []string{"/proc"}))
 	if b, _ := os.ReadFile(filepath.Join(dst, "home/user/project/main.py")); string(b) != "print('hi')\n" {
 		t.Errorf("main.py = %q", b)
 	}
@@ -74,7 +76,7 @@ func TestRestoreRefusesEscapes(t *testing.T) {
 		tw.Write([]byte("x"))
 		tw.Close()
 		gz.Close()
-		err := Restore(&buf, root)
+		err := Restore(&buf, root, nil)
 		if _, serr := os.Stat(filepath.Join(outside, "pwned")); serr == nil {
 			t.Fatalf("entry %q was written outside the root", name)
 		}
@@ -82,7 +84,116 @@ func TestRestoreRefusesEscapes(t *testing.T) {
 			t.Errorf("Restore(%q) = %v, want ErrBadArchive", name, err)
 		}
 	}
-	if err := Restore(bytes.NewReader([]byte("not gzip")), root); !errors.Is(err, ErrBadArchive) {
+	if err := Restore(bytes.NewReader([]byte("not gzip")), root, nil); !errors.Is(err, ErrBadArchive) {
 		t.Errorf("Restore(garbage) = %v, want ErrBadArchive", err)
 	}
+}
+
+// TestRestoreRemovesDeleted: what the sandbox deleted before its snapshot
+// is deleted by a restore into a fresh copy of the template too; skipped
+// paths and unlisted parts of unreadable directories stay.
+func TestRestoreRemovesDeleted(t *testing.T) {
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	template := map[string]string{"etc/motd": "hi", "etc/keep.conf": "k", "opt/app/a.py": "a", "opt/app/b.py": "b", "proc/x": "p", "srv/x": "x"}
+	lay := func(root string) {
+		for p, c := range template {
+			must(os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755))
+			must(os.WriteFile(filepath.Join(root, p), []byte(c), 0o644))
+		}
+	}
+	src := t.TempDir()
+	lay(src)
+	since := time.Now().Add(-time.Hour) // everything counts as changed: fine for this test
+	must(os.Remove(filepath.Join(src, "etc/motd")))
+	must(os.RemoveAll(filepath.Join(src, "opt/app")))
+	must(os.WriteFile(filepath.Join(src, "etc/new.conf"), []byte("n"), 0o644))
+	var buf bytes.Buffer
+	must(Write(&buf, src, since, []string{"/proc"}))
+
+	dst := t.TempDir()
+	lay(dst)
+	must(os.WriteFile(filepath.Join(dst, "stray"), []byte("not in the snapshot"), 0o644))
+	must(Restore(bytes.NewReader(buf.Bytes()), dst, []string{"/proc"}))
+	for p, want := range map[string]bool{"etc/motd": false, "opt/app": false, "opt": true, "stray": false,
+		"etc/keep.conf": true, "etc/new.conf": true, "proc/x": true, "srv/x": true} {
+		_, err := os.Lstat(filepath.Join(dst, p))
+		if got := err == nil; got != want {
+			t.Errorf("after restore, %s exists = %v, want %v", p, got, want)
+		}
+	}
+
+	// An archive without a path list (an older envd) removes nothing.
+	old := rewriteWithout(t, buf.Bytes(), PathsType)
+	dst2 := t.TempDir()
+	lay(dst2)
+	must(Restore(bytes.NewReader(old), dst2, []string{"/proc"}))
+	if _, err := os.Lstat(filepath.Join(dst2, "etc/motd")); err != nil {
+		t.Errorf("restore without a path list removed etc/motd: %v", err)
+	}
+}
+
+// TestRestoreKeepsPartlyListedDirs: a directory the snapshot could not
+// read is kept whole.
+func TestRestoreKeepsPartlyListedDirs(t *testing.T) {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	list := "/a\x00?/a\x00/b\x00"
+	tw.WriteHeader(&tar.Header{Typeflag: PathsType, Name: pathsName, Size: int64(len(list)), Mode: 0o600})
+	tw.Write([]byte(list))
+	tw.Close()
+	gz.Close()
+	dst := t.TempDir()
+	for _, p := range []string{"a/x", "b/y", "c"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dst, p)), 0o755)
+		os.WriteFile(filepath.Join(dst, p), nil, 0o644)
+	}
+	if err := Restore(&buf, dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{"a/x": true, "b": true, "b/y": false, "c": false} {
+		_, err := os.Lstat(filepath.Join(dst, p))
+		if got := err == nil; got != want {
+			t.Errorf("%s exists = %v, want %v", p, got, want)
+		}
+	}
+}
+
+// rewriteWithout copies a snapshot archive without entries of type typ.
+func rewriteWithout(t *testing.T, archive []byte, typ byte) []byte {
+	t.Helper()
+	gr, err := gzip.NewReader(bytes.NewReader(archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gr)
+	var out bytes.Buffer
+	gz := gzip.NewWriter(&out)
+	tw := tar.NewWriter(gz)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Typeflag == typ {
+			continue
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	gz.Close()
+	return out.Bytes()
 }
