@@ -21,7 +21,8 @@ var ErrSnapshotNotFound = errors.New("snapshot not found")
 const MaxSnapshotBytes = 4 << 30
 
 // Snapshot takes a filesystem snapshot of a running sandbox: every file,
-// directory and symlink changed since it started, kept on the server
+// directory and symlink changed since it started and the list of every
+// path it holds (a restore removes the others), kept on the server
 // (also after the sandbox is killed) until deleted. Memory snapshots are
 // refused: runsc cannot checkpoint a sandbox that uses host networking.
 func (m *Manager) Snapshot(ctx context.Context, id string, memory bool) (*store.Snapshot, error) {
