@@ -469,6 +469,13 @@ pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / &&
 				t.Errorf("%s: create from the failed template: %d %s, want 404", c.name, code, b)
 			}
 		}
+		// A step that writes more than disk_mb fails the build.
+		a0 := alias("disk")
+		code, st, b := s.build(map[string]any{"alias": a0, "disk_mb": 1, "template": map[string]any{
+			"base_image": "base", "run_cmds": []string{"head -c 3000000 /dev/zero > /big"}}}, nil)
+		if code != 200 || st.Status != "failed" || !strings.Contains(st.Reason, "disk_mb") {
+			t.Errorf("a step over disk_mb: %d %s", code, b)
+		}
 		// Two builds of one alias: the second is refused while the first runs.
 		a := alias("twice")
 		spec := map[string]any{"alias": a, "background": true, "template": map[string]any{"base_image": "base", "run_cmds": []string{"sleep 3"}}}
@@ -490,6 +497,39 @@ pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / &&
 		s.must(200, "GET", "/templates/builds/"+st1.BuildID+"?offset=1", nil, &got)
 		if got.Status != "failed" || len(got.Logs) == 0 || got.NextOffset < 2 {
 			t.Errorf("GET build after cancel: %+v", got)
+		}
+	})
+
+	t.Run("ServerCrashMidBuild", func(t *testing.T) {
+		a := alias("crash")
+		code, st, b := s.build(map[string]any{"alias": a, "background": true, "force": true, "template": map[string]any{
+			"base_image": "base", "run_cmds": []string{"echo step-started; sleep 600"}}}, nil)
+		if code != 202 {
+			t.Fatalf("background build: %d %s", code, b)
+		}
+		testenv.WaitFor(t, 60*time.Second, func() error {
+			var got buildStatus
+			s.must(200, "GET", "/templates/builds/"+st.BuildID, nil, &got)
+			if !strings.Contains(strings.Join(got.Logs, "\n"), "step-started") {
+				return fmt.Errorf("the RUN step has not started: %v", got.Logs)
+			}
+			return nil
+		})
+		s.crash()
+		s.start("--insecure-registry", reg)
+		var got buildStatus
+		s.must(200, "GET", "/templates/builds/"+st.BuildID, nil, &got)
+		if got.Status != "failed" || !strings.Contains(got.Reason, "server stopped") {
+			t.Errorf("a build interrupted by a crash, after the restart: %+v", got)
+		}
+		if code, _ := s.do("GET", "/templates/"+a, nil); code != 404 {
+			t.Errorf("the interrupted build's template answers %d, want 404", code)
+		}
+		if _, err := os.Stat(filepath.Join(templatesDir(), ".builds", st.BuildID)); err == nil {
+			t.Errorf("the interrupted build's work dir is still there")
+		}
+		if procs := sandboxProcs(s.stateDir); len(procs) > 0 {
+			t.Errorf("runsc processes left after the restart: %v", procs)
 		}
 	})
 

@@ -109,7 +109,13 @@ func NewBuilder(cfg Config) (*Builder, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	b := &Builder{cfg: cfg, layersDir: filepath.Join(cfg.Templates.Dir(), ".layers"), buildsDir: filepath.Join(cfg.Templates.Dir(), ".builds")}
+	// The real path: mounts show up in /proc/self/mountinfo by it, and
+	// finding a dead build's mounts compares against that.
+	dir, err := filepath.EvalSymlinks(cfg.Templates.Dir())
+	if err != nil {
+		return nil, fmt.Errorf("template build: %w", err)
+	}
+	b := &Builder{cfg: cfg, layersDir: filepath.Join(dir, ".layers"), buildsDir: filepath.Join(dir, ".builds")}
 	for _, d := range []string{b.layersDir, b.buildsDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("template build: %w", err)
@@ -472,7 +478,11 @@ func (b *Builder) runStep(ctx context.Context, job *Job, s *stageState, step Ste
 		}
 	}
 	if job.Force {
-		os.RemoveAll(layer)
+		// Builds running now may stack the old layer: move it aside (their
+		// mounts keep it), it is removed when no build runs (Service.sweep).
+		if err := os.Rename(layer, filepath.Join(b.layersDir, ".trash-"+randHex())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("replace cached layer: %w", err)
+		}
 	}
 	if err := os.Rename(upper, layer); err != nil {
 		if _, serr := os.Stat(layer); serr != nil {

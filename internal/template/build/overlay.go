@@ -62,6 +62,9 @@ func unmount(target string) error {
 // unmountUnder unmounts every mount point at or below dir (leftovers of a
 // crashed build), deepest first.
 func unmountUnder(dir string) error {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return err

@@ -142,6 +142,28 @@ func (s *Service) Recover() {
 		s.cfg.Logf("template build %s: removed leftovers of an interrupted build", name)
 	}
 	s.cfg.Templates.CleanTmp()
+	s.sweep()
+	// Build records are kept a week.
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && !e.IsDir() && time.Since(fi.ModTime()) > 7*24*time.Hour {
+			os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
+}
+
+// sweep removes layers replaced by forced builds when no build runs here.
+func (s *Service) sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.builds {
+		if r.status(1<<30).Status == StatusBuilding {
+			return
+		}
+	}
+	trash, _ := filepath.Glob(filepath.Join(s.cfg.Builder.layersDir, ".trash-*"))
+	for _, t := range trash {
+		os.RemoveAll(t)
+	}
 }
 
 // Start validates req, then builds it in the background; the returned
@@ -237,6 +259,13 @@ func (s *Service) Start(ctx context.Context, req Request, contextTar io.Reader) 
 		}
 		s.finish(r, err, bctx.Err() != nil)
 		cancel()
+		go s.sweep()
+		// The record stays on disk; memory keeps it a while for followers.
+		time.AfterFunc(10*time.Minute, func() {
+			s.mu.Lock()
+			delete(s.builds, id)
+			s.mu.Unlock()
+		})
 	}()
 	st := r.status(0)
 	return &st, nil
