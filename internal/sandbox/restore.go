@@ -313,6 +313,11 @@ func (m *Manager) revive(ctx context.Context, rec *store.Sandbox) (*store.Sandbo
 		}
 		s.State, s.StartedAt, s.EndAt, s.KilledAt = rec.State, rec.StartedAt, rec.EndAt, time.Time{}
 		s.GuestIP, s.Runtime = rec.GuestIP, rec.Runtime
+		var now resourceRecord
+		_ = json.Unmarshal(rec.Resources, &now)
+		s.Resources = updateResourceRecord(s.Resources, func(r *resourceRecord) {
+			r.ResourceInfo, r.EndReason = now.ResourceInfo, "" // OOM counts stay
+		})
 		return nil
 	})
 	if err != nil {
@@ -321,10 +326,23 @@ func (m *Manager) revive(ctx context.Context, rec *store.Sandbox) (*store.Sandbo
 	return out, nil
 }
 
-// requestFrom rebuilds the create request of a stored sandbox. Masked env
-// values ("***" in the record) cannot be rebuilt: their names are returned.
+// requestFrom rebuilds the create request of a stored sandbox, with the
+// limits it had. Masked env values ("***" in the record) cannot be rebuilt:
+// their names are returned.
 func requestFrom(rec *store.Sandbox) (CreateRequest, []string, error) {
 	req := CreateRequest{Template: rec.TemplateID, Metadata: rec.Metadata, Lifecycle: rec.Lifecycle}
+	var rr resourceRecord
+	if len(rec.Resources) > 0 && json.Unmarshal(rec.Resources, &rr) == nil {
+		if rr.VCPUs > 0 {
+			req.Resources.CPUs = &rr.VCPUs
+		}
+		if rr.MemoryMB > 0 {
+			req.Resources.MemoryMB = &rr.MemoryMB
+		}
+		if rr.DiskMB > 0 {
+			req.Resources.DiskMB = &rr.DiskMB
+		}
+	}
 	timeout := max(rec.Timeout, 0)
 	req.Timeout = &timeout
 	var dropped []string

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/declaw/declaw/internal/limits"
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/store"
@@ -546,4 +547,44 @@ func TestConcurrentRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.assertFreed(t)
+}
+
+// TestRestoreKeepsResources: a restored sandbox has the limits it had, in
+// place or once killed, and is no longer marked as ended.
+func TestRestoreKeepsResources(t *testing.T) {
+	h := newHarness(t)
+	cpus, mem := 1.5, int64(768)
+	info, _ := h.create(t, CreateRequest{Resources: limits.Request{CPUs: &cpus, MemoryMB: &mem}})
+	id := info.SandboxID
+	want, _ := h.rt.Spec(id)
+	sn := h.snapshotWith(t, id, map[string]string{"/a": "1"})
+	check := func(when string) {
+		t.Helper()
+		spec, ok := h.rt.Spec(id)
+		if !ok || spec.Resources != want.Resources {
+			t.Errorf("%s: runtime resources = %+v, %v; want %+v", when, spec.Resources, ok, want.Resources)
+		}
+		got, err := h.m.Get(t.Context(), id)
+		if err != nil || got.Resources == nil || got.Resources.VCPUs != cpus || got.Resources.MemoryMB != mem || got.EndReason != "" {
+			t.Errorf("%s: info = %+v, %v; want %v CPUs, %d MiB, no end reason", when, got, err, cpus, mem)
+		}
+	}
+	if _, _, _, err := h.m.Restore(t.Context(), id, sn.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("in place")
+	if _, err := h.m.Kill(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := h.m.Restore(t.Context(), id, sn.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("after a kill")
+	fork, _, _, err := h.m.Fork(t.Context(), id, sn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec, _ := h.rt.Spec(fork.SandboxID); spec.Resources != want.Resources {
+		t.Errorf("fork resources = %+v, want %+v", spec.Resources, want.Resources)
+	}
 }
