@@ -331,18 +331,6 @@ func (m *Manager) revive(ctx context.Context, rec *store.Sandbox) (*store.Sandbo
 // their names are returned.
 func requestFrom(rec *store.Sandbox) (CreateRequest, []string, error) {
 	req := CreateRequest{Template: rec.TemplateID, Metadata: rec.Metadata, Lifecycle: rec.Lifecycle}
-	var rr resourceRecord
-	if len(rec.Resources) > 0 && json.Unmarshal(rec.Resources, &rr) == nil {
-		if rr.VCPUs > 0 {
-			req.Resources.CPUs = &rr.VCPUs
-		}
-		if rr.MemoryMB > 0 {
-			req.Resources.MemoryMB = &rr.MemoryMB
-		}
-		if rr.DiskMB > 0 {
-			req.Resources.DiskMB = &rr.DiskMB
-		}
-	}
 	timeout := max(rec.Timeout, 0)
 	req.Timeout = &timeout
 	var dropped []string
