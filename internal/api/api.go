@@ -6,21 +6,22 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/template/build"
+	"github.com/declaw/declaw/internal/tenancy"
 )
 
 // MaxJSONBody is the largest JSON request body (413 above it).
@@ -37,20 +38,28 @@ type Config struct {
 	OpenAPI []byte
 	// Health adds fields to GET /health (runtime, accel, ...).
 	Health func() map[string]any
-	Logf   func(format string, args ...any)
+	// KeyRecheck bounds how long a key revoked behind this server's back
+	// (another server on a shared database) keeps working here, open
+	// streams included (default tenancy.DefaultRecheck).
+	KeyRecheck time.Duration
+	Logf       func(format string, args ...any)
 }
 
 // Server is the API's http.Handler.
 type Server struct {
 	cfg   Config
 	mux   *http.ServeMux
-	keys  sync.Map // hash -> struct{}: cache of valid key hashes
+	keys  *tenancy.Keys
 	proxy *envdProxy
+
+	owners   ownerCache // sandbox id -> owning team
+	revokeMu sync.Mutex // serialises revokes (the last admin key stays)
 }
 
 // New builds the API handler.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s.keys = tenancy.NewKeys(tenancy.KeysConfig{Store: cfg.Store, Recheck: cfg.KeyRecheck, Logf: cfg.Logf})
 	s.proxy = newEnvdProxy(s)
 	s.routes()
 	return s
@@ -84,6 +93,14 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /sandboxes/{id}/snapshots", s.auth(s.listSnapshots))
 	m.HandleFunc("DELETE /sandboxes/{id}/snapshots/{sid}", s.auth(s.deleteSnapshot))
 	m.HandleFunc("POST /sandboxes/{id}/restore", s.auth(s.restoreSandbox))
+
+	m.HandleFunc("GET /teams", s.auth(s.listTeams))
+	m.HandleFunc("POST /teams", s.auth(s.createTeam))
+	m.HandleFunc("GET /teams/{team_id}", s.auth(s.getTeam))
+	m.HandleFunc("GET /teams/{team_id}/api-keys", s.auth(s.listTeamKeys))
+	m.HandleFunc("POST /teams/{team_id}/api-keys", s.auth(s.createKey))
+	m.HandleFunc("GET /api-keys", s.auth(s.listKeys))
+	m.HandleFunc("DELETE /api-keys/{key_id}", s.auth(s.revokeKey))
 
 	m.HandleFunc("POST /templates/build", s.auth(s.buildTemplate))
 	m.HandleFunc("GET /templates/builds/{build_id}", s.auth(s.getBuild))
@@ -139,12 +156,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // HashKey returns the stored form of an API key.
-func HashKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
+func HashKey(key string) string { return tenancy.HashKey(key) }
 
-// auth accepts "X-API-Key: K" or "Authorization: Bearer K".
+// auth accepts "X-API-Key: K" or "Authorization: Bearer K". The handler
+// runs with the key's caller in its context (tenancy.CallerFrom), under a
+// context cancelled the moment the key is revoked, and only after the
+// caller is found to own the resource its path names (ownership.go).
 func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("X-API-Key")
@@ -157,18 +174,21 @@ func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
 			s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing API key (X-API-Key or Authorization: Bearer)"})
 			return
 		}
-		hash := HashKey(key)
-		if _, ok := s.keys.Load(hash); !ok {
-			ok, err := s.cfg.Store.HasAPIKey(r.Context(), hash)
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			if !ok {
-				s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid API key"})
-				return
-			}
-			s.keys.Store(hash, struct{}{})
+		caller, err := s.keys.Authenticate(r.Context(), key)
+		if errors.Is(err, tenancy.ErrUnauthorized) {
+			s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "invalid API key"})
+			return
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		ctx, release := s.keys.Hold(r.Context(), caller)
+		defer release()
+		r = r.WithContext(ctx)
+		if err := s.checkOwner(r); err != nil {
+			s.writeError(w, r, err)
+			return
 		}
 		next(w, r)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/template/build"
+	"github.com/declaw/declaw/internal/tenancy"
 )
 
 // Error is an API error with its HTTP status; its Message is safe to show users.
@@ -44,6 +45,8 @@ func toAPIError(err error) *Error {
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr
+	case errors.Is(err, tenancy.ErrForbidden):
+		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: err.Error()}
 	case errors.As(err, &maxBytes):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "request body is larger than the limit"}
 	case errors.As(err, &syntax), errors.As(err, &typeErr), errors.Is(err, io.ErrUnexpectedEOF):

@@ -18,6 +18,7 @@ import (
 	"github.com/declaw/declaw/internal/policy"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/store"
+	"github.com/declaw/declaw/internal/tenancy"
 )
 
 // createBody is POST /sandboxes.
@@ -56,6 +57,13 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		if len(key) > 200 {
 			s.writeError(w, r, badRequest("invalid_argument", "Idempotency-Key is longer than 200 characters"))
 			return
+		}
+		// Keys are per team: another team's key never replays this create.
+		// The default team's are stored as they are (as before teams),
+		// other teams' behind "TEAM\n"; a header value holds no newline, so
+		// no team can name another's record.
+		if team := tenancy.TeamOf(r.Context()); team != store.DefaultTeam {
+			key = team + "\n" + key
 		}
 		sum := sha256.Sum256(raw)
 		rec, err := s.cfg.Store.BeginIdempotent(r.Context(), store.Idempotency{Key: key, BodyHash: hex.EncodeToString(sum[:])})
@@ -117,7 +125,7 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return nil, err
 	}
-	req := sandbox.CreateRequest{Template: body.Template, Metadata: body.Metadata, Envs: body.Envs, Lifecycle: body.Lifecycle,
+	req := sandbox.CreateRequest{TeamID: tenancy.TeamOf(r.Context()), Template: body.Template, Metadata: body.Metadata, Envs: body.Envs, Lifecycle: body.Lifecycle,
 		Resources: limits.Request{CPUs: body.CPUCount, MemoryMB: body.MemoryMB, DiskMB: body.DiskMB}}
 	if req.Template == "" {
 		req.Template = body.TemplateID
@@ -171,7 +179,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 // listSandboxes serves GET /sandboxes?state=running&metadata=k%3Dv&limit=&next_token=.
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := sandbox.ListFilter{Next: q.Get("next_token")}
+	f := sandbox.ListFilter{TeamID: tenancy.TeamOf(r.Context()), Next: q.Get("next_token")}
 	for _, v := range q["state"] {
 		for _, st := range strings.Split(v, ",") {
 			st = strings.TrimSpace(st)
@@ -257,6 +265,10 @@ func (s *Server) killMany(w http.ResponseWriter, r *http.Request) {
 	async := queryBool(r, "async")
 	results := map[string]map[string]any{}
 	for _, id := range body.SandboxIDs {
+		if err := s.visibleSandbox(r.Context(), id); err != nil {
+			results[id] = map[string]any{"error": toAPIError(err).Message}
+			continue
+		}
 		if async {
 			if err := s.cfg.Sandboxes.KillAsync(r.Context(), id); err != nil {
 				results[id] = map[string]any{"error": toAPIError(err).Message}

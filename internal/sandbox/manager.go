@@ -181,6 +181,7 @@ type Lifecycle struct {
 
 // CreateRequest is a validated-enough create call; Create checks the rest.
 type CreateRequest struct {
+	TeamID    string // owner of the sandbox; "" = store.DefaultTeam
 	Template  string
 	Timeout   *int // seconds; nil = default, 0 = never
 	Metadata  map[string]string
@@ -564,7 +565,7 @@ func (m *Manager) claim(ctx context.Context, inst *instance, req CreateRequest, 
 
 	now := time.Now().UTC()
 	rec := &store.Sandbox{
-		ID: inst.id, TemplateID: req.Template, State: StateRunning,
+		ID: inst.id, TeamID: req.TeamID, TemplateID: req.Template, State: StateRunning,
 		Metadata: req.Metadata, Envs: maskEnvs(sec, req.Envs), Timeout: int(inst.timeout / time.Second),
 		StartedAt: now, GuestIP: slot.GuestIP.String(), Runtime: m.cfg.Runtime.Name(), Lifecycle: req.Lifecycle,
 	}
@@ -717,6 +718,7 @@ func (m *Manager) Get(ctx context.Context, id string) (*Info, error) {
 
 // ListFilter selects sandboxes.
 type ListFilter struct {
+	TeamID   string // "" = every team
 	States   []string
 	Metadata map[string]string
 	Limit    int
@@ -729,7 +731,7 @@ func (m *Manager) List(ctx context.Context, f ListFilter) ([]*Info, string, erro
 	if len(states) == 0 {
 		states = []string{StateRunning, StatePaused}
 	}
-	recs, next, err := m.cfg.Store.ListSandboxes(ctx, store.SandboxFilter{States: states, Metadata: f.Metadata, Limit: f.Limit, After: f.Next})
+	recs, next, err := m.cfg.Store.ListSandboxes(ctx, store.SandboxFilter{TeamID: f.TeamID, States: states, Metadata: f.Metadata, Limit: f.Limit, After: f.Next})
 	if err != nil {
 		return nil, "", err
 	}

@@ -330,7 +330,7 @@ func (m *Manager) revive(ctx context.Context, rec *store.Sandbox) (*store.Sandbo
 // limits it had. Masked env values ("***" in the record) cannot be rebuilt:
 // their names are returned.
 func requestFrom(rec *store.Sandbox) (CreateRequest, []string, error) {
-	req := CreateRequest{Template: rec.TemplateID, Metadata: rec.Metadata, Lifecycle: rec.Lifecycle}
+	req := CreateRequest{TeamID: rec.TeamID, Template: rec.TemplateID, Metadata: rec.Metadata, Lifecycle: rec.Lifecycle}
 	timeout := max(rec.Timeout, 0)
 	req.Timeout = &timeout
 	var dropped []string

@@ -45,7 +45,7 @@ func (m *Manager) Snapshot(ctx context.Context, id string, memory bool) (*store.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	sn := &store.Snapshot{ID: newID("snap-", 6), SandboxID: id, TemplateID: rec.TemplateID, Source: "manual", Kind: "filesystem"}
+	sn := &store.Snapshot{ID: newID("snap-", 6), TeamID: rec.TeamID, SandboxID: id, TemplateID: rec.TemplateID, Source: "manual", Kind: "filesystem"}
 	sn.Path = filepath.Join(dir, sn.ID+".tar.gz")
 	// What changed since the container started, on the sandbox's own clock
 	// (envd's default; a microVM's clock may lag the host's).
