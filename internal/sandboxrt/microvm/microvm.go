@@ -36,6 +36,7 @@ package microvm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -51,10 +52,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/declaw/declaw/internal/sandboxrt"
+	"github.com/declaw/declaw/internal/sandboxrt/diskimg"
 	"github.com/declaw/declaw/internal/sandboxrt/microvm/guestinit"
 )
 
@@ -115,15 +118,19 @@ type Driver struct {
 	imgMu    sync.Mutex
 	imgLocks map[string]*sync.Mutex
 
-	mu    sync.Mutex
-	procs map[string]*vmProc // QEMU children, by id
+	disks *diskimg.Maker // the sandboxes' writable disks (Resources.DiskMB)
+
+	mu     sync.Mutex
+	procs  map[string]*vmProc // QEMU children, by id
+	notify func(sandboxrt.Event)
 }
 
 // vmProc is one QEMU child.
 type vmProc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd.Wait returned
-	err  error
+	cmd        *exec.Cmd
+	done       chan struct{} // closed when cmd.Wait returned
+	err        error
+	destroying atomic.Bool // Destroy is ending it: its exit is no event
 }
 
 // record is what the driver persists per VM to reach and undo it later.
@@ -218,6 +225,7 @@ func New(cfg Config) (*Driver, error) {
 	d.cfg.StateDir = stateDir
 	d.vms = filepath.Join(stateDir, "vms")
 	d.images = filepath.Join(stateDir, "images")
+	d.disks = &diskimg.Maker{Dir: filepath.Join(stateDir, "disks"), Mkfs: d.mkfs}
 	if cfg.ImageDir != "" {
 		d.images = cfg.ImageDir
 	}
@@ -360,6 +368,7 @@ type vmParams struct {
 	Initramfs string
 	Cmdline   string
 	Image     string
+	Disk      string // the sandbox's writable disk image ("" = none: a tmpfs in guest memory)
 	Dir       string // VM dir (config.tar, console.log, qmp.sock, qemu.pid)
 	Tap       string
 	MAC       string
@@ -385,11 +394,18 @@ func qemuArgs(p vmParams, extra []string) []string {
 		"-device", "virtio-blk-device,drive=root,serial=" + guestinit.RootSerial,
 		"-drive", "file=" + esc(filepath.Join(p.Dir, "config.tar")) + ",format=raw,if=none,id=cfg,readonly=on",
 		"-device", "virtio-blk-device,drive=cfg,serial=" + guestinit.ConfigSerial,
-		"-netdev", "tap,id=n0,ifname=" + p.Tap + ",script=no,downscript=no",
-		"-device", "virtio-net-device,netdev=n0,mac=" + p.MAC,
-		"-qmp", "unix:" + filepath.Join(p.Dir, "qmp.sock") + ",server=on,wait=off",
-		"-pidfile", filepath.Join(p.Dir, "qemu.pid"),
 	}
+	if p.Disk != "" {
+		args = append(args,
+			"-drive", "file="+esc(p.Disk)+",format=raw,if=none,id=disk,discard=unmap",
+			"-device", "virtio-blk-device,drive=disk,serial="+guestinit.DiskSerial)
+	}
+	args = append(args,
+		"-netdev", "tap,id=n0,ifname="+p.Tap+",script=no,downscript=no",
+		"-device", "virtio-net-device,netdev=n0,mac="+p.MAC,
+		"-qmp", "unix:"+filepath.Join(p.Dir, "qmp.sock")+",server=on,wait=off",
+		"-pidfile", filepath.Join(p.Dir, "qemu.pid"),
+	)
 	return append(args, extra...)
 }
 
@@ -534,6 +550,14 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	seed := make([]byte, 64)
 	_, _ = rand.Read(seed)
 	gcfg := guestinit.Config{Init: spec.Init, Env: spec.Env, Hostname: spec.Hostname, Seed: seed}
+	var disk string
+	if diskMB := cmp.Or(spec.Resources.DiskMB, d.cfg.Defaults.DiskMB); diskMB > 0 {
+		disk = filepath.Join(dir, "disk.img")
+		if err := d.disks.Make(ctx, disk, diskMB); err != nil {
+			return fmt.Errorf("microvm: start %s: %w", spec.ID, err)
+		}
+		gcfg.Disk = true
+	}
 	if err := writeConfigDisk(filepath.Join(dir, "config.tar"), gcfg, spec.Mounts); err != nil {
 		return fmt.Errorf("microvm: start %s: %w", spec.ID, err)
 	}
@@ -553,7 +577,7 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 		Accel: d.accel, VCPUs: vcpus, MemoryMB: mem,
 		Kernel: d.bootKernel, Initramfs: d.initramfs,
 		Cmdline: strings.Join(append([]string{kernelCmdline(guestinit.Boot{IP: sn.IP, GW: sn.GW, MTU: sn.MTU, Time: time.Now()}, d.tscKHz)}, d.cfg.KernelArgs...), " "),
-		Image:   image, Dir: dir, Tap: tapName, MAC: sn.MAC.String(),
+		Image:   image, Disk: disk, Dir: dir, Tap: tapName, MAC: sn.MAC.String(),
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -581,6 +605,7 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if err := d.waitReady(ctx, spec.ID, proc); err != nil {
 		return fmt.Errorf("microvm: start %s: %w", spec.ID, err)
 	}
+	go d.watchVM(spec.ID, proc)
 	d.cfg.Logf("microvm: started %s (%s, %d vCPU, %d MiB) in %v", spec.ID, d.accel, vcpus, mem, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -688,6 +713,9 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	d.mu.Lock()
 	p := d.procs[id]
 	d.mu.Unlock()
+	if p != nil {
+		p.destroying.Store(true)
+	}
 	if _, err := os.Stat(dir); err != nil && p == nil {
 		return nil
 	}

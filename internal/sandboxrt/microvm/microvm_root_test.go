@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -638,4 +639,99 @@ func BenchmarkBoot(b *testing.B) {
 	b.ReportMetric(start.Seconds()/n, "start-s/op")
 	b.ReportMetric(ready.Seconds()/n, "envd-ready-s/op")
 	b.Logf("accel %s: QEMU+kernel floor %.2fs, Start %.2fs, envd ready %.2fs (n=%d)", d.Accel(), floor.Seconds()/n, start.Seconds()/n, ready.Seconds()/n, b.N)
+}
+
+// TestLimits: the guest's RAM is the memory limit (an OOM kills a process
+// inside, reported as EventOOM, and the VM lives on) and the disk image's
+// size is the disk limit (ENOSPC inside, then writing again works).
+func TestLimits(t *testing.T) {
+	requireRoot(t)
+	_, envd := testenv.BuildBinaries(t)
+	rootfs := testRootFS(t)
+	dir := shortStateDir(t)
+	d := newTestDriver(t, dir)
+	var mu sync.Mutex
+	var events []sandboxrt.Event
+	d.Notify(func(ev sandboxrt.Event) {
+		mu.Lock()
+		events = append(events, ev)
+		mu.Unlock()
+	})
+	t.Cleanup(func() {
+		if err := d.Cleanup(context.Background()); err != nil {
+			t.Errorf("Cleanup: %v", err)
+		}
+	})
+	slot := newSlot(t)
+	const token = "microvm-limits-token"
+	spec := envdSpec(t, envd, rootfs, slot.NetNS, token)
+	spec.Resources = sandboxrt.Resources{CPUs: 1, MemoryMB: 256, DiskMB: 64}
+	if err := d.Start(t.Context(), spec); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if err := waitHealth(t.Context(), spec, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	run := func(cmd string) envdapi.CommandResult {
+		t.Helper()
+		var r envdapi.CommandResult
+		zero := 0.0
+		code, err := envdCall(t.Context(), spec, token, "POST", "/commands", envdapi.CommandRequest{Cmd: cmd, Timeout: &zero}, &r)
+		if err != nil || code != 200 {
+			t.Fatalf("POST /commands %q = %d, %v", cmd, code, err)
+		}
+		return r
+	}
+	if r := run("dd if=/dev/zero of=/tmp/fill bs=1M count=200"); r.ExitCode == 0 || !strings.Contains(r.Stderr, "No space left on device") {
+		t.Errorf("dd of 200 MiB into a 64 MiB disk = %+v, want ENOSPC", r)
+	}
+	if r := run("rm /tmp/fill && echo again > /root/x && cat /root/x"); r.Stdout != "again\n" {
+		t.Errorf("after ENOSPC: %+v", r)
+	}
+	if st, err := os.Stat(filepath.Join(d.vmDir(spec.ID), "disk.img")); err != nil || st.Size() != 64<<20 {
+		t.Errorf("disk image: %v, %v; want 64 MiB", st, err)
+	}
+	r := run("python3 -c 'x=[bytearray(16<<20) for _ in range(100)]'; echo exit=$?")
+	t.Logf("memory hog in a 256 MiB VM: %+v", r)
+	if !strings.Contains(r.Stdout, "exit=137") && !strings.Contains(r.Stderr, "MemoryError") {
+		t.Errorf("memory hog = %+v, want it killed (137) or refused (MemoryError)", r)
+	}
+	if r := run("echo alive"); r.Stdout != "alive\n" {
+		t.Errorf("the VM after the hog: %+v", r)
+	}
+	if strings.Contains(r.Stdout, "exit=137") {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			n := len(events)
+			var kinds []sandboxrt.EventKind
+			for _, ev := range events {
+				kinds = append(kinds, ev.Kind)
+			}
+			mu.Unlock()
+			if n > 0 {
+				if kinds[0] != sandboxrt.EventOOM || slices.Contains(kinds, sandboxrt.EventExit) {
+					t.Errorf("events = %v, want oom and no exit", kinds)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				console, _ := os.ReadFile(filepath.Join(d.vmDir(spec.ID), "console.log"))
+				t.Errorf("no OOM event after the kill; console:\n%s", console)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if err := d.Destroy(t.Context(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * consolePoll)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ev := range events {
+		if ev.Kind == sandboxrt.EventExit {
+			t.Errorf("Destroy was reported as %+v", ev)
+		}
+	}
 }

@@ -174,6 +174,42 @@ func TestQEMUArgs(t *testing.T) {
 	if args := strings.Join(qemuArgs(p, nil), " "); !strings.Contains(args, "-accel kvm -cpu host") {
 		t.Errorf("kvm args = %q", args)
 	}
+	if strings.Contains(args, "declaw-disk") {
+		t.Errorf("no Disk, but args name one: %q", args)
+	}
+	p.Disk = "/s/vms/x/disk.img"
+	if args := strings.Join(qemuArgs(p, nil), " "); !strings.Contains(args, "-drive file=/s/vms/x/disk.img,format=raw,if=none,id=disk,discard=unmap -device virtio-blk-device,drive=disk,serial=declaw-disk") {
+		t.Errorf("args with a disk = %q", args)
+	}
+}
+
+func TestCountOOM(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	write := func(s string) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(s)
+		f.Close()
+	}
+	write("declaw-init: exec /usr/local/bin/envd\n[   12.3] Out of memory: Killed process 212 (python3) total-vm:1000kB\n")
+	off, n := countOOM(path, 0)
+	if n != 1 {
+		t.Fatalf("countOOM = %d, %d; want 1 kill", off, n)
+	}
+	// A partial line waits for its end; a cgroup OOM inside the guest counts too.
+	write("[   13.0] Memory cgroup out of memory: Killed proc")
+	if off2, n := countOOM(path, off); n != 0 || off2 != off {
+		t.Fatalf("partial line: countOOM = %d, %d; want %d, 0", off2, n, off)
+	}
+	write("ess 300 (bash)\n[   14.0] Out of memory: Killed process 301 (x)\n")
+	if _, n := countOOM(path, off); n != 2 {
+		t.Fatalf("countOOM after two more = %d, want 2", n)
+	}
+	if _, n := countOOM(filepath.Join(t.TempDir(), "none"), 0); n != 0 {
+		t.Fatalf("countOOM of a missing file = %d", n)
+	}
 }
 
 func TestResources(t *testing.T) {

@@ -26,6 +26,9 @@ const (
 	// its disks by them (/sys/block/vdX/serial), not by probe order.
 	RootSerial   = "declaw-root"
 	ConfigSerial = "declaw-cfg"
+	// DiskSerial is the sandbox's writable disk (Config.Disk): an empty
+	// ext4 image whose size is the sandbox's disk limit.
+	DiskSerial = "declaw-disk"
 	// ModulesOrder lists, one per line, the .ko files under ModulesDir in load order.
 	ModulesDir   = "/lib/modules"
 	ModulesOrder = "/lib/modules/declaw.order"
@@ -46,6 +49,9 @@ type Config struct {
 	Hostname string   `json:"hostname"` // hostname inside the guest
 	Mounts   []Mount  `json:"mounts"`   // host files to bind into the new root
 	Seed     []byte   `json:"seed"`     // entropy credited to the guest's pool
+	// Disk: the overlay's upper layer is the ext4 disk DiskSerial (writes
+	// past its size fail with ENOSPC) instead of a tmpfs in guest memory.
+	Disk bool `json:"disk,omitempty"`
 }
 
 // Mount is one file or directory of the config disk bound at Target.

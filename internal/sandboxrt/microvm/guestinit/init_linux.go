@@ -95,7 +95,16 @@ func run() error {
 	if err := mount(rootDev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
 		return err
 	}
-	if err := mount("tmpfs", rwDir, "tmpfs", 0, "mode=0755"); err != nil {
+	if cfg.Disk {
+		diskDev, err := waitDisk(DiskSerial, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		// noinit_itable: the image is sparse, its inode tables read as zeros.
+		if err := mount(diskDev, rwDir, "ext4", unix.MS_NOATIME, "noinit_itable"); err != nil {
+			return err
+		}
+	} else if err := mount("tmpfs", rwDir, "tmpfs", 0, "mode=0755"); err != nil {
 		return err
 	}
 	for _, d := range []string{rwDir + "/upper", rwDir + "/work"} {
