@@ -283,6 +283,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			now := time.Now().UTC()
 			if _, err := m.cfg.Store.UpdateSandbox(ctx, sb.ID, func(s *store.Sandbox) error {
 				s.State, s.KilledAt = StateKilled, now
+				s.Resources = updateResourceRecord(s.Resources, func(r *resourceRecord) { r.EndReason = "server" })
 				return nil
 			}); err != nil {
 				return fmt.Errorf("recover sandbox %s: %w", sb.ID, err)
@@ -1055,8 +1056,10 @@ func infoFrom(r *store.Sandbox) *Info {
 	if len(r.Resources) > 0 {
 		var rr resourceRecord
 		if json.Unmarshal(r.Resources, &rr) == nil {
-			ri := rr.ResourceInfo
-			info.Resources, info.OOMKills, info.LastOOMAt, info.EndReason = &ri, rr.OOMKills, rr.LastOOMAt, rr.EndReason
+			if ri := rr.ResourceInfo; ri.MemoryMB > 0 { // absent for sandboxes made before limits
+				info.Resources = &ri
+			}
+			info.OOMKills, info.LastOOMAt, info.EndReason = rr.OOMKills, rr.LastOOMAt, rr.EndReason
 		}
 	}
 	return info

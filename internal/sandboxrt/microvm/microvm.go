@@ -59,6 +59,7 @@ import (
 	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/sandboxrt/diskimg"
 	"github.com/declaw/declaw/internal/sandboxrt/microvm/guestinit"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures a Driver. The zero value is usable on a Debian host
@@ -837,7 +838,14 @@ func (d *Driver) Stats(ctx context.Context, id string) (sandboxrt.Stats, error) 
 	if err != nil {
 		return sandboxrt.Stats{}, fmt.Errorf("microvm: stats %s: %w", id, err)
 	}
-	return sandboxrt.Stats{Time: time.Now(), CPUUsageNanos: cpu, MemoryBytes: mem}, nil
+	st := sandboxrt.Stats{Time: time.Now(), CPUUsageNanos: cpu, MemoryBytes: mem}
+	// The disk: the blocks the guest has written to its sparse image (an
+	// upper bound of what its filesystem holds; freed blocks stay allocated).
+	var fi unix.Stat_t
+	if err := unix.Stat(filepath.Join(d.vmDir(id), "disk.img"), &fi); err == nil {
+		st.DiskBytes, st.DiskLimitBytes = uint64(fi.Blocks)*512, uint64(fi.Size)
+	}
+	return st, nil
 }
 
 // procUsage reads utime+stime (in ns, at USER_HZ=100) and VmRSS of pid.
