@@ -23,6 +23,7 @@ type Fake struct {
 	sandboxes map[string]*fakeSandbox
 	starts    int
 	destroys  int
+	notify    func(sandboxrt.Event)
 }
 
 type fakeSandbox struct {
@@ -151,6 +152,24 @@ func (f *Fake) Exit(id string) error {
 	return nil
 }
 
+// Notify implements sandboxrt.Notifier.
+func (f *Fake) Notify(fn func(sandboxrt.Event)) {
+	f.mu.Lock()
+	f.notify = fn
+	f.mu.Unlock()
+}
+
+// Emit reports ev to the Notify callback, as a driver would (an OOM kill,
+// an exit: call Exit first for the state to match).
+func (f *Fake) Emit(ev sandboxrt.Event) {
+	f.mu.Lock()
+	fn := f.notify
+	f.mu.Unlock()
+	if fn != nil {
+		fn(ev)
+	}
+}
+
 // Spec returns the spec sandbox id was started with.
 func (f *Fake) Spec(id string) (sandboxrt.Spec, bool) {
 	f.mu.Lock()
@@ -182,6 +201,7 @@ func (f *Fake) Counts() (starts, destroys int) {
 }
 
 var (
-	_ sandboxrt.Runtime = (*Fake)(nil)
-	_ sandboxrt.Pauser  = (*Fake)(nil)
+	_ sandboxrt.Runtime  = (*Fake)(nil)
+	_ sandboxrt.Pauser   = (*Fake)(nil)
+	_ sandboxrt.Notifier = (*Fake)(nil)
 )
