@@ -224,6 +224,7 @@ func (b *runner) phaseCold(ctx context.Context) error {
 		}
 	}
 	b.r.CreateCold = Compare(Summarize(lat), label, rawSum)
+	b.measureTemplates(ctx, b.r.CreateCold.Latency)
 
 	// Exec and files on one sandbox of this server.
 	sb, err := b.t.Client.CreateSandbox(ctx, b.createReq())

@@ -26,6 +26,9 @@ type Report struct {
 	Files      []FileIO     `json:"files"`
 	IdleMemory []Density    `json:"idle_memory"`
 
+	// Templates are the custom template figures (nil: not measured).
+	Templates *TemplateBench `json:"templates,omitempty"`
+
 	// Cleanup is the check of a --local server after its shutdown (nil for a remote server).
 	Cleanup []Cleanup `json:"cleanup,omitempty"`
 
@@ -191,6 +194,19 @@ func WriteTable(w io.Writer, r *Report) error {
 			num(d.CgroupSumMiB), num(d.CgroupPerSandboxMiB), idleCPU(d), create)
 	}
 	tw.Flush()
+
+	if t := r.Templates; t != nil {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "%-*s\tN\tMIN\tP50\tP95\tP99\tMAX\t\n", nameWidth, "CUSTOM TEMPLATE (ms)")
+		row(tw, fmt.Sprintf("cold build, %d steps", t.Steps), t.ColdBuild)
+		row(tw, "cached rebuild", t.CachedRebuild)
+		fmt.Fprintf(tw, "%-*s\t\t\t%s\t\t\t\t\n", nameWidth, "  ratio cached / cold (goal < 0.10)", ratio(t.RebuildRatio))
+		row(tw, "create + run(true) from it, cold", t.CreateCustom.Latency)
+		row(tw, "  baseline: "+t.CreateCustom.BaselineName, t.CreateCustom.Baseline)
+		fmt.Fprintf(tw, "%-*s\t\t\t%s\t%s\t%s\t\t\n", nameWidth, "  ratio", ratio(t.CreateCustom.Ratio.P50), ratio(t.CreateCustom.Ratio.P95), ratio(t.CreateCustom.Ratio.P99))
+		tw.Flush()
+	}
 
 	for _, c := range r.Cleanup {
 		if c.OK {

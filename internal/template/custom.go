@@ -47,6 +47,9 @@ type Custom struct {
 	CPUCount int    `json:"cpu_count,omitempty"`
 	MemoryMB int    `json:"memory_mb,omitempty"`
 	DiskMB   int    `json:"disk_mb,omitempty"`
+	// Key is the build cache key of the whole template: a rebuild that
+	// comes to the same key keeps the template as it is.
+	Key string `json:"key,omitempty"`
 }
 
 // ValidName reports whether name can name a template (and its directory).

@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -244,6 +245,22 @@ func (b *Builder) Build(ctx context.Context, job *Job) (err error) {
 		last = s
 	}
 
+	start := last.start
+	if last.entry != "" {
+		start = strings.TrimSpace(last.entry + " " + last.start)
+	}
+	rt := &template.Runtime{
+		Envs: last.envMap(), Workdir: last.workdir, User: last.user, StartCmd: start, Ready: last.ready, Ports: last.ports,
+	}
+	rtJSON, _ := json.Marshal(rt)
+	finalKey := chain(last.key, "template", string(rtJSON), strconv.Itoa(job.CPUCount), strconv.Itoa(job.MemoryMB), strconv.Itoa(job.DiskMB))
+	if !job.Force {
+		if old, err := b.cfg.Templates.Get(job.Name); err == nil && old.Custom != nil && old.Custom.Key == finalKey && old.ID == job.TmplID {
+			logf("template %s is unchanged ---> cached %s", job.Name, finalKey[:12])
+			return nil
+		}
+	}
+
 	// The template: the last stage's stack, copied into a plain directory.
 	final := filepath.Join(work, "final")
 	if err := os.Mkdir(final, 0o755); err != nil {
@@ -268,16 +285,10 @@ func (b *Builder) Build(ctx context.Context, job *Job) (err error) {
 			return &StepError{Msg: fmt.Sprintf("the template is %d MB, more than disk_mb (%d)", size>>20, job.DiskMB)}
 		}
 	}
-	start := last.start
-	if last.entry != "" {
-		start = strings.TrimSpace(last.entry + " " + last.start)
-	}
 	t := template.Template{
 		Name: job.Name, ID: job.TmplID, BuiltAt: time.Now().UTC(), BuildTime: time.Since(t0).Round(time.Millisecond).String(),
-		Custom: &template.Custom{BuildID: job.ID, Source: job.Source, Base: last.base, CPUCount: job.CPUCount, MemoryMB: job.MemoryMB, DiskMB: job.DiskMB},
-		Runtime: &template.Runtime{
-			Envs: last.envMap(), Workdir: last.workdir, User: last.user, StartCmd: start, Ready: last.ready, Ports: last.ports,
-		},
+		Custom:  &template.Custom{BuildID: job.ID, Source: job.Source, Base: last.base, CPUCount: job.CPUCount, MemoryMB: job.MemoryMB, DiskMB: job.DiskMB, Key: finalKey},
+		Runtime: rt,
 	}
 	if err := b.cfg.Templates.Install(tmp, t); err != nil {
 		return err
