@@ -36,8 +36,9 @@ type Source struct {
 var MixedFiles = []string{"l1_mixed.yaml"}
 
 // BackgroundFiles are always in training and never held out: the PII
-// texts (benign prose full of numbers and names) and the benign requests,
-// persona requests and documents written for this repository.
+// texts (benign prose full of numbers and names) and the data written for
+// this repository: benign requests, persona requests and documents, and
+// the generated attacks by mechanic with benign texts in the same carriers.
 var BackgroundFiles = []string{
 	"pii/presidio_synth_dataset_v2.json",
 	"pii/presidio_generated_small.json",
@@ -301,6 +302,13 @@ func PrintLOSO(w io.Writer, rs []LOSOResult) {
 	tw.Flush()
 	lo, med, hi := LOSOPresets(rs)
 	fmt.Fprintf(w, "presets these scores imply: low %.2f, medium %.2f, high %.2f\n", lo, med, hi)
+	for _, p := range []struct {
+		name string
+		t    float64
+	}{{"low", lo}, {"medium", med}, {"high", hi}} {
+		tpr, fpr, minTPR, maxFPR := Macro(rs, p.t)
+		fmt.Fprintf(w, "  at the implied %s preset %.2f: macro TPR %.3f (worst %.3f), macro FPR %.3f (worst %.3f)\n", p.name, p.t, tpr, minTPR, fpr, maxFPR)
+	}
 }
 
 // WeightSources sets example weights so that a source's total weight

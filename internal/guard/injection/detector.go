@@ -33,9 +33,9 @@ const (
 // sources and the worst source's FPR are within 1% and 3% (low), 3% and
 // 5% (medium, the bars) and 6% and 10% (high).
 const (
-	LowThreshold    = 0.86
-	MediumThreshold = 0.74
-	HighThreshold   = 0.63
+	LowThreshold    = 0.87
+	MediumThreshold = 0.81
+	HighThreshold   = 0.73
 )
 
 // Threshold returns the score threshold of the preset; unknown values
@@ -195,14 +195,14 @@ func clip(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// ModelOnlyWeight discounts the model when no rule fired near its peak:
+// ModelOnlyWeight scales the model when no rule fired near its peak:
 // Score = max(ModelOnlyWeight*model, noisy-or(rules, model near the
-// match), hidden/decoded signals). The model is trained on short texts
-// from four sources and overreacts to words such as "instructions" or
-// "password" in ordinary technical prose; leave-one-file-out
-// cross-validation on the training files gave the best TPR at 1% FPR at
-// 0.8 (0.858 vs 0.835 undiscounted).
-const ModelOnlyWeight = 0.8
+// match), hidden/decoded signals). The three-file model of earlier rounds
+// overreacted to words such as "instructions" in technical prose and was
+// discounted (0.8); the model trained on every source is not: at the
+// presets leave-one-source-out implies, 1.0 gives macro TPR 0.692 at
+// medium against 0.658 with 0.8 (docs/guard.md).
+const ModelOnlyWeight = 1.0
 
 // Message is one chat message: its role (system, user, assistant, tool,
 // function, developer) and text.
