@@ -30,6 +30,8 @@ Usage:
   declaw sandbox COMMAND            (alias sbx) create|list|info|status|kill|set-timeout|
                                     pause|resume|exec|connect|files ls|read|write
   declaw audit ID [--follow]        print a sandbox's audit trail
+  declaw keys create|list|revoke    manage API keys (admin key)
+  declaw teams create|list          manage teams (admin key)
   declaw template build|list|delete manage sandbox templates
   declaw guard scan|eval            run the PII / secrets / injection detectors
   declaw bench [--local] [--quick]  measure latency, concurrency and density vs baselines
@@ -60,6 +62,10 @@ func run(e *env, args []string) int {
 		return runSandbox(e, nil, args[1:])
 	case "audit":
 		return runAudit(e, nil, args[1:])
+	case "keys", "key":
+		return runKeys(e, nil, args[1:])
+	case "teams", "team":
+		return runTeams(e, nil, args[1:])
 	case "template", "templates":
 		return runTemplate(e, args[1:])
 	case "guard":

@@ -242,8 +242,12 @@ func runClientGlobals(e *env, globals, args []string) int {
 			return runSandbox(e, globals, args[1:])
 		case "audit":
 			return runAudit(e, globals, args[1:])
+		case "keys", "key":
+			return runKeys(e, globals, args[1:])
+		case "teams", "team":
+			return runTeams(e, globals, args[1:])
 		}
 	}
-	fmt.Fprintf(e.stderr, "declaw: %s must be followed by sandbox or audit\n\n%s", strings.Join(globals, " "), usage)
+	fmt.Fprintf(e.stderr, "declaw: %s must be followed by sandbox, audit, keys or teams\n\n%s", strings.Join(globals, " "), usage)
 	return 2
 }
