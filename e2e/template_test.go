@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -405,6 +408,39 @@ except Exception as e:
 		}
 	})
 
+	t.Run("PackageIndexes", func(t *testing.T) {
+		// apt_packages and pip install in RUN against indexes this test
+		// serves in the test network (it has no internet).
+		serveTestIndexes(t, s.net)
+		host := testenv.ServiceIP.String()
+		aptBase := alias("aptbase")
+		code, st, b := s.build(map[string]any{"alias": aptBase, "template": map[string]any{"base_image": "base", "run_cmds": []string{
+			"rm -f /etc/apt/sources.list.d/* && echo 'deb [trusted=yes] http://" + host + "/apt ./' > /etc/apt/sources.list"}}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build the apt base: %d %s", code, b)
+		}
+		a := alias("apt")
+		code, st, b = s.build(map[string]any{"alias": a, "force": true, "template": map[string]any{
+			"base_image": aptBase, "apt_packages": []string{"declaw-e2e-hello"}}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build with apt_packages: %d %s", code, b)
+		}
+		id := s.create(map[string]any{"template": a})
+		if r := s.run(id, "declaw-e2e-hello"); r.Stdout != "hello from the local apt repository\n" {
+			t.Errorf("the apt-installed command: %q %q", r.Stdout, r.Stderr)
+		}
+		p := alias("pip")
+		df := "FROM python\nRUN pip install --no-cache-dir --index-url http://" + host + "/simple/ --trusted-host " + host + " hello-e2e\n"
+		code, st, b = s.build(map[string]any{"alias": p, "force": true, "template": map[string]any{"dockerfile": df}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build with pip install: %d %s", code, b)
+		}
+		id = s.create(map[string]any{"template": p})
+		if r := s.run(id, "cd / && python3 -c 'import hello_e2e; print(hello_e2e.X)'"); r.Stdout != "42\n" {
+			t.Errorf("the pip-installed module: %q %q", r.Stdout, r.Stderr)
+		}
+	})
+
 	t.Run("PipInPython", func(t *testing.T) {
 		// PEP 668 does not stop pip in the built-in python template. The
 		// test network has no package index: a wheel made in the sandbox.
@@ -548,4 +584,60 @@ pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / &&
 			}
 		}
 	})
+}
+
+// serveTestIndexes serves, on the test network's HTTP service, a flat apt
+// repository with one package (declaw-e2e-hello, built with dpkg-deb) and
+// a PEP 503 simple index with one wheel (hello-e2e).
+func serveTestIndexes(t *testing.T, n *testenv.Net) {
+	t.Helper()
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "pkg")
+	os.MkdirAll(filepath.Join(pkg, "DEBIAN"), 0o755)
+	os.MkdirAll(filepath.Join(pkg, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(pkg, "DEBIAN/control"), []byte("Package: declaw-e2e-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: e2e <e2e@example.test>\nDescription: e2e test package\n"), 0o644)
+	os.WriteFile(filepath.Join(pkg, "usr/bin/declaw-e2e-hello"), []byte("#!/bin/sh\necho hello from the local apt repository\n"), 0o755)
+	debPath := filepath.Join(dir, "hello.deb")
+	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", pkg, debPath).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb: %v: %s", err, out)
+	}
+	deb, err := os.ReadFile(debPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	control, _ := os.ReadFile(filepath.Join(pkg, "DEBIAN/control"))
+	packages := fmt.Sprintf("%sFilename: ./declaw-e2e-hello_1.0_all.deb\nSize: %d\nSHA256: %x\n\n", control, len(deb), sha256.Sum256(deb))
+	release := fmt.Sprintf("Origin: e2e\nLabel: e2e\nSuite: e2e\nCodename: e2e\nDate: %s\nArchitectures: all amd64\nSHA256:\n %x %d Packages\n",
+		time.Now().UTC().Format(time.RFC1123), sha256.Sum256([]byte(packages)), len(packages))
+
+	var whl bytes.Buffer
+	zw := zip.NewWriter(&whl)
+	for name, body := range map[string]string{
+		"hello_e2e/__init__.py":            "X = 42\n",
+		"hello_e2e-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-e2e\nVersion: 1.0\n",
+		"hello_e2e-1.0.dist-info/WHEEL":    "Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+		"hello_e2e-1.0.dist-info/RECORD":   "",
+	} {
+		w, _ := zw.Create(name)
+		io.WriteString(w, body)
+	}
+	zw.Close()
+	wheel := whl.Bytes()
+	files := map[string][]byte{
+		"/apt/Release": []byte(release), "/apt/Packages": []byte(packages), "/apt/declaw-e2e-hello_1.0_all.deb": deb,
+		"/simple/hello-e2e/":                     []byte(fmt.Sprintf(`<html><body><a href="/wheels/hello_e2e-1.0-py3-none-any.whl#sha256=%x">hello_e2e-1.0-py3-none-any.whl</a></body></html>`, sha256.Sum256(wheel))),
+		"/wheels/hello_e2e-1.0-py3-none-any.whl": wheel,
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := strings.Replace(r.URL.Path, "/apt/./", "/apt/", 1)
+		b, ok := files[p]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	})
+	for _, prefix := range []string{"/apt/", "/simple/", "/wheels/"} {
+		n.HandleHTTP(prefix, h)
+	}
 }
