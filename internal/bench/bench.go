@@ -3,7 +3,7 @@
 // commands.run round trip, file transfer and idle memory per sandbox, each
 // beside a baseline measured in the same run (raw `runsc run`, a native
 // process spawn). `declaw bench` is its command line; it drives a remote
-// server through internal/apiclient or a private one it starts (Local).
+// server through sdk/go/declaw or a private one it starts (Local).
 //
 // Every figure comes from the run that prints it. Only failed creates,
 // commands and cleanups are errors; timings never are.
@@ -24,15 +24,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/declaw/declaw/internal/apiclient"
 	"github.com/declaw/declaw/internal/meminfo"
 	"github.com/declaw/declaw/internal/sandbox"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // Target is a declaw server to measure.
 type Target struct {
-	Client *apiclient.Client
-	APIKey string // for the calls apiclient has no method for (/health, /metrics)
+	Client *declaw.Client
+	APIKey string // for the calls declaw has no method for (/health, /metrics)
 	// WarmPool is how many warm sandboxes of the template the server keeps
 	// (-1: unknown; Run then reads it from /health).
 	WarmPool int
@@ -280,9 +280,9 @@ func (b *runner) phaseWarm(ctx context.Context) error {
 	return b.measureDensity(ctx, pool)
 }
 
-func (b *runner) createReq() apiclient.CreateRequest {
+func (b *runner) createReq() declaw.CreateRequest {
 	timeout := sandboxTimeout
-	return apiclient.CreateRequest{Template: b.cfg.Template, Timeout: &timeout, Metadata: map[string]string{"declaw-bench": "1"}}
+	return declaw.CreateRequest{Template: b.cfg.Template, Timeout: &timeout, Metadata: map[string]string{"declaw-bench": "1"}}
 }
 
 // createAndRun times create + commands.run("true"). With kill it kills
@@ -294,7 +294,7 @@ func (b *runner) createAndRun(ctx context.Context, kill bool) (time.Duration, st
 		b.errorf("create: %v", err)
 		return 0, "", false
 	}
-	res, err := b.t.Client.RunCommand(ctx, sb.SandboxID, apiclient.CommandRequest{Cmd: "true"})
+	res, err := b.t.Client.RunCommand(ctx, sb.SandboxID, declaw.CommandRequest{Cmd: "true"})
 	d := time.Since(start)
 	if err == nil && res.ExitCode != 0 {
 		err = fmt.Errorf("exit code %d: %s", res.ExitCode, res.Stderr)
@@ -322,7 +322,7 @@ func (b *runner) killAll(ctx context.Context, ids []string) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := b.t.Client.KillSandbox(ctx, id); err != nil && !apiclient.IsNotFound(err) {
+			if _, err := b.t.Client.KillSandbox(ctx, id); err != nil && !declaw.IsNotFound(err) {
 				b.errorf("kill %s: %v", id, err)
 			}
 		}()
@@ -429,12 +429,12 @@ func (b *runner) measureExec(ctx context.Context, id string) {
 		b.errorf("%v", err)
 	}
 	for range 3 { // warm the connection and envd
-		b.t.Client.RunCommand(ctx, id, apiclient.CommandRequest{Cmd: "true"})
+		b.t.Client.RunCommand(ctx, id, declaw.CommandRequest{Cmd: "true"})
 	}
 	var lat []time.Duration
 	for range runs {
 		start := time.Now()
-		res, err := b.t.Client.RunCommand(ctx, id, apiclient.CommandRequest{Cmd: "true"})
+		res, err := b.t.Client.RunCommand(ctx, id, declaw.CommandRequest{Cmd: "true"})
 		d := time.Since(start)
 		if err == nil && res.ExitCode != 0 {
 			err = fmt.Errorf("exit code %d", res.ExitCode)
@@ -466,7 +466,7 @@ func (b *runner) measureShellStart(ctx context.Context, id string) {
 	cmd := `S=/bin/bash; if [ -x /bin/bash-static ]; then S=/bin/bash-static; fi; export S; ` + ShellChain("$S", shellChainLen)
 	var lat []time.Duration
 	for range runs {
-		res, err := b.t.Client.RunCommand(ctx, id, apiclient.CommandRequest{Cmd: cmd})
+		res, err := b.t.Client.RunCommand(ctx, id, declaw.CommandRequest{Cmd: cmd})
 		if err == nil && res.ExitCode != 0 {
 			err = fmt.Errorf("exit code %d: %s", res.ExitCode, res.Stderr)
 		}

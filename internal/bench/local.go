@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // ServerConfig is what a private (--local) server is started with. The
@@ -104,7 +104,7 @@ func openLocal(ctx context.Context, lc LocalConfig, warmPool int) (_ *Target, er
 	if err != nil {
 		return nil, fmt.Errorf("start local server: %w", err)
 	}
-	client, err := apiclient.New(apiclient.Config{APIURL: "http://" + addr, APIKey: cfg.APIKey, UserAgent: "declaw-bench"})
+	client, err := declaw.New(declaw.Config{APIURL: "http://" + addr, APIKey: cfg.APIKey, UserAgent: "declaw-bench"})
 	if err != nil {
 		shutdown(context.WithoutCancel(ctx))
 		return nil, err

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // TemplateBench is the custom template figures: a cold build of a
@@ -37,7 +37,7 @@ func (b *runner) measureTemplates(ctx context.Context, builtinCold Summary) {
 	rand.Read(rnd[:])
 	alias := "bench-" + hex.EncodeToString(rnd[:])
 	defer func() {
-		if err := b.t.Client.DeleteTemplate(context.WithoutCancel(ctx), alias, true); err != nil && !apiclient.IsNotFound(err) {
+		if err := b.t.Client.DeleteTemplate(context.WithoutCancel(ctx), alias, true); err != nil && !declaw.IsNotFound(err) {
 			b.errorf("delete bench template %s: %v", alias, err)
 		}
 	}()
@@ -81,12 +81,12 @@ func (b *runner) measureTemplates(ctx context.Context, builtinCold Summary) {
 	timeout := sandboxTimeout
 	for range cfg.Runs {
 		start := time.Now()
-		sb, err := b.t.Client.CreateSandbox(ctx, apiclient.CreateRequest{Template: alias, Timeout: &timeout, Metadata: map[string]string{"declaw-bench": "1"}})
+		sb, err := b.t.Client.CreateSandbox(ctx, declaw.CreateRequest{Template: alias, Timeout: &timeout, Metadata: map[string]string{"declaw-bench": "1"}})
 		if err != nil {
 			b.errorf("create from %s: %v", alias, err)
 			continue
 		}
-		res, err := b.t.Client.RunCommand(ctx, sb.SandboxID, apiclient.CommandRequest{Cmd: "true"})
+		res, err := b.t.Client.RunCommand(ctx, sb.SandboxID, declaw.CommandRequest{Cmd: "true"})
 		d := time.Since(start)
 		b.killAll(ctx, []string{sb.SandboxID})
 		if err != nil || res.ExitCode != 0 {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // runAudit runs "declaw audit ID": a sandbox's audit trail, oldest first;
@@ -32,7 +32,7 @@ func runAudit(e *env, globals, args []string) int {
 		return 2
 	}
 	now := time.Now()
-	q := apiclient.AuditQuery{Types: types}
+	q := declaw.AuditQuery{Types: types}
 	var err error
 	if q.Since, err = parseWhen(*since, now); err != nil {
 		c.usagef("--since: %v", err)
@@ -65,8 +65,8 @@ func runAudit(e *env, globals, args []string) int {
 
 // auditList prints the events matching q, at most limit (0: all), paging
 // through the trail.
-func (c *clientCmd) auditList(ctx context.Context, cl *apiclient.Client, id string, q apiclient.AuditQuery, limit int) int {
-	var all []apiclient.AuditEvent
+func (c *clientCmd) auditList(ctx context.Context, cl *declaw.Client, id string, q declaw.AuditQuery, limit int) int {
+	var all []declaw.AuditEvent
 	for {
 		q.Limit = 0
 		if limit > 0 {
@@ -98,7 +98,7 @@ func (c *clientCmd) auditList(ctx context.Context, cl *apiclient.Client, id stri
 
 // auditFollow prints the events matching q, then polls every interval for
 // newer ones (continuing from the last event seen) until ctx ends.
-func (c *clientCmd) auditFollow(ctx context.Context, cl *apiclient.Client, id string, q apiclient.AuditQuery, interval time.Duration) int {
+func (c *clientCmd) auditFollow(ctx context.Context, cl *declaw.Client, id string, q declaw.AuditQuery, interval time.Duration) int {
 	for {
 		page, err := cl.Audit(ctx, id, q)
 		if err != nil {
@@ -130,7 +130,7 @@ func (c *clientCmd) auditFollow(ctx context.Context, cl *apiclient.Client, id st
 }
 
 // printEvent prints one event as "TIME  TYPE  DATA".
-func (c *clientCmd) printEvent(ev apiclient.AuditEvent) {
+func (c *clientCmd) printEvent(ev declaw.AuditEvent) {
 	data := ""
 	if len(ev.Data) > 0 && string(ev.Data) != "null" {
 		var b bytes.Buffer

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 func auditEvent(id int, typ, data string) string {
@@ -113,14 +113,14 @@ func TestAuditFollow(t *testing.T) {
 	e := &env{stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
 	c := e.newClientCmd("declaw audit", nil)
 	c.opts.json = true
-	cl, err := apiclient.New(apiclient.Config{Domain: f.domain()})
+	cl, err := declaw.New(declaw.Config{Domain: f.domain()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() {
-		done <- c.auditFollow(ctx, cl, "sbx-1", apiclient.AuditQuery{Types: []string{"x"}}, 10*time.Millisecond)
+		done <- c.auditFollow(ctx, cl, "sbx-1", declaw.AuditQuery{Types: []string{"x"}}, 10*time.Millisecond)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

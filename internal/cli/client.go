@@ -13,7 +13,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // clientFlagsHelp documents the flags every API client command takes.
@@ -45,7 +45,7 @@ func (e *env) newClientCmd(name string, globals []string) *clientCmd {
 	c.fs = flag.NewFlagSet(name, flag.ContinueOnError)
 	c.fs.SetOutput(e.stderr)
 	c.fs.StringVar(&c.opts.apiKey, "api-key", e.envOr("DECLAW_API_KEY", ""), "API key (env DECLAW_API_KEY)")
-	c.fs.StringVar(&c.opts.domain, "domain", "", "API server host[:port] (env DECLAW_DOMAIN, default "+apiclient.DefaultDomain+")")
+	c.fs.StringVar(&c.opts.domain, "domain", "", "API server host[:port] (env DECLAW_DOMAIN, default "+declaw.DefaultDomain+")")
 	c.fs.StringVar(&c.opts.apiURL, "api-url", "", "API base URL (env DECLAW_API_URL)")
 	c.fs.BoolVar(&c.opts.json, "json", false, "print JSON")
 	return c
@@ -100,8 +100,8 @@ func (c *clientCmd) usagef(format string, args ...any) {
 
 // client builds the API client from the flags and the environment:
 // --api-url, else --domain, else DECLAW_API_URL, else DECLAW_DOMAIN.
-func (c *clientCmd) client() (*apiclient.Client, error) {
-	cfg := apiclient.Config{APIKey: c.opts.apiKey, UserAgent: "declaw-cli/" + Version}
+func (c *clientCmd) client() (*declaw.Client, error) {
+	cfg := declaw.Config{APIKey: c.opts.apiKey, UserAgent: "declaw-cli/" + Version}
 	switch {
 	case c.opts.apiURL != "":
 		cfg.APIURL = c.opts.apiURL
@@ -111,12 +111,12 @@ func (c *clientCmd) client() (*apiclient.Client, error) {
 		cfg.APIURL = c.e.envOr("DECLAW_API_URL", "")
 		cfg.Domain = c.e.envOr("DECLAW_DOMAIN", "")
 	}
-	return apiclient.New(cfg)
+	return declaw.New(cfg)
 }
 
 // fail prints err (for an API error: the server's message) and returns exit code 1.
 func (c *clientCmd) fail(err error) int {
-	var apiErr *apiclient.Error
+	var apiErr *declaw.Error
 	if errors.As(err, &apiErr) && apiErr.Code != "" {
 		fmt.Fprintf(c.e.stderr, "%s: %v (%d %s)\n", c.name, err, apiErr.Status, apiErr.Code)
 		return 1

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // sandboxConnect runs "declaw sandbox connect ID": an interactive shell on
@@ -38,7 +38,7 @@ func sandboxConnect(c *clientCmd, args []string) int {
 
 	s := &ptySession{
 		cl: cl, id: pos[0], in: c.e.stdin, out: c.e.stdout,
-		req: apiclient.PtyRequest{Size: apiclient.PtySize{Cols: 80, Rows: 24}, User: *user, Cwd: *cwd, Timeout: timeout},
+		req: declaw.PtyRequest{Size: declaw.PtySize{Cols: 80, Rows: 24}, User: *user, Cwd: *cwd, Timeout: timeout},
 	}
 	in, _ := c.e.stdin.(*os.File)
 	tty := in != nil && term.IsTerminal(int(in.Fd()))
@@ -54,7 +54,7 @@ func sandboxConnect(c *clientCmd, args []string) int {
 		}
 		restore = sync.OnceFunc(func() { term.Restore(fd, old) })
 		defer restore()
-		resize := make(chan apiclient.PtySize, 1)
+		resize := make(chan declaw.PtySize, 1)
 		winch := make(chan os.Signal, 1)
 		signal.Notify(winch, syscall.SIGWINCH)
 		defer func() { signal.Stop(winch); close(winch) }()
@@ -93,24 +93,24 @@ func sandboxConnect(c *clientCmd, args []string) int {
 	return exitCode(code)
 }
 
-func termSize(fd int) (apiclient.PtySize, bool) {
+func termSize(fd int) (declaw.PtySize, bool) {
 	cols, rows, err := term.GetSize(fd)
 	if err != nil || cols <= 0 || rows <= 0 || cols > 65535 || rows > 65535 {
-		return apiclient.PtySize{}, false
+		return declaw.PtySize{}, false
 	}
-	return apiclient.PtySize{Cols: uint16(cols), Rows: uint16(rows)}, true
+	return declaw.PtySize{Cols: uint16(cols), Rows: uint16(rows)}, true
 }
 
 // ptySession is one connect: it starts a PTY process, attaches its output
 // to out, forwards in as typed text and resize events, and ends with the
 // process.
 type ptySession struct {
-	cl     *apiclient.Client
+	cl     *declaw.Client
 	id     string
-	req    apiclient.PtyRequest
+	req    declaw.PtyRequest
 	in     io.Reader
 	out    io.Writer
-	resize <-chan apiclient.PtySize
+	resize <-chan declaw.PtySize
 	// eotOnEOF types ^D when in ends (in is not a terminal), so a shell
 	// fed from a pipe exits after its input.
 	eotOnEOF bool

@@ -17,7 +17,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // fakePty serves the PTY endpoints for sandbox sbx-1, pid 7: the stream
@@ -146,16 +146,16 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 func TestPtySessionResizeAndUTF8(t *testing.T) {
 	p := newFakePty("", 0, func(s string) bool { return strings.HasSuffix(s, "exit\r") })
 	f := newFakeAPI(t, p.handler())
-	cl, err := apiclient.New(apiclient.Config{Domain: f.domain()})
+	cl, err := declaw.New(declaw.Config{Domain: f.domain()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// "é" (c3 a9) and "€" (e2 82 ac) split across reads must arrive whole.
 	in := &chunkReader{chunks: [][]byte{[]byte("caf\xc3"), []byte("\xa9 \xe2"), []byte("\x82"), []byte("\xac\r")}, done: make(chan struct{})}
 	defer close(in.done)
-	resize := make(chan apiclient.PtySize, 1)
+	resize := make(chan declaw.PtySize, 1)
 	var out bytes.Buffer
-	s := &ptySession{cl: cl, id: "sbx-1", req: apiclient.PtyRequest{Size: apiclient.PtySize{Cols: 80, Rows: 24}}, in: in, out: &out, resize: resize}
+	s := &ptySession{cl: cl, id: "sbx-1", req: declaw.PtyRequest{Size: declaw.PtySize{Cols: 80, Rows: 24}}, in: in, out: &out, resize: resize}
 	done := make(chan error, 1)
 	var code int
 	go func() {
@@ -179,7 +179,7 @@ func TestPtySessionResizeAndUTF8(t *testing.T) {
 	if typed.String() != "café €\r" {
 		t.Errorf("typed = %q, want %q", typed.String(), "café €\r")
 	}
-	resize <- apiclient.PtySize{Cols: 132, Rows: 43}
+	resize <- declaw.PtySize{Cols: 132, Rows: 43}
 	select {
 	case got := <-p.resized:
 		if got != `{"size":{"cols":132,"rows":43}}` {

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // Exit codes of exec besides the remote command's own.
@@ -45,14 +45,14 @@ func sandboxExec(c *clientCmd, args []string) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	req := apiclient.CommandRequest{Cmd: shellJoin(argv), User: *user, Cwd: *cwd, Envs: envs.m, Timeout: timeout}
+	req := declaw.CommandRequest{Cmd: shellJoin(argv), User: *user, Cwd: *cwd, Envs: envs.m, Timeout: timeout}
 	return c.execStream(ctx, cl, pos[0], req)
 }
 
 // execStream runs req, copying its output (or, with --json, its events as
 // JSON lines) as it arrives, and returns the exit code to exit with.
-func (c *clientCmd) execStream(ctx context.Context, cl *apiclient.Client, id string, req apiclient.CommandRequest) int {
-	ev, err := cl.RunStream(ctx, id, req, func(ev apiclient.CommandEvent) error {
+func (c *clientCmd) execStream(ctx context.Context, cl *declaw.Client, id string, req declaw.CommandRequest) int {
+	ev, err := cl.RunStream(ctx, id, req, func(ev declaw.CommandEvent) error {
 		if c.opts.json {
 			c.printJSON(ev)
 			return nil
@@ -65,7 +65,7 @@ func (c *clientCmd) execStream(ctx context.Context, cl *apiclient.Client, id str
 		}
 		return nil
 	})
-	var cmdErr *apiclient.CommandError
+	var cmdErr *declaw.CommandError
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -73,7 +73,7 @@ func (c *clientCmd) execStream(ctx context.Context, cl *apiclient.Client, id str
 		return exitInterrupted
 	case errors.As(err, &cmdErr):
 		if c.opts.json {
-			c.printJSON(apiclient.CommandEvent{Type: "error", Error: cmdErr.Message, Code: cmdErr.Code})
+			c.printJSON(declaw.CommandEvent{Type: "error", Error: cmdErr.Message, Code: cmdErr.Code})
 		}
 		fmt.Fprintf(c.e.stderr, "%s: %s\n", c.name, cmdErr.Message)
 		if cmdErr.Timeout() {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // The keys and teams commands talk to the API with an admin key (on the
@@ -85,7 +85,7 @@ func runTeams(e *env, globals, args []string) int {
 
 // resolveTeam returns the id of the team named by ref: a team id, else a
 // team name.
-func resolveTeam(ctx context.Context, cl *apiclient.Client, ref string) (string, error) {
+func resolveTeam(ctx context.Context, cl *declaw.Client, ref string) (string, error) {
 	teams, err := cl.ListTeams(ctx)
 	if err != nil {
 		return "", err

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 const sandboxUsage = `Usage: declaw sandbox COMMAND [flags]    (alias: declaw sbx)
@@ -116,7 +116,7 @@ func sandboxCreate(c *clientCmd, args []string) int {
 	if _, _, _, ok := c.parse(args, 0, 0); !ok {
 		return 2
 	}
-	req := apiclient.CreateRequest{Template: *tmpl, Timeout: timeout, Envs: envs.m, Metadata: meta.m}
+	req := declaw.CreateRequest{Template: *tmpl, Timeout: timeout, Envs: envs.m, Metadata: meta.m}
 	fs.Visit(func(f *flag.Flag) { // only what was given: the server validates the values
 		switch f.Name {
 		case "cpu-count":
@@ -131,7 +131,7 @@ func sandboxCreate(c *clientCmd, args []string) int {
 		denyOut = append(denyOut, "0.0.0.0/0")
 	}
 	if len(allowOut) > 0 || len(denyOut) > 0 {
-		req.Network = &apiclient.Network{AllowOut: allowOut, DenyOut: denyOut}
+		req.Network = &declaw.Network{AllowOut: allowOut, DenyOut: denyOut}
 	}
 	if *secFile != "" {
 		var b []byte
@@ -187,8 +187,8 @@ func sandboxList(c *clientCmd, args []string) int {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	q := apiclient.ListQuery{States: states, Metadata: meta.m}
-	all := []apiclient.Sandbox{}
+	q := declaw.ListQuery{States: states, Metadata: meta.m}
+	all := []declaw.Sandbox{}
 	for {
 		q.Limit = 0
 		if *limit > 0 {
@@ -329,7 +329,7 @@ func sandboxKill(c *clientCmd, args []string) int {
 		if err != nil {
 			code = c.fail(err) // the server's message names the sandbox
 			r := result{SandboxID: id, Error: err.Error()}
-			var apiErr *apiclient.Error
+			var apiErr *declaw.Error
 			if errors.As(err, &apiErr) {
 				r.Code = apiErr.Code
 			}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/declaw/declaw/internal/apiclient"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // sandboxSnapshot runs "declaw sandbox snapshot ID".
@@ -90,7 +90,7 @@ func sandboxDeleteSnapshot(c *clientCmd, args []string) int {
 
 // sandboxRestore runs "declaw sandbox restore ID [--snapshot SNAP] [--fork]".
 func sandboxRestore(c *clientCmd, args []string) int {
-	var opts apiclient.RestoreOptions
+	var opts declaw.RestoreOptions
 	c.fs.StringVar(&opts.SnapshotID, "snapshot", "", "the `SNAPSHOT` id (default: the most recent, pause > periodic > manual)")
 	c.fs.BoolVar(&opts.Fork, "fork", false, "start a NEW sandbox from the snapshot and leave this one alone")
 	pos, _, _, ok := c.parse(args, 1, 1)

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/declaw/declaw/internal/apiclient"
 	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/sdk/go/declaw"
 )
 
 // localTemplateCommand reports whether a template command works on the
@@ -58,7 +58,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 		if _, _, _, ok := c.parse(args, 0, 0); !ok {
 			return 2
 		}
-		return c.withClient(func(cl *apiclient.Client) error {
+		return c.withClient(func(cl *declaw.Client) error {
 			ctx, stop := signalContext()
 			defer stop()
 			ts, err := cl.Templates(ctx)
@@ -83,7 +83,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 		if !ok {
 			return 2
 		}
-		return c.withClient(func(cl *apiclient.Client) error {
+		return c.withClient(func(cl *declaw.Client) error {
 			ctx, stop := signalContext()
 			defer stop()
 			raw, err := cl.Template(ctx, pos[0])
@@ -119,7 +119,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 		if !ok {
 			return 2
 		}
-		return c.withClient(func(cl *apiclient.Client) error {
+		return c.withClient(func(cl *declaw.Client) error {
 			ctx, stop := signalContext()
 			defer stop()
 			for _, id := range pos {
@@ -137,7 +137,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 		if !ok {
 			return 2
 		}
-		return c.withClient(func(cl *apiclient.Client) error {
+		return c.withClient(func(cl *declaw.Client) error {
 			ctx, stop := signalContext()
 			defer stop()
 			if *follow {
@@ -167,7 +167,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 		if !ok {
 			return 2
 		}
-		return c.withClient(func(cl *apiclient.Client) error {
+		return c.withClient(func(cl *declaw.Client) error {
 			ctx, stop := signalContext()
 			defer stop()
 			st, err := cl.CancelBuild(ctx, pos[0])
@@ -183,7 +183,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 }
 
 // withClient runs fn with the API client; an error is printed and gives exit code 1.
-func (c *clientCmd) withClient(fn func(*apiclient.Client) error) int {
+func (c *clientCmd) withClient(fn func(*declaw.Client) error) int {
 	cl, err := c.client()
 	if err != nil {
 		return c.fail(err)
@@ -194,7 +194,7 @@ func (c *clientCmd) withClient(fn func(*apiclient.Client) error) int {
 	return 0
 }
 
-func buildResult(st *apiclient.BuildStatus) error {
+func buildResult(st *declaw.BuildStatus) error {
 	if st.Status == "completed" {
 		return nil
 	}
@@ -308,7 +308,7 @@ func templateBuild(e *env, args []string) int {
 			context = tarDir(ctxDir)
 		}
 	}
-	return c.withClient(func(cl *apiclient.Client) error {
+	return c.withClient(func(cl *declaw.Client) error {
 		ctx, stop := signalContext()
 		defer stop()
 		st, err := cl.BuildTemplate(ctx, req, context)

@@ -1,11 +1,11 @@
-// Package apiclient is a small Go client of the declaw REST API (the one
+// Package declaw is the Go SDK of the declaw REST API (the one
 // internal/api serves and openapi/openapi.yaml describes). The declaw CLI,
 // the bench command and tests use it; it imports nothing of the server.
 //
 // It speaks the same wire as the Python SDK (sdk/python/WIRE.md): both auth
 // headers, an Idempotency-Key on create, {"message","code"} errors as *Error,
 // SSE for command and PTY output. A Client is safe for concurrent use.
-package apiclient
+package declaw
 
 import (
 	"bytes"
