@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,48 @@ func TestPoolObeysAdmission(t *testing.T) {
 	}
 	if n := h.m.PoolSizes()["base"]; n != 2 {
 		t.Errorf("after the kill the pool holds %d, want 2", n)
+	}
+}
+
+// sizedTemplates is a template store whose "big" template asks for its own resources.
+type sizedTemplates struct {
+	fakeTemplates
+	tc TemplateConfig
+}
+
+func (s *sizedTemplates) Config(ctx context.Context, name string) (TemplateConfig, error) {
+	if name == "python" {
+		return s.tc, nil
+	}
+	return TemplateConfig{Name: name}, nil
+}
+
+// TestTemplateResources: a template's cpu_count, memory_mb and disk_mb are
+// its sandboxes' defaults, a create overrides them, and a template past the
+// server's maxima fails its creates with a limits error naming it.
+func TestTemplateResources(t *testing.T) {
+	var st *sizedTemplates
+	h := newHarness(t, func(h *harness) {
+		st = &sizedTemplates{fakeTemplates: *h.cfg.Templates.(*fakeTemplates), tc: TemplateConfig{Name: "python", CPUCount: 1, MemoryMB: 1024, DiskMB: 4096}}
+		h.cfg.Templates = st
+	})
+	info, _ := h.create(t, CreateRequest{Template: "python"})
+	if spec, _ := h.rt.Spec(info.SandboxID); spec.Resources != (sandboxrt.Resources{CPUs: 1, MemoryMB: 1024, DiskMB: 4096, Pids: limits.DefaultPids}) {
+		t.Errorf("template resources: runtime got %+v", spec.Resources)
+	}
+	mem := int64(256)
+	info, _ = h.create(t, CreateRequest{Template: "python", Resources: limits.Request{MemoryMB: &mem}})
+	if spec, _ := h.rt.Spec(info.SandboxID); spec.Resources.MemoryMB != 256 || spec.Resources.DiskMB != 4096 {
+		t.Errorf("create over template: runtime got %+v, want 256 MiB and the template's 4096 MiB disk", spec.Resources)
+	}
+	info, _ = h.create(t, CreateRequest{Template: "base"})
+	if spec, _ := h.rt.Spec(info.SandboxID); spec.Resources.MemoryMB != limits.DefaultMemoryMB {
+		t.Errorf("a template without values: runtime got %+v, want the defaults", spec.Resources)
+	}
+	st.tc.MemoryMB = 1 << 20
+	_, _, err := h.m.Create(t.Context(), CreateRequest{Template: "python"})
+	var le *limits.Error
+	if !errors.As(err, &le) || le.Field != "template.memory_mb" || le.Code != "limit_exceeded" {
+		t.Errorf("Create from a template past the maximum = %v, want a limits.Error on template.memory_mb", err)
 	}
 }
