@@ -74,7 +74,7 @@ func (d *Driver) teardownDisk(id string) error {
 	_, mnt, root := d.diskPaths(id)
 	var errs []error
 	for _, dir := range []string{root, mnt} {
-		if err := unmount(dir); err != nil {
+		if err := unmount(dir, 0); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -97,23 +97,23 @@ func (d *Driver) diskUsage(id string) (used, total uint64) {
 	return used, total
 }
 
-// unmount unmounts dir if something is mounted there, lazily if it is busy.
-func unmount(dir string) error {
-	var err error
-	for range 50 {
-		err = unix.Unmount(dir, 0)
+// unmount unmounts dir if something is mounted there; if it is still
+// busy (the gofer's last file descriptors closing), it is detached at once
+// and goes when they are closed: runsc is gone by then, nothing writes.
+func unmount(dir string, flags int) error {
+	for range 4 { // stacked mounts
+		err := unix.Unmount(dir, flags)
 		switch {
 		case err == nil:
-			continue // another mount may be stacked there
+			continue
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
 			return nil // not a mount point (any more)
 		case errors.Is(err, unix.EBUSY):
-			time.Sleep(20 * time.Millisecond) // the gofer is still exiting
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("unmount %s: %w", dir, err)
+			}
 			continue
 		}
-		return fmt.Errorf("unmount %s: %w", dir, err)
-	}
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	return nil
