@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -131,5 +132,23 @@ func TestSpecReadyCheckJSON(t *testing.T) {
 	}
 	if err := s.UnmarshalJSON([]byte(`{"start_cmd":"x","ready_check":{"port":80,"timeout":5}}`)); err != nil || s.ReadyCheck.Port != 80 || s.ReadyCheck.Timeout != 5 {
 		t.Errorf("object ready_check: %+v %v", s.ReadyCheck, err)
+	}
+}
+
+func TestSpecDockerfileWithStartCmd(t *testing.T) {
+	p, err := Spec{Dockerfile: "FROM base\nENTRYPOINT [\"/x\"]\n", StartCmd: "serve", ReadyCheck: &ReadyCheck{Port: 80}}.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stageState{}
+	for _, step := range p.Stages[0].Steps {
+		if step.Kind == StepStart || step.Kind == StepReady {
+			if err := (&Builder{}).runStep(context.Background(), nil, st, step, "", nil, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st.entry != "" || st.start != "serve" || st.ready == nil || st.ready.Port != 80 {
+		t.Errorf("start %q entry %q ready %+v, want the request's start command and ready check", st.start, st.entry, st.ready)
 	}
 }

@@ -74,7 +74,25 @@ func (s Spec) MarshalJSON() ([]byte, error) {
 // directory and user, then the start command.
 func (s Spec) Plan() (*Plan, error) {
 	if s.Dockerfile != "" {
-		return ParseDockerfile([]byte(s.Dockerfile))
+		p, err := ParseDockerfile([]byte(s.Dockerfile))
+		if err != nil {
+			return nil, err
+		}
+		// A start command and ready check beside a Dockerfile override its CMD.
+		last := p.Stages[len(p.Stages)-1]
+		if s.StartCmd != "" {
+			last.Steps = append(last.Steps,
+				Step{Kind: StepStart, Entrypoint: true, Text: "ENTRYPOINT []"}, // clears the Dockerfile's
+				Step{Kind: StepStart, Cmd: s.StartCmd, Text: "CMD " + s.StartCmd})
+		}
+		if r := s.readyCheck(); r != nil {
+			if err := validateReady(r); err != nil {
+				return nil, &InputError{Msg: err.Error()}
+			}
+			b, _ := json.Marshal(r)
+			last.Steps = append(last.Steps, Step{Kind: StepReady, Ready: r, Text: "READY " + string(b)})
+		}
+		return p, nil
 	}
 	bad := func(format string, args ...any) error { return &InputError{Msg: fmt.Sprintf(format, args...)} }
 	st := &Stage{Base: strings.TrimSpace(s.BaseImage)}
@@ -136,11 +154,7 @@ func (s Spec) Plan() (*Plan, error) {
 	if s.StartCmd != "" {
 		st.Steps = append(st.Steps, Step{Kind: StepStart, Cmd: s.StartCmd, Text: "CMD " + s.StartCmd})
 	}
-	ready := s.ReadyCheck
-	if ready == nil && s.ReadyCmd != "" {
-		ready = &ReadyCheck{Cmd: s.ReadyCmd}
-	}
-	if ready != nil {
+	if ready := s.readyCheck(); ready != nil {
 		if s.StartCmd == "" {
 			return nil, bad("ready_check needs a start_cmd")
 		}
@@ -151,4 +165,11 @@ func (s Spec) Plan() (*Plan, error) {
 		st.Steps = append(st.Steps, Step{Kind: StepReady, Ready: ready, Text: "READY " + string(b)})
 	}
 	return &Plan{Stages: []*Stage{st}}, nil
+}
+
+func (s Spec) readyCheck() *ReadyCheck {
+	if s.ReadyCheck == nil && s.ReadyCmd != "" {
+		return &ReadyCheck{Cmd: s.ReadyCmd}
+	}
+	return s.ReadyCheck
 }
