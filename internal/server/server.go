@@ -363,7 +363,19 @@ func (s *Server) closeParts(ctx context.Context) error {
 // it generates one and writes it to <state>/api-key (0600).
 func (s *Server) setupKeys(ctx context.Context) error {
 	if s.cfg.APIKey != "" {
-		return s.store.AddAPIKey(ctx, api.HashKey(s.cfg.APIKey), "configured")
+		hash := api.HashKey(s.cfg.APIKey)
+		if err := s.store.AddAPIKey(ctx, hash, "configured"); err != nil {
+			return err
+		}
+		// A key revoked through the API stays revoked: say so, or the
+		// operator sees only 401s.
+		if ok, err := s.store.HasAPIKey(ctx, hash); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			s.cfg.Logf("the configured API key (--api-key, DECLAW_API_KEY) was revoked: it is refused; configure another one")
+		}
+		return nil
 	}
 	n, err := s.store.CountAPIKeys(ctx)
 	if err != nil || n > 0 {
