@@ -144,6 +144,13 @@ func (k *Keys) Hold(ctx context.Context, c *Caller) (_ context.Context, release 
 // recheck asks the store whether e's key is still valid while it has
 // requests open, and cuts them if it is not.
 func (k *Keys) recheck(e *keyEntry) {
+	k.mu.Lock()
+	if e.users == 0 || e.ctx.Err() != nil {
+		e.timer = nil // nothing open: the next Hold starts a new one
+		k.mu.Unlock()
+		return
+	}
+	k.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := k.cfg.Store.LookupAPIKey(ctx, e.caller.hash)
