@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -133,6 +134,14 @@ func TestTeams(t *testing.T) {
 			t.Errorf("audit of %s = %d %s: another team's attempt left a trace", p.id, code, b)
 		}
 	}
+	// The Python SDK with globex's key, unchanged: acme's sandbox does not
+	// exist for it.
+	pyCtx, pyCancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer pyCancel()
+	py := s.pythonCmd(pyCtx, teamsScript, "DECLAW_API_KEY="+keyB, "SBX_A="+sbA, "SBX_B="+sbB)
+	if out, err := py.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("Python SDK with globex's key: %v\n%s", err, out)
+	}
 	// CLI with a team key: its own sandbox, not the other's.
 	r := s.cli("", "--api-key", keyB, "sandbox", "info", sbA)
 	if r.code != 1 || !strings.Contains(r.stderr, "404 sandbox_not_found") {
@@ -209,3 +218,24 @@ func TestTeams(t *testing.T) {
 		t.Errorf("GET /teams with the startup key = %d %s, want 200 with the default team", code, b)
 	}
 }
+
+// teamsScript runs with one team's key (DECLAW_API_KEY): the other team's
+// sandbox SBX_A is not found by connect, kill or list; its own SBX_B is.
+const teamsScript = `
+import os
+from declaw import Sandbox
+from declaw.exceptions import NotFoundException
+
+a, b = os.environ["SBX_A"], os.environ["SBX_B"]
+try:
+    Sandbox.connect(a)
+    raise SystemExit("connect to another team's sandbox succeeded")
+except NotFoundException:
+    pass
+assert Sandbox.kill(a) is False, "kill of another team's sandbox did not answer not found"
+ids = [s.sandbox_id for s in Sandbox.list().sandboxes]
+assert ids == [b], ids
+own = Sandbox.connect(b)
+assert own.commands.run("echo hi").stdout == "hi\n"
+print("ok")
+`
