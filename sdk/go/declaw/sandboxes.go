@@ -29,10 +29,26 @@ type Sandbox struct {
 	EnvdPort   int               `json:"envd_port,omitempty"`
 	Runtime    string            `json:"runtime,omitempty"`
 	Network    json.RawMessage   `json:"network,omitempty"`
+	// Resources are the sandbox's limits; OOMKills and LastOOMAt say how
+	// often and when it reached its memory limit; EndReason why a killed
+	// sandbox ended ("api", "timeout", "oom", "exited", ...).
+	Resources *Resources `json:"resources,omitempty"`
+	OOMKills  int        `json:"oom_kills,omitempty"`
+	LastOOMAt *time.Time `json:"last_oom_at,omitempty"`
+	EndReason string     `json:"end_reason,omitempty"`
 
 	// Raw is the object as the server sent it, with the fields this type
 	// does not name (on create: envd_access_token, sandbox_domain).
 	Raw json.RawMessage `json:"-"`
+}
+
+// Resources are a sandbox's limits: vCPUs, memory (MiB, everything in the
+// sandbox), writable disk (MiB over its template) and processes.
+type Resources struct {
+	VCPUs    float64 `json:"vcpus"`
+	MemoryMB int64   `json:"memory_mb"`
+	DiskMB   int64   `json:"disk_mb"`
+	Pids     int64   `json:"pids"`
 }
 
 // UnmarshalJSON decodes the fields and keeps the raw object in Raw.
