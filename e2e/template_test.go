@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -190,8 +191,26 @@ func TestTemplates(t *testing.T) {
 		testenv.Unavailable(t, "the base template is not built: %v", err)
 	}
 	reg := testenv.ServiceIP.String()
-	s := startServer(t, "--insecure-registry", reg)
-	s.net.HandleHTTP("/v2/", registry.New())
+	// The registry answers on every uplink address; on OtherIP it wants
+	// credentials, which the server finds in the docker config file.
+	private := testenv.OtherIP.String()
+	dockerConfig := t.TempDir()
+	t.Setenv("DOCKER_CONFIG", dockerConfig)
+	basic := func(u, p string) string { return base64.StdEncoding.EncodeToString([]byte(u + ":" + p)) }
+	os.WriteFile(filepath.Join(dockerConfig, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q},%q:{"auth":%q}}}`,
+		private, basic("e2e", "right"), private+":80", basic("e2e", "wrong"))), 0o600)
+	s := startServer(t, "--insecure-registry", reg+","+private+","+private+":80")
+	regHandler := registry.New()
+	s.net.HandleHTTP("/v2/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, _ := strings.Cut(r.Host, ":"); host == private {
+			if u, p, ok := r.BasicAuth(); !ok || u != "e2e" || p != "right" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="e2e"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"credentials required"}]}`, http.StatusUnauthorized)
+				return
+			}
+		}
+		regHandler.ServeHTTP(w, r)
+	}))
 	tag := "e2e" + randHex(4)
 	ref, err := name.ParseReference(reg+"/declaw/"+tag+":v1", name.Insecure)
 	if err != nil {
@@ -457,6 +476,20 @@ EOF
 pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / && python3 -c 'import hello_e2e; print(hello_e2e.X)'`, "timeout", 120)
 		if r.Stdout != "42\n" {
 			t.Errorf("pip install in the python template: exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
+	})
+
+	t.Run("PrivateRegistry", func(t *testing.T) {
+		// The same image through the host that wants credentials: the right
+		// ones (docker config) pull it, wrong ones fail the build.
+		a := alias("private")
+		code, st, b := s.build(map[string]any{"alias": a, "template": map[string]any{"base_image": private + "/declaw/" + tag + ":v1"}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Errorf("build from the private registry with credentials: %d %s", code, b)
+		}
+		code, st, b = s.build(map[string]any{"alias": alias("wrongcreds"), "template": map[string]any{"base_image": private + ":80/declaw/" + tag + ":v1"}}, nil)
+		if code != 200 || st.Status != "failed" || !strings.Contains(st.Reason, "access denied") {
+			t.Errorf("build with wrong credentials: %d %s, want failed: access denied", code, b)
 		}
 	})
 
