@@ -53,9 +53,9 @@ type Keys struct {
 }
 
 type keyEntry struct {
-	caller  *Caller
-	ctx     context.Context // done once the key is revoked
-	cancel  context.CancelCauseFunc
+	caller *Caller
+	ctx    context.Context // done once the key is revoked
+	cancel context.CancelCauseFunc
 	// guarded by Keys.mu:
 	checked time.Time   // when the store last called the key valid
 	users   int         // open requests (Hold)
