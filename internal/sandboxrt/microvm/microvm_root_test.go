@@ -665,7 +665,7 @@ func TestLimits(t *testing.T) {
 	slot := newSlot(t)
 	const token = "microvm-limits-token"
 	spec := envdSpec(t, envd, rootfs, slot.NetNS, token)
-	spec.Resources = sandboxrt.Resources{CPUs: 1, MemoryMB: 256, DiskMB: 64}
+	spec.Resources = sandboxrt.Resources{CPUs: 1, MemoryMB: 256, DiskMB: 32}
 	if err := d.Start(t.Context(), spec); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -682,14 +682,14 @@ func TestLimits(t *testing.T) {
 		}
 		return r
 	}
-	if r := run("dd if=/dev/zero of=/tmp/fill bs=1M count=200"); r.ExitCode == 0 || !strings.Contains(r.Stderr, "No space left on device") {
-		t.Errorf("dd of 200 MiB into a 64 MiB disk = %+v, want ENOSPC", r)
+	if r := run("dd if=/dev/zero of=/tmp/fill bs=1M count=64"); r.ExitCode == 0 || !strings.Contains(r.Stderr, "No space left on device") {
+		t.Errorf("dd of 64 MiB into a 32 MiB disk = %+v, want ENOSPC", r)
 	}
 	if r := run("rm /tmp/fill && echo again > /root/x && cat /root/x"); r.Stdout != "again\n" {
 		t.Errorf("after ENOSPC: %+v", r)
 	}
-	if st, err := os.Stat(filepath.Join(d.vmDir(spec.ID), "disk.img")); err != nil || st.Size() != 64<<20 {
-		t.Errorf("disk image: %v, %v; want 64 MiB", st, err)
+	if st, err := os.Stat(filepath.Join(d.vmDir(spec.ID), "disk.img")); err != nil || st.Size() != 32<<20 {
+		t.Errorf("disk image: %v, %v; want 32 MiB", st, err)
 	}
 	r := run("python3 -c 'x=[bytearray(16<<20) for _ in range(100)]'; echo exit=$?")
 	t.Logf("memory hog in a 256 MiB VM: %+v", r)
