@@ -152,30 +152,41 @@ func TestTeams(t *testing.T) {
 		t.Errorf("keys list with a non-admin key: exit %d, stderr %q; want 1 and 403", r.code, r.stderr)
 	}
 
-	// Revoke acme's key while a command streams with it: the stream is cut,
-	// and the key refused at once.
-	req, _ := http.NewRequest("POST", s.base+"/sandboxes/"+sbA+"/commands/stream", strings.NewReader(`{"cmd":"echo started; sleep 30; echo finished","timeout":0}`))
-	req.Header.Set("Authorization", "Bearer "+keyA)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("commands/stream with acme's key: %d", resp.StatusCode)
-	}
-	lines := make(chan string, 64)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			lines <- sc.Text()
+	// Revoke acme's key while a command streams with it and a PTY's output
+	// is followed with it: both are cut, and the key refused at once.
+	openSSE := func(method, path, body string) <-chan string {
+		t.Helper()
+		var rd *strings.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		} else {
+			rd = strings.NewReader("")
 		}
-		if err := sc.Err(); err != nil {
-			lines <- "ERR " + err.Error()
+		req, _ := http.NewRequest(method, s.base+path, rd)
+		req.Header.Set("Authorization", "Bearer "+keyA)
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	waitLine := func(what string, match func(string) bool) (string, bool) {
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s with acme's key: %d", method, path, resp.StatusCode)
+		}
+		lines := make(chan string, 64)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			if err := sc.Err(); err != nil {
+				lines <- "ERR " + err.Error()
+			}
+		}()
+		return lines
+	}
+	waitLine := func(lines <-chan string, what string, match func(string) bool) (string, bool) {
+		t.Helper()
 		deadline := time.After(20 * time.Second)
 		for {
 			select {
@@ -191,18 +202,32 @@ func TestTeams(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := waitLine("started", func(l string) bool { return strings.Contains(l, "started") }); !ok {
-		t.Fatal("the stream ended before the command started")
+	cmdLines := openSSE("POST", "/sandboxes/"+sbA+"/commands/stream", `{"cmd":"echo started; sleep 30; echo finished","timeout":0}`)
+	if _, ok := waitLine(cmdLines, "started", func(l string) bool { return strings.Contains(l, "started") }); !ok {
+		t.Fatal("the command stream ended before the command started")
+	}
+	var pty struct {
+		Pid int `json:"pid"`
+	}
+	code, b = s.do("POST", "/sandboxes/"+sbA+"/pty", map[string]any{"cmd": "echo pty-up; sleep 30", "size": map[string]int{"cols": 80, "rows": 24}}, as(keyA)...)
+	if code != 200 || json.Unmarshal(b, &pty) != nil || pty.Pid == 0 {
+		t.Fatalf("POST pty with acme's key: %d %s", code, b)
+	}
+	ptyLines := openSSE("GET", fmt.Sprintf("/sandboxes/%s/pty/%d/stream", sbA, pty.Pid), "")
+	if _, ok := waitLine(ptyLines, "the PTY's first output", func(l string) bool { return strings.Contains(l, `"type":"data"`) }); !ok {
+		t.Fatal("the PTY stream ended before its first output")
 	}
 	revokedAt := time.Now()
 	if out := s.mustCLI("", "keys", "revoke", keyAID); out != "revoked "+keyAID+"\n" {
 		t.Errorf("keys revoke printed %q", out)
 	}
-	if l, ok := waitLine("the end of the stream", func(l string) bool { return strings.Contains(l, "finished") || strings.Contains(l, `"exit"`) }); ok {
-		t.Errorf("after the revoke the stream went on to %q: it was not cut", l)
+	for name, lines := range map[string]<-chan string{"command": cmdLines, "PTY": ptyLines} {
+		if l, ok := waitLine(lines, "the end of the "+name+" stream", func(l string) bool { return strings.Contains(l, "finished") || strings.Contains(l, `"exit"`) }); ok {
+			t.Errorf("after the revoke the %s stream went on to %q: it was not cut", name, l)
+		}
 	}
 	if d := time.Since(revokedAt); d > 10*time.Second {
-		t.Errorf("the stream ended %v after the revoke, want at once", d)
+		t.Errorf("the streams ended %v after the revoke, want at once", d)
 	}
 	code, b = s.do("GET", "/sandboxes", nil, as(keyA)...)
 	if code != 401 {
