@@ -215,6 +215,21 @@ func (s *server) assertNoLeftovers() {
 	if procs := sandboxProcs(s.stateDir); len(procs) > 0 {
 		t.Errorf("runsc processes of this server left behind: %v", procs)
 	}
+	// Sandbox disks: an overlay and an ext4 (on a loop device) per sandbox.
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, s.stateDir+"/") {
+				t.Errorf("mount left behind: %s", line)
+			}
+		}
+	}
+	if loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file"); len(loops) > 0 {
+		for _, l := range loops {
+			if b, _ := os.ReadFile(l); strings.HasPrefix(string(b), s.stateDir+"/") {
+				t.Errorf("loop device left behind: %s -> %s", l, strings.TrimSpace(string(b)))
+			}
+		}
+	}
 }
 
 // sandboxProcs lists runsc processes whose command line names stateDir.
