@@ -59,7 +59,7 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "template_in_use", Message: err.Error()}
 	case errors.Is(err, build.ErrBuildNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "build_not_found", Message: err.Error()}
-	case errors.Is(err, template.ErrUnknownTemplate):
+	case errors.Is(err, template.ErrUnknownTemplate), errors.Is(err, template.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "template_not_found", Message: err.Error()}
 	case errors.As(err, &notReady):
 		return &Error{Status: http.StatusConflict, Code: "template_not_ready", Message: notReady.Error()}

@@ -179,7 +179,7 @@ func (m *Manager) Delete(name string) error {
 	_, building := m.builds[name]
 	m.mu.Unlock()
 	if building {
-		return fmt.Errorf("template %s: delete: a build is in progress", name)
+		return fmt.Errorf("template %s: delete: %w", name, ErrBuilding)
 	}
 	if err := m.removeAside(m.tmplDir(name)); err != nil {
 		return fmt.Errorf("template %s: delete: %w", name, err)
