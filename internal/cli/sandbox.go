@@ -148,7 +148,7 @@ func sandboxCreate(c *clientCmd, args []string) int {
 		if err := json.Unmarshal(b, &obj); err != nil {
 			return c.fail(fmt.Errorf("security file %s: not a JSON object: %w", *secFile, err))
 		}
-		req.Security = b
+		req.Security = json.RawMessage(b)
 	}
 	cl, err := c.client()
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -88,7 +90,13 @@ func (c *Client) RunStream(ctx context.Context, id string, req CommandRequest, f
 		return nil, err
 	}
 	defer resp.Body.Close()
-	sse := NewSSEReader(resp.Body)
+	return readCommandStream(resp.Body, fn)
+}
+
+// readCommandStream reads command events from an SSE body up to the
+// terminal event (see RunStream).
+func readCommandStream(body io.Reader, fn func(CommandEvent) error) (*CommandEvent, error) {
+	sse := NewSSEReader(body)
 	for {
 		raw, err := sse.Next()
 		if err == io.EOF {
@@ -128,4 +136,143 @@ func (c *Client) RunStream(ctx context.Context, id string, req CommandRequest, f
 			return &ev, nil
 		}
 	}
+}
+
+// StreamCommand runs a foreground command like RunStream and yields its
+// events as they arrive: start, stdout and stderr chunks, and the final
+// exit event. A failure (an *Error, a *CommandError such as a timeout,
+// ErrNoExit) is yielded once as the error, and ends the sequence.
+// Breaking out of the loop disconnects, which kills the command.
+func (c *Client) StreamCommand(ctx context.Context, id string, req CommandRequest) iter.Seq2[CommandEvent, error] {
+	return func(yield func(CommandEvent, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stopped := false
+		last, err := c.RunStream(ctx, id, req, func(ev CommandEvent) error {
+			if ev.Type == "exit" {
+				return nil // yielded below, once the stream is known to be complete
+			}
+			if !yield(ev, nil) {
+				stopped = true
+				return errStopped
+			}
+			return nil
+		})
+		if stopped {
+			return
+		}
+		if err != nil {
+			yield(CommandEvent{}, err)
+			return
+		}
+		yield(*last, nil)
+	}
+}
+
+var errStopped = errors.New("stopped by the caller")
+
+// StartCommand starts a background command and returns its pid at once.
+// With req.Stdin its stdin stays open for SendStdin. Follow it with
+// ConnectCommand, collect it with WaitCommand, end it with KillCommand.
+func (c *Client) StartCommand(ctx context.Context, id string, req CommandRequest) (int, error) {
+	req.Background = true
+	var out struct {
+		Pid int `json:"pid"`
+	}
+	if err := c.call(ctx, request{method: http.MethodPost, path: sandboxPath(id, "/commands"), json: req}, &out); err != nil {
+		return 0, err
+	}
+	if out.Pid <= 0 {
+		return 0, fmt.Errorf("POST /commands: answer without a pid")
+	}
+	return out.Pid, nil
+}
+
+func commandPath(id string, pid int, suffix string) string {
+	return sandboxPath(id, "/commands/"+strconv.Itoa(pid)+suffix)
+}
+
+// WaitCommand waits until the process ends and returns its result; it
+// waits as long as ctx allows. A non-zero exit code is not an error.
+func (c *Client) WaitCommand(ctx context.Context, id string, pid int) (*CommandResult, error) {
+	var res CommandResult
+	if err := c.call(ctx, request{method: http.MethodGet, path: commandPath(id, pid, "/wait")}, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// ConnectCommand follows a running (or recently finished) process, e.g. a
+// background command started by StartCommand or another client: fn gets
+// the output retained from the start, then the live output; the exit
+// event is returned as by RunStream. Disconnecting (cancelling ctx, or fn
+// returning an error) leaves the process running.
+func (c *Client) ConnectCommand(ctx context.Context, id string, pid int, fn func(CommandEvent) error) (*CommandEvent, error) {
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: commandPath(id, pid, "/stream"), accept: "text/event-stream"})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return readCommandStream(resp.Body, fn)
+}
+
+// SendStdin writes data (text; invalid UTF-8 becomes U+FFFD on the wire)
+// to the stdin of a process started with Stdin set.
+func (c *Client) SendStdin(ctx context.Context, id string, pid int, data string) error {
+	return c.call(ctx, request{method: http.MethodPost, path: commandPath(id, pid, "/stdin"), json: map[string]string{"data": data}}, nil)
+}
+
+// KillCommand kills the process and its descendants (SIGKILL to the
+// whole tree, the only signal the API sends). killed is false when the
+// process had already ended or is unknown (404), as in the Python SDK.
+func (c *Client) KillCommand(ctx context.Context, id string, pid int) (killed bool, err error) {
+	var out struct {
+		Killed bool `json:"killed"`
+	}
+	err = c.call(ctx, request{method: http.MethodDelete, path: commandPath(id, pid, "")}, &out)
+	var apiErr *Error
+	if errors.As(err, &apiErr) && apiErr.Code == "process_not_found" {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return out.Killed, nil
+}
+
+// Process is a running process of a sandbox (GET /commands).
+type Process struct {
+	Pid   int               `json:"pid"`
+	Cmd   string            `json:"cmd"`
+	IsPty bool              `json:"is_pty"`
+	Envs  map[string]string `json:"envs,omitempty"`
+	Tag   string            `json:"tag,omitempty"`
+	Cwd   string            `json:"cwd,omitempty"`
+}
+
+// ListCommands lists the sandbox's running processes started through the
+// API (commands, PTYs, stdio sessions).
+func (c *Client) ListCommands(ctx context.Context, id string) ([]Process, error) {
+	var raw json.RawMessage
+	if err := c.call(ctx, request{method: http.MethodGet, path: sandboxPath(id, "/commands")}, &raw); err != nil {
+		return nil, err
+	}
+	var ps []Process
+	var err error
+	if len(raw) > 0 && raw[0] == '{' { // {"processes": [...]} is accepted too
+		var w struct {
+			Processes []Process `json:"processes"`
+		}
+		err = json.Unmarshal(raw, &w)
+		ps = w.Processes
+	} else {
+		err = json.Unmarshal(raw, &ps)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("GET /commands: decode answer: %w", err)
+	}
+	if ps == nil {
+		ps = []Process{}
+	}
+	return ps, nil
 }

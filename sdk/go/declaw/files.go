@@ -1,6 +1,7 @@
 package declaw
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -99,4 +100,94 @@ func (c *Client) WriteFile(ctx context.Context, id, path, user string, r io.Read
 		return nil, err
 	}
 	return &res, nil
+}
+
+// FileOptions are the optional settings of a file call.
+type FileOptions struct {
+	// User resolves relative paths (against their home) and owns what is
+	// written; empty: the server's default (root). Sent as username.
+	User string
+}
+
+func fileUser(opts []FileOptions) string {
+	if len(opts) > 0 {
+		return opts[0].User
+	}
+	return ""
+}
+
+// Read returns the whole file at path (GET /files/raw). Use ReadFile to
+// stream a large file.
+func (c *Client) Read(ctx context.Context, id, path string, opts ...FileOptions) ([]byte, error) {
+	rc, err := c.ReadFile(ctx, id, path, fileUser(opts))
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// Write writes data to path (PUT /files/raw with its length), atomically,
+// creating missing parent directories. Use WriteFile to stream a reader.
+func (c *Client) Write(ctx context.Context, id, path string, data []byte, opts ...FileOptions) (*WriteResult, error) {
+	return c.WriteFile(ctx, id, path, fileUser(opts), bytes.NewReader(data), int64(len(data)))
+}
+
+// Stat describes the entry at path (a symlink itself, not its target);
+// a missing path is ErrNotFound.
+func (c *Client) Stat(ctx context.Context, id, path string, opts ...FileOptions) (*Entry, error) {
+	var e Entry
+	err := c.call(ctx, request{method: http.MethodGet, path: sandboxPath(id, "/files/info"),
+		query: query("path", path, "username", fileUser(opts))}, &e)
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Exists reports whether something exists at path.
+func (c *Client) Exists(ctx context.Context, id, path string, opts ...FileOptions) (bool, error) {
+	var out struct {
+		Exists bool `json:"exists"`
+	}
+	err := c.call(ctx, request{method: http.MethodGet, path: sandboxPath(id, "/files/exists"),
+		query: query("path", path, "username", fileUser(opts))}, &out)
+	return out.Exists, err
+}
+
+// MakeDir creates the directory path and its parents; created is false
+// when it already existed. Something else in the way is ErrConflict.
+func (c *Client) MakeDir(ctx context.Context, id, path string, opts ...FileOptions) (created bool, err error) {
+	var out struct {
+		Created bool `json:"created"`
+	}
+	body := map[string]string{"path": path}
+	if u := fileUser(opts); u != "" {
+		body["username"] = u
+	}
+	err = c.call(ctx, request{method: http.MethodPost, path: sandboxPath(id, "/files/mkdir"), json: body}, &out)
+	return out.Created, err
+}
+
+// Rename moves oldPath to newPath and describes the entry at newPath.
+func (c *Client) Rename(ctx context.Context, id, oldPath, newPath string, opts ...FileOptions) (*Entry, error) {
+	body := map[string]string{"old_path": oldPath, "new_path": newPath}
+	if u := fileUser(opts); u != "" {
+		body["username"] = u
+	}
+	var e Entry
+	if err := c.call(ctx, request{method: http.MethodPatch, path: sandboxPath(id, "/files"), json: body}, &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Remove deletes the file or directory (recursively) at path.
+func (c *Client) Remove(ctx context.Context, id, path string, opts ...FileOptions) error {
+	return c.call(ctx, request{method: http.MethodDelete, path: sandboxPath(id, "/files"),
+		query: query("path", path, "username", fileUser(opts))}, nil)
 }

@@ -78,8 +78,14 @@ type CreateRequest struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Envs     map[string]string `json:"envs,omitempty"`
 	Network  *Network          `json:"network,omitempty"`
-	// Security is a SecurityPolicy object (or {"policy_json": "..."}).
-	Security json.RawMessage `json:"security,omitempty"`
+	// AllowInternetAccess false denies all egress (deny_out 0.0.0.0/0)
+	// unless Network is set; nil: allowed.
+	AllowInternetAccess *bool `json:"allow_internet_access,omitempty"`
+	// Security is the sandbox's security policy: a *SecurityPolicy, or
+	// its JSON as a json.RawMessage (an object, or {"policy_json": "..."}).
+	Security any `json:"security,omitempty"`
+	// Lifecycle is validated and stored; a sandbox is killed at its timeout.
+	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
 	// Resources within the server's maxima; nil: the template's, else the server's defaults.
 	CPUCount *float64 `json:"cpu_count,omitempty"`
 	MemoryMB *int64   `json:"memory_mb,omitempty"`
@@ -249,4 +255,115 @@ func (c *Client) Resume(ctx context.Context, id string, timeout *int) (json.RawM
 	var raw json.RawMessage
 	err := c.call(ctx, request{method: http.MethodPost, path: sandboxPath(id, "/resume"), json: body}, &raw)
 	return raw, err
+}
+
+// Lifecycle is what happens at the timeout (the hosted API's field).
+type Lifecycle struct {
+	OnTimeout  string `json:"on_timeout,omitempty"` // kill or pause
+	AutoResume bool   `json:"auto_resume,omitempty"`
+}
+
+// Connect returns a running sandbox by id, resuming it if it is paused,
+// and, when timeout is non-nil, sets its timeout to that many seconds
+// from now (the Python SDK's Sandbox.connect).
+func (c *Client) Connect(ctx context.Context, id string, timeout *int) (*Sandbox, error) {
+	sb, err := c.GetSandbox(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch sb.State {
+	case "killed":
+		return nil, &Error{Status: http.StatusGone, Code: "sandbox_killed", Message: "sandbox " + id + " was killed"}
+	case "paused":
+		if _, err := c.Resume(ctx, id, timeout); err != nil {
+			return nil, err
+		}
+		return c.GetSandbox(ctx, id)
+	}
+	if timeout != nil {
+		return c.SetTimeout(ctx, id, *timeout)
+	}
+	return sb, nil
+}
+
+// Metric is one resource usage sample of a sandbox.
+type Metric struct {
+	Timestamp       time.Time `json:"timestamp"`
+	CPUUsagePercent float64   `json:"cpu_usage_percent"` // of one CPU: up to 100 * CPUCount
+	MemoryUsageMB   float64   `json:"memory_usage_mb"`
+	DiskUsageMB     float64   `json:"disk_usage_mb"`
+	// The limits; 0 when the runtime cannot tell.
+	CPUCount      float64 `json:"cpu_count,omitempty"`
+	MemoryLimitMB float64 `json:"memory_limit_mb,omitempty"`
+	DiskLimitMB   float64 `json:"disk_limit_mb,omitempty"`
+}
+
+// Metrics returns the sandbox's resource samples, oldest first, between
+// start and end (zero: unbounded).
+func (c *Client) Metrics(ctx context.Context, id string, start, end time.Time) ([]Metric, error) {
+	var s, e string
+	if !start.IsZero() {
+		s = start.UTC().Format(time.RFC3339Nano)
+	}
+	if !end.IsZero() {
+		e = end.UTC().Format(time.RFC3339Nano)
+	}
+	var raw json.RawMessage
+	err := c.call(ctx, request{method: http.MethodGet, path: sandboxPath(id, "/metrics"), query: query("start", s, "end", e)}, &raw)
+	if err != nil {
+		return nil, err
+	}
+	var ms []Metric
+	switch {
+	case len(raw) > 0 && raw[0] == '{': // {"metrics": [...]} or one object
+		var w struct {
+			Metrics []Metric `json:"metrics"`
+		}
+		if err = json.Unmarshal(raw, &w); err == nil && w.Metrics != nil {
+			ms = w.Metrics
+		} else {
+			var m Metric
+			if err = json.Unmarshal(raw, &m); err == nil {
+				ms = []Metric{m}
+			}
+		}
+	case len(raw) > 0:
+		err = json.Unmarshal(raw, &ms)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("GET /metrics: decode answer: %w", err)
+	}
+	if ms == nil {
+		ms = []Metric{}
+	}
+	return ms, nil
+}
+
+// UpdateNetwork replaces the sandbox's egress policy at once (PUT
+// /sandboxes/{id}/network): open connections the new policy denies are
+// cut. It returns the sandbox.
+func (c *Client) UpdateNetwork(ctx context.Context, id string, n Network) (*Sandbox, error) {
+	var sb Sandbox
+	if err := c.call(ctx, request{method: http.MethodPut, path: sandboxPath(id, "/network"), json: n}, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// KillResult is the outcome for one id of KillMany.
+type KillResult struct {
+	Killed bool   `json:"killed"`
+	Queued bool   `json:"queued"`
+	Error  string `json:"error,omitempty"`
+}
+
+// KillMany kills several sandboxes and waits for them.
+func (c *Client) KillMany(ctx context.Context, ids []string) (map[string]KillResult, error) {
+	var out struct {
+		Results map[string]KillResult `json:"results"`
+	}
+	if err := c.call(ctx, request{method: http.MethodPost, path: "/sandboxes/kill-many", json: map[string][]string{"sandbox_ids": ids}}, &out); err != nil {
+		return nil, err
+	}
+	return out.Results, nil
 }
