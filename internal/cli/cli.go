@@ -37,8 +37,8 @@ Usage:
   declaw bench [--local] [--quick]  measure latency, concurrency and density vs baselines
   declaw version                    print the version
 
-Run "declaw COMMAND -h" for the flags of a command. The sandbox and audit
-commands talk to a server: DECLAW_API_KEY, DECLAW_DOMAIN (host:port) or
+Run "declaw COMMAND -h" for the flags of a command. The sandbox, audit, keys
+and teams commands talk to a server: DECLAW_API_KEY, DECLAW_DOMAIN (host:port) or
 DECLAW_API_URL, or --api-key, --domain, --api-url; --json prints JSON.
 `
 
