@@ -214,3 +214,35 @@ func (c *countingStore) LookupAPIKey(ctx context.Context, hash string) (*store.A
 	c.n.Add(1)
 	return c.KeyStore.LookupAPIKey(ctx, hash)
 }
+
+// BenchmarkAuthenticateHold is the per-request cost of authentication on a
+// cached key plus the revocable context, beside the SHA-256 of the key alone
+// (the floor: the old cache did that much too).
+func BenchmarkAuthenticateHold(b *testing.B) {
+	st, err := sqlite.Open(filepath.Join(b.TempDir(), "declaw.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	key := NewKey()
+	if err := st.CreateAPIKey(context.Background(), &store.APIKey{ID: store.KeyID(HashKey(key)), Hash: HashKey(key), TeamID: store.DefaultTeam}); err != nil {
+		b.Fatal(err)
+	}
+	k := NewKeys(KeysConfig{Store: st, Recheck: time.Hour})
+	b.Run("sha256-baseline", func(b *testing.B) {
+		for b.Loop() {
+			HashKey(key)
+		}
+	})
+	b.Run("authenticate+hold", func(b *testing.B) {
+		ctx := context.Background()
+		for b.Loop() {
+			c, err := k.Authenticate(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, release := k.Hold(ctx, c)
+			release()
+		}
+	})
+}
