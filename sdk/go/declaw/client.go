@@ -1,10 +1,27 @@
-// Package declaw is the Go SDK of the declaw REST API (the one
-// internal/api serves and openapi/openapi.yaml describes). The declaw CLI,
-// the bench command and tests use it; it imports nothing of the server.
+// Package declaw is the Go SDK of Declaw, the self-hostable secure runtime
+// for AI agents: create sandboxes, run commands in them (foreground,
+// streamed, background with stdin, on a PTY), read, write and watch their
+// files, snapshot and restore them, change their network policy and read
+// their audit trail. It speaks the REST+SSE API of `declaw server`
+// (docs/api.md, openapi/openapi.yaml), the same wire as the Python SDK
+// (sdk/python/WIRE.md), and imports nothing of the server.
 //
-// It speaks the same wire as the Python SDK (sdk/python/WIRE.md): both auth
-// headers, an Idempotency-Key on create, {"message","code"} errors as *Error,
-// SSE for command and PTY output. A Client is safe for concurrent use.
+//	cl, err := declaw.New(declaw.Config{Domain: "127.0.0.1:8080", APIKey: key})
+//	sb, err := cl.CreateSandbox(ctx, declaw.CreateRequest{Template: "python"})
+//	res, err := cl.RunCommand(ctx, sb.SandboxID, declaw.CommandRequest{Cmd: "python3 -V"})
+//
+// Every call takes a context.Context first; cancelling it ends the call
+// (for a foreground command, a cancelled stream kills the command). API
+// errors are *Error values carrying the server's {"message","code"} and
+// HTTP status; they match the sentinels (ErrNotFound, ErrTimeout,
+// ErrConflict, ...) with errors.Is. Streams are range-over-func iterators
+// (StreamCommand, Watcher.Events) or callbacks (RunStream, ConnectCommand).
+// Optional request fields are pointers: declaw.Ptr(600).
+//
+// Requests send both auth headers, an Idempotency-Key on create (a create
+// still running under the same key is waited for), and are retried only
+// when the connection could not be dialled, so nothing was sent. A Client
+// is safe for concurrent use. docs/go-sdk.md is the guide.
 package declaw
 
 import (
