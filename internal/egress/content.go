@@ -51,6 +51,7 @@ func (cs *contentState) intercepts() bool {
 func (p *Proxy) SetContent(guestIP netip.Addr, c *Content) error {
 	guestIP = guestIP.Unmap()
 	if c == nil || c.Security == nil {
+		p.dropPools(guestIP)
 		return p.reg.setContent(guestIP, nil)
 	}
 	if c.Security.RequiresTLSInterception() && c.CA == nil {
@@ -68,7 +69,11 @@ func (p *Proxy) SetContent(guestIP netip.Addr, c *Content) error {
 	if err != nil {
 		return fmt.Errorf("egress: content policy for %s: %w", guestIP, err)
 	}
-	return p.reg.setContent(guestIP, &contentState{content: *c, pipeline: pl})
+	if err := p.reg.setContent(guestIP, &contentState{content: *c, pipeline: pl}); err != nil {
+		return err
+	}
+	p.dropPools(guestIP)
+	return nil
 }
 
 func (p *Proxy) injectionDetector() (*injection.Detector, error) {

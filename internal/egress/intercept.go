@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -39,14 +40,12 @@ type intercepted struct {
 	src, dst  netip.AddrPort
 	host      string // SNI (TLS) or first Host (HTTP); may be empty for TLS
 	client    *prefixConn
-	dialFirst func(ctx context.Context) (net.Conn, netip.AddrPort, error)
 
 	isTLS      bool
 	serverName string // upstream TLS name: SNI, or the original address
 
-	mu    sync.Mutex
-	first net.Conn // +checklocks:mu; pre-dialed verified upstream, used once
-	tr    *http.Transport
+	up *upstreamPool // the sandbox's pool for this connection's upstream
+	tr *http.Transport
 }
 
 type endReason struct {
@@ -58,33 +57,40 @@ func (ic *intercepted) serve(ctx context.Context) endReason {
 	if ic.proto == ProtoTLS {
 		return ic.serveTLS(ctx)
 	}
-	ic.tr = ic.transport()
-	defer ic.tr.CloseIdleConnections()
+	ic.up = ic.p.pool(poolKey{guest: ic.src.Addr().Unmap(), dst: ic.dst})
+	ic.tr = ic.up.tr
 	return ic.serveHTTP1(ctx, ic.client)
 }
 
-// serveTLS first connects and verifies the upstream, so that a bad upstream
-// certificate fails the sandbox's handshake, then terminates the sandbox's
-// TLS with a leaf for the same name.
+// serveTLS makes sure the upstream's certificate verifies (connecting
+// first, unless a connection of the pool verified within verifiedFor), so
+// that a bad upstream certificate fails the sandbox's handshake, then
+// terminates the sandbox's TLS with a leaf for the same name.
 func (ic *intercepted) serveTLS(ctx context.Context) endReason {
 	ic.isTLS = true
 	ic.serverName = ic.host
 	if ic.serverName == "" {
 		ic.serverName = ic.dst.Addr().String()
 	}
-	raw, _, err := ic.dialFirst(ctx)
-	if err != nil {
-		return endReason{true, "upstream unreachable: " + userSafe(err)}
+	ic.up = ic.p.pool(poolKey{guest: ic.src.Addr().Unmap(), tls: true, name: ic.serverName, dst: ic.dst})
+	ic.tr = ic.up.tr
+	if !ic.up.recentlyVerified() {
+		dctx, cancel := context.WithTimeout(ctx, ic.p.cfg.DialTimeout)
+		raw, err := ic.up.dial(dctx, ic.serverName)
+		cancel()
+		if err != nil {
+			return endReason{true, "upstream unreachable: " + userSafe(err)}
+		}
+		up, err := ic.up.handshake(ctx, raw)
+		if err != nil {
+			ev := ic.newEvent(time.Now())
+			ev.Decision, ev.Stage = DecisionBlock, "upstream_tls"
+			ev.Reason = err.Error()
+			ic.p.emitHTTP(ev)
+			return endReason{true, err.Error()}
+		}
+		ic.up.putSpare(up)
 	}
-	up, err := ic.handshakeUpstream(ctx, raw)
-	if err != nil {
-		ev := ic.newEvent(time.Now())
-		ev.Decision, ev.Stage = DecisionBlock, "upstream_tls"
-		ev.Reason = err.Error()
-		ic.p.emitHTTP(ev)
-		return endReason{true, err.Error()}
-	}
-	ic.first = up
 	leaf, err := ic.cs.content.CA.Leaf(ic.serverName)
 	if err != nil {
 		return endReason{true, "no certificate: " + err.Error()}
@@ -100,8 +106,6 @@ func (ic *intercepted) serveTLS(ctx context.Context) endReason {
 	if err != nil {
 		return endReason{true, "sandbox TLS handshake failed: " + userSafe(err)}
 	}
-	ic.tr = ic.transport()
-	defer ic.tr.CloseIdleConnections()
 	if srv.ConnectionState().NegotiatedProtocol == "h2" {
 		h2 := &http2.Server{IdleTimeout: ic.p.cfg.IdleTimeout, MaxReadFrameSize: 1 << 20}
 		h2.ServeConn(srv, &http2.ServeConnOpts{
@@ -114,37 +118,16 @@ func (ic *intercepted) serveTLS(ctx context.Context) endReason {
 	return ic.serveHTTP1(ctx, srv)
 }
 
-// handshakeUpstream runs the client TLS handshake to the upstream,
-// verifying its certificate against the system roots and the configured
-// upstream CAs for serverName.
-func (ic *intercepted) handshakeUpstream(ctx context.Context, raw net.Conn) (*tls.Conn, error) {
-	name := ic.serverName
-	conf := &tls.Config{
-		ServerName: name,
-		NextProtos: []string{"h2", "http/1.1"},
-		MinVersion: tls.VersionTLS12,
-		// Verification is done below against several pools (crypto/tls
-		// takes one); InsecureSkipVerify only moves it to VerifyConnection.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyChain(ic.p.roots, cs.PeerCertificates, name)
-		},
+// upstreamTLSError words a failed upstream handshake for the audit.
+func upstreamTLSError(name string, err error) error {
+	var ve *tls.CertificateVerificationError
+	var ue x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ie x509.CertificateInvalidError
+	if errors.As(err, &ve) || errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &ie) {
+		return fmt.Errorf("upstream certificate verification failed for %s: %v", name, err)
 	}
-	c := tls.Client(raw, conf)
-	hctx, cancel := context.WithTimeout(ctx, ic.p.cfg.DialTimeout)
-	defer cancel()
-	if err := c.HandshakeContext(hctx); err != nil {
-		raw.Close()
-		var ve *tls.CertificateVerificationError
-		var ue x509.UnknownAuthorityError
-		var he x509.HostnameError
-		var ie x509.CertificateInvalidError
-		if errors.As(err, &ve) || errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &ie) {
-			return nil, fmt.Errorf("upstream certificate verification failed for %s: %v", name, err)
-		}
-		return nil, fmt.Errorf("upstream TLS handshake with %s failed: %v", name, err)
-	}
-	return c, nil
+	return fmt.Errorf("upstream TLS handshake with %s failed: %v", name, err)
 }
 
 // verifyChain verifies a peer chain for name against any of the pools.
@@ -167,68 +150,6 @@ func verifyChain(pools []*x509.CertPool, chain []*x509.Certificate, name string)
 		}
 	}
 	return &tls.CertificateVerificationError{UnverifiedCertificates: chain, Err: first}
-}
-
-// transport returns the connection's upstream client. Plain HTTP dials the
-// request's host through dialHost; TLS dials the connection's server name
-// (requests for other names were refused with 421) and verifies it.
-func (ic *intercepted) transport() *http.Transport {
-	return &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			host, _, _ := net.SplitHostPort(addr)
-			c, _, err := ic.dialHost(ctx, host)
-			return c, err
-		},
-		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			ic.mu.Lock()
-			first := ic.first
-			ic.first = nil
-			ic.mu.Unlock()
-			if first != nil {
-				return first, nil
-			}
-			raw, _, err := ic.dialHost(ctx, ic.serverName)
-			if err != nil {
-				return nil, err
-			}
-			return ic.handshakeUpstream(ctx, raw)
-		},
-		ForceAttemptHTTP2:      true,
-		DisableCompression:     true,
-		MaxIdleConnsPerHost:    4,
-		IdleConnTimeout:        90 * time.Second,
-		ExpectContinueTimeout:  time.Second,
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-}
-
-// dialHost re-decides host on the sandbox's current policy and dials the
-// original destination or the resolved name accordingly.
-func (ic *intercepted) dialHost(ctx context.Context, host string) (net.Conn, netip.AddrPort, error) {
-	_, pol, _, ok := ic.p.reg.current(ic.src.Addr().Unmap())
-	if !ok {
-		return nil, netip.AddrPort{}, errors.New("sandbox unregistered")
-	}
-	v := DecideConn(pol, ic.dst.Addr(), host)
-	if !v.Allow {
-		return nil, netip.AddrPort{}, fmt.Errorf("%s: %s", host, v.Reason)
-	}
-	var c net.Conn
-	var addr netip.AddrPort
-	var err error
-	if v.DialOriginal {
-		c, addr, err = ic.p.dialAddr(ctx, pol, ic.dst)
-	} else {
-		c, addr, err = ic.p.dialUpstream(ctx, pol, host, ic.dst.Port())
-	}
-	if err != nil {
-		return nil, addr, err
-	}
-	if !ic.s.setUpstream(c, addr) {
-		return nil, addr, errors.New("connection cut: " + ic.s.killedFor())
-	}
-	return c, addr, nil
 }
 
 // ---- HTTP/1.x from the sandbox ----
@@ -504,6 +425,7 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 	out.URL.Host = net.JoinHostPort(urlHost, strconv.Itoa(int(ic.dst.Port())))
 	out.Header = req.Header.Clone()
 	removeHopByHop(out.Header)
+	out.Close = false // the sandbox's "Connection: close" is hop-by-hop: the upstream connection is pooled
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	if ae := out.Header.Get("Accept-Encoding"); ae != "" {
 		if f := filterAcceptEncoding(ae); f != "" {
@@ -535,6 +457,13 @@ func (ic *intercepted) roundTrip(req *http.Request, start time.Time) *http.Respo
 		ev.RequestBytes = out.ContentLength
 	}
 
+	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+		GotConn: func(gi httptrace.GotConnInfo) {
+			if ta, ok := gi.Conn.RemoteAddr().(*net.TCPAddr); ok {
+				ic.s.noteUpstream(unmap(ta.AddrPort()))
+			}
+		},
+	}))
 	resp, err := ic.tr.RoundTrip(out)
 	if streamDone != nil {
 		// The transport closes the body (ending the stream) at the latest

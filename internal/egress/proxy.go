@@ -41,6 +41,8 @@ type Proxy struct {
 	closed    bool                      // +checklocks:mu
 	listeners map[net.Listener]struct{} // +checklocks:mu
 	sessions  map[*session]struct{}     // +checklocks:mu
+
+	pools pools // upstream connections of intercepted sandboxes (own lock)
 }
 
 // New validates cfg and returns a Proxy that is not yet listening.
@@ -245,6 +247,7 @@ func (p *Proxy) Close() error {
 		s.kill("proxy closed")
 	}
 	p.wg.Wait()
+	p.closePools()
 	return nil
 }
 
@@ -312,6 +315,14 @@ func (s *session) setUpstream(c net.Conn, addr netip.AddrPort) bool {
 	}
 	s.upstream, s.upAddr = append(s.upstream, c), addr
 	return true
+}
+
+// noteUpstream records the address of a pooled upstream connection the
+// session's requests used (for its Event).
+func (s *session) noteUpstream(addr netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.upAddr = addr
 }
 
 func (s *session) upstreamAddr() netip.AddrPort {
@@ -421,7 +432,6 @@ func (p *Proxy) handle(s *session) {
 		client := &prefixConn{TCPConn: c, prefix: peeked}
 		ic := &intercepted{
 			p: p, s: s, cs: cs, id: id, proto: proto, src: ev.Src, dst: dst, host: host, client: client,
-			dialFirst: dialUp,
 		}
 		reason := ic.serve(ctx)
 		ev.Intercepted = true

@@ -63,6 +63,7 @@ func (p *Proxy) Update(guestIP netip.Addr, pol network.Parsed) error {
 	for _, s := range cut {
 		s.kill("policy update blocks the name")
 	}
+	p.dropPools(guestIP) // new upstream connections are dialled under pol
 	return nil
 }
 
@@ -84,6 +85,7 @@ func (p *Proxy) Unregister(guestIP netip.Addr) {
 	for _, s := range cut {
 		s.kill("sandbox unregistered")
 	}
+	p.dropPools(guestIP)
 }
 
 // open counts a new connection from src against its sandbox's limit. It
