@@ -32,14 +32,14 @@ import (
 // pipeline and forwarded with an http.Transport of its own that dials only
 // through the proxy's checked dialers.
 type intercepted struct {
-	p         *Proxy
-	s         *session
-	cs        *contentState // at admission (the CA); requests use the current one
-	id        string
-	proto     string
-	src, dst  netip.AddrPort
-	host      string // SNI (TLS) or first Host (HTTP); may be empty for TLS
-	client    *prefixConn
+	p        *Proxy
+	s        *session
+	cs       *contentState // at admission (the CA); requests use the current one
+	id       string
+	proto    string
+	src, dst netip.AddrPort
+	host     string // SNI (TLS) or first Host (HTTP); may be empty for TLS
+	client   *prefixConn
 
 	isTLS      bool
 	serverName string // upstream TLS name: SNI, or the original address
