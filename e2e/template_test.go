@@ -325,6 +325,17 @@ CMD ["/bin/bash", "-c", "echo start"]
 		if r.Stdout != "served by the start command\n" {
 			t.Errorf("right after create: %q (stderr %q)", r.Stdout, r.Stderr)
 		}
+		// The same from a Dockerfile: CMD starts it, HEALTHCHECK is the ready check.
+		dfa := alias("svcdf")
+		df := "FROM base\nCMD " + strings.ReplaceAll(server, "8080", "8081") + "\nHEALTHCHECK --interval=1s --retries=30 CMD curl -fs http://127.0.0.1:8081/\n"
+		code, st, b = s.build(map[string]any{"alias": dfa, "template": map[string]any{"dockerfile": df}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build from a Dockerfile: %d %s", code, b)
+		}
+		id = s.create(map[string]any{"template": dfa})
+		if r := s.run(id, "curl -sS --max-time 5 http://127.0.0.1:8081/"); r.Stdout != "served by the start command\n" {
+			t.Errorf("Dockerfile CMD + HEALTHCHECK, right after create: %q (stderr %q)", r.Stdout, r.Stderr)
+		}
 		// A start command that never gets ready fails the create with its output.
 		b2 := alias("svcbad")
 		code, st, b = s.build(map[string]any{"alias": b2, "template": map[string]any{
@@ -498,7 +509,7 @@ pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / &&
 		for _, c := range []struct{ df, want string }{
 			{"FROM base\nRUN true\nFROBNICATE x\n", "line 3"},
 			{"RUN true\n", "line"},
-			{"FROM base\nHEALTHCHECK CMD true\n", "line 2"},
+			{"FROM base\nONBUILD RUN true\n", "line 2"},
 			{"FROM base\nCOPY ../secret /x\n", "line 2"},
 		} {
 			code, _, b := s.build(map[string]any{"alias": alias("bad"), "template": map[string]any{"dockerfile": c.df}}, nil)

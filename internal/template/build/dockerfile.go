@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -242,6 +243,26 @@ func convertCommand(c instructions.Command, lex *shell.Lex, env map[string]strin
 	case *instructions.EntrypointCommand:
 		step.Kind, step.Entrypoint = StepStart, true
 		step.Cmd, step.Argv = shellOrExec(c.ShellDependantCmdLine)
+	case *instructions.HealthCheckCommand:
+		// The health check becomes the start command's ready check.
+		h := c.Health
+		if h == nil || len(h.Test) == 0 || h.Test[0] == "NONE" {
+			step.Kind, step.Ready = StepReady, nil
+			return step, nil
+		}
+		r := &ReadyCheck{}
+		switch h.Test[0] {
+		case "CMD-SHELL":
+			r.Cmd = strings.Join(h.Test[1:], " ")
+		case "CMD":
+			r.Cmd = joinArgv(h.Test[1:])
+		default:
+			return nil, bad("HEALTHCHECK %s is not supported", h.Test[0])
+		}
+		if d := h.StartPeriod + h.Interval*time.Duration(max(h.Retries, 1)); d > 0 {
+			r.Timeout = int(min(d, time.Hour) / time.Second)
+		}
+		step.Kind, step.Ready = StepReady, r
 	case *instructions.LabelCommand, *instructions.MaintainerCommand:
 		return nil, nil
 	default:

@@ -64,7 +64,6 @@ func TestParseDockerfileErrors(t *testing.T) {
 	}{
 		{"FROM base\nRUN true\nFROBNICATE x\n", 3, "unknown instruction"},
 		{"RUN true\n", 1, ""},
-		{"FROM base\nHEALTHCHECK CMD true\n", 2, "not supported"},
 		{"FROM base\nONBUILD RUN true\n", 2, "not supported"},
 		{"FROM base\nRUN --mount=type=cache,target=/x true\n", 2, "not supported"},
 		{"FROM base\nCOPY ../x /y\n", 2, "outside the build context"},
@@ -150,5 +149,16 @@ func TestSpecDockerfileWithStartCmd(t *testing.T) {
 	}
 	if st.entry != "" || st.start != "serve" || st.ready == nil || st.ready.Port != 80 {
 		t.Errorf("start %q entry %q ready %+v, want the request's start command and ready check", st.start, st.entry, st.ready)
+	}
+}
+
+func TestHealthcheckIsTheReadyCheck(t *testing.T) {
+	p, err := ParseDockerfile([]byte("FROM base\nCMD [\"serve\"]\nHEALTHCHECK --interval=2s --retries=5 CMD curl -fs localhost:8080/\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Stages[0].Steps[1]
+	if r.Kind != StepReady || r.Ready == nil || r.Ready.Cmd != "curl -fs localhost:8080/" || r.Ready.Timeout != 10 {
+		t.Errorf("HEALTHCHECK step = %+v ready %+v", r, r.Ready)
 	}
 }
