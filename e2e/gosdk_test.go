@@ -32,6 +32,10 @@ func TestGoSDK(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
+	if h, err := s.sdkClient("").Health(ctx); err != nil || h.Status != "ok" || h.Runtime == "" || h.Memory == nil || h.Memory.CapacityMB <= 0 {
+		t.Fatalf("Health without a key = %+v, %v", h, err)
+	}
+
 	// Errors before any sandbox exists.
 	if _, err := s.sdkClient("wrong-key").ListSandboxes(ctx, declaw.ListQuery{}); !errors.Is(err, declaw.ErrUnauthorized) {
 		t.Fatalf("list with a wrong key: %v, want ErrUnauthorized", err)

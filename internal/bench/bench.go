@@ -13,12 +13,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,7 +30,6 @@ import (
 // Target is a declaw server to measure.
 type Target struct {
 	Client *declaw.Client
-	APIKey string // for the calls declaw has no method for (/health, /metrics)
 	// WarmPool is how many warm sandboxes of the template the server keeps
 	// (-1: unknown; Run then reads it from /health).
 	WarmPool int
@@ -330,43 +327,9 @@ func (b *runner) killAll(ctx context.Context, ids []string) {
 	wg.Wait()
 }
 
-// health is GET /health.
-type health struct {
-	Status   string         `json:"status"`
-	WarmPool map[string]int `json:"warm_pool"`
+func (b *runner) health(ctx context.Context) (*declaw.Health, error) {
+	return b.t.Client.Health(ctx)
 }
-
-func (b *runner) health(ctx context.Context) (*health, error) {
-	var h health
-	if err := b.get(ctx, "/health", &h); err != nil {
-		return nil, err
-	}
-	return &h, nil
-}
-
-// get GETs path (relative to the API base) into out.
-func (b *runner) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.Client.Base()+path, nil)
-	if err != nil {
-		return err
-	}
-	if b.t.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+b.t.APIKey)
-		req.Header.Set("X-API-Key", b.t.APIKey)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-var httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}}
 
 // poolSize is the number of warm sandboxes of the template /health shows now.
 func (b *runner) poolSize(ctx context.Context) (int, error) {
@@ -569,13 +532,6 @@ func (b *runner) concurrent(ctx context.Context, n int) Concurrent {
 	return Concurrent{N: n, OK: len(lat), SuccessRate: float64(len(lat)) / float64(n), WallMS: ms(wall), Latency: Summarize(lat)}
 }
 
-// metric is one sample of GET /sandboxes/{id}/metrics.
-type metric struct {
-	Timestamp       time.Time `json:"timestamp"`
-	CPUUsagePercent float64   `json:"cpu_usage_percent"` // over the interval before Timestamp
-	MemoryUsageMB   float64   `json:"memory_usage_mb"`
-}
-
 // metricsInterval is how often the server samples a sandbox's metrics: a
 // sample covers the interval before it.
 const metricsInterval = sandbox.MetricsInterval
@@ -669,8 +625,8 @@ func (b *runner) idleUsage(ctx context.Context, ids []string, since time.Time) u
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			var ms []metric
-			if err := b.get(ctx, "/sandboxes/"+id+"/metrics", &ms); err != nil || len(ms) == 0 {
+			ms, err := b.t.Client.Metrics(ctx, id, time.Time{}, time.Time{})
+			if err != nil || len(ms) == 0 {
 				return
 			}
 			var cpu float64

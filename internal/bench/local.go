@@ -111,8 +111,8 @@ func openLocal(ctx context.Context, lc LocalConfig, warmPool int) (_ *Target, er
 	}
 	name := fmt.Sprintf("local server %s (net prefix %s, warm pool %d)", addr, cfg.NetPrefix, warmPool)
 	return &Target{
-		Client:   client,
-		APIKey:   cfg.APIKey,
+		Client: client,
+
 		WarmPool: warmPool,
 		Close: func(ctx context.Context) (Cleanup, error) {
 			err := shutdown(ctx)

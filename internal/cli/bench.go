@@ -123,7 +123,7 @@ func runBench(e *env, globals, args []string) int {
 		if err != nil {
 			return c.fail(err)
 		}
-		t := &bench.Target{Client: client, APIKey: c.opts.apiKey, WarmPool: -1}
+		t := &bench.Target{Client: client, WarmPool: -1}
 		cfg.Open = func(context.Context, int) (*bench.Target, error) { return t, nil }
 	}
 
