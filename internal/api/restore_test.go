@@ -44,6 +44,9 @@ func TestRestoreEndpoint(t *testing.T) {
 		t.Errorf("restore without snapshot_id: %d %s", resp.StatusCode, body)
 	}
 	resp, body = h.do(t, "GET", "/sandboxes", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /sandboxes: %d %s", resp.StatusCode, body)
+	}
 	list := decode[struct {
 		Sandboxes []createResp `json:"sandboxes"`
 	}](t, "GET /sandboxes", body)
@@ -70,7 +73,7 @@ func TestRestoreEndpoint(t *testing.T) {
 		t.Fatalf("restore of a killed sandbox: %d %s", resp.StatusCode, body)
 	}
 	resp, body = h.do(t, "GET", "/sandboxes/"+b.SandboxID+"/status", nil)
-	if st := decode[map[string]any](t, "status", body); st["state"] != "running" {
+	if st := decode[map[string]any](t, "status", body); resp.StatusCode != http.StatusOK || st["state"] != "running" {
 		t.Errorf("status after restoring a killed sandbox = %s", body)
 	}
 

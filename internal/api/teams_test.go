@@ -186,6 +186,9 @@ func TestTeamIsolation(t *testing.T) {
 		}
 	}
 	resp, body = h.do(t, "GET", "/sandboxes/"+sbB+"/audit", nil, as(b.Key)...)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET audit of %s by its own team = %d %s, want 200", sbB, resp.StatusCode, body)
+	}
 	var types []string
 	for _, e := range decode[struct {
 		Events []store.AuditEvent `json:"events"`

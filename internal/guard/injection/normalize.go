@@ -99,7 +99,6 @@ var encClass = func() (t [256]uint8) {
 }()
 
 func b64Char(c byte) bool { return encClass[c]&1 != 0 }
-func hexChar(c byte) bool { return encClass[c]&2 != 0 }
 
 // maxPayloads bounds the decoded payloads kept per text.
 const maxPayloads = 16

@@ -56,14 +56,6 @@ func hasWordBefore(text string, start int, words []string) bool {
 	return containsFold(text[lo:start], words)
 }
 
-func hasWordAfter(text string, end int, words []string) bool {
-	hi := end + contextAfter
-	if hi > len(text) {
-		hi = len(text)
-	}
-	return containsFold(text[end:hi], words)
-}
-
 // containsFold reports whether hay contains any of words, ASCII
 // case-insensitively. words must be lower case.
 func containsFold(hay string, words []string) bool {

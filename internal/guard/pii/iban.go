@@ -25,8 +25,7 @@ func upper(c byte) byte {
 // check (no span then), or -1.
 func (st *scanState) tryIBAN(i int) int {
 	t := st.text
-	cc := string([]byte{upper(t[i]), upper(t[i+1])})
-	want, ok := ibanLength[cc]
+	want, ok := ibanLength[string([]byte{upper(t[i]), upper(t[i+1])})]
 	if !ok {
 		return -1
 	}
