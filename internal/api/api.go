@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/porttoken"
 	"github.com/declaw/declaw/internal/sandbox"
 	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/template"
@@ -42,15 +44,21 @@ type Config struct {
 	// (another server on a shared database) keeps working here, open
 	// streams included (default tenancy.DefaultRecheck).
 	KeyRecheck time.Duration
-	Logf       func(format string, args ...any)
+	// PortTokenSecret keys the port access tokens (ports.go); empty draws
+	// a random one per process (tokens then die with the server, as its
+	// sandboxes do).
+	PortTokenSecret []byte
+	Logf            func(format string, args ...any)
 }
 
 // Server is the API's http.Handler.
 type Server struct {
-	cfg   Config
-	mux   *http.ServeMux
-	keys  *tenancy.Keys
-	proxy *envdProxy
+	cfg        Config
+	mux        *http.ServeMux
+	keys       *tenancy.Keys
+	proxy      *envdProxy
+	ports      *httputil.ReverseProxy // ports.go
+	portTokens *porttoken.Signer
 
 	owners   ownerCache // sandbox id -> owning team
 	revokeMu sync.Mutex // serialises revokes (the last admin key stays)
@@ -61,6 +69,11 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.keys = tenancy.NewKeys(tenancy.KeysConfig{Store: cfg.Store, Recheck: cfg.KeyRecheck, Logf: cfg.Logf})
 	s.proxy = newEnvdProxy(s)
+	s.ports = newPortProxy(s)
+	var err error
+	if s.portTokens, err = porttoken.New(cfg.PortTokenSecret); err != nil {
+		panic(err) // the system's random source failed
+	}
 	s.routes()
 	return s
 }
@@ -115,6 +128,10 @@ func (s *Server) routes() {
 		m.HandleFunc("/sandboxes/{id}/"+p, s.auth(s.proxy.ServeHTTP))
 		m.HandleFunc("/sandboxes/{id}/"+p+"/{rest...}", s.auth(s.proxy.ServeHTTP))
 	}
+	// Ports inside the sandbox (ports.go): API key or a signed port token.
+	m.HandleFunc("POST /sandboxes/{id}/port-tokens", s.auth(s.createPortToken))
+	m.HandleFunc("/sandboxes/{id}/ports/{port}", s.portAuth(s.portProxy))
+	m.HandleFunc("/sandboxes/{id}/ports/{port}/{path...}", s.portAuth(s.portProxy))
 	m.HandleFunc("/", s.noRoute)
 }
 
