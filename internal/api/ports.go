@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/declaw/declaw/internal/envdapi"
@@ -85,7 +86,9 @@ func newPortProxy(s *Server) *httputil.ReverseProxy {
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
-			s.logf("api: port proxy %s %s: %v", r.Method, r.URL.Path, err)
+			if !errors.Is(err, syscall.ECONNREFUSED) { // nothing listening yet is the app's business
+				s.logf("api: port proxy %s %s: %v", r.Method, r.URL.Path, err)
+			}
 			writeJSON(w, http.StatusBadGateway, map[string]string{
 				"message": "nothing answered on port " + r.PathValue("port") + " in the sandbox",
 				"code":    "port_unreachable"})

@@ -219,6 +219,26 @@ class Sandbox:
     def get_mcp_url(self) -> str:
         return self.get_host(MCP_PORT) + "/mcp"
 
+    def create_port_token(
+        self, port: int, ttl_seconds: Optional[int] = None, request_timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
+        """Sign a short-lived token that opens ``port`` of this sandbox without
+        the API key (for browsers). Returns ``{token, port, expires_at, path,
+        url}``; ``url`` is the absolute port URL with the token. The token dies
+        with the sandbox and after ``ttl_seconds`` (default 3600, max 86400)."""
+        body: Dict[str, Any] = {"port": int(port)}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = int(ttl_seconds)
+        kw: Dict[str, Any] = {} if request_timeout is None else {"timeout": request_timeout}
+        out = self._request("POST", "/port-tokens", json=body, **kw).json()
+        out["url"] = self._config.api_url + out["path"]
+        return out
+
+    def get_signed_host(self, port: int, ttl_seconds: Optional[int] = None) -> str:
+        """``get_host(port)`` with a port token in it: a URL a browser can open
+        as is (the server then keeps the token in a cookie for that port)."""
+        return self.create_port_token(port, ttl_seconds)["url"]
+
     def download_url(self, path: str, user: Optional[str] = None) -> str:
         """URL for ``GET`` of a file's raw bytes (send the API key header)."""
         return self._http.absolute_url(self._path + "/files/raw", {"path": path, "username": user})

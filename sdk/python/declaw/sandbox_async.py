@@ -822,6 +822,14 @@ class AsyncSandbox:
     def get_mcp_url(self) -> str:
         return self._sync.get_mcp_url()
 
+    async def create_port_token(
+        self, port: int, ttl_seconds: Optional[int] = None, request_timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
+        return await _aio.call(self._sync.create_port_token, port, ttl_seconds, request_timeout)
+
+    async def get_signed_host(self, port: int, ttl_seconds: Optional[int] = None) -> str:
+        return await _aio.call(self._sync.get_signed_host, port, ttl_seconds)
+
     def download_url(self, path: str, user: Optional[str] = None) -> str:
         return self._sync.download_url(path, user)
 
