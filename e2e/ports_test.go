@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -220,6 +221,64 @@ func TestPorts(t *testing.T) {
 		}
 		if code, b := s.do("POST", "/sandboxes/"+id+"/port-tokens", map[string]any{"port": 8000}, "X-API-Key", k.Key); code != 404 {
 			t.Errorf("another team's key asking a port token = %d %s, want 404", code, b)
+		}
+	})
+
+	t.Run("cli port-forward", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cmd := s.net.Host.Command(ctx, s.declaw, "sandbox", "port-forward", "--json", id, "8000", "0")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DECLAW_API_KEY=" + s.key, "DECLAW_DOMAIN=127.0.0.1:8080"}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+		var info struct {
+			Local string `json:"local"`
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || json.Unmarshal([]byte(line), &info) != nil || info.Local == "" {
+			t.Fatalf("port-forward printed %q (%v), stderr %q", line, err, stderr.String())
+		}
+		resp, err := s.client.Get(info.Local + "/fwd?z=9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "hello GET /fwd?z=9 key= "; resp.StatusCode != 200 || !strings.HasPrefix(string(b), want) {
+			t.Errorf("GET through port-forward = %d %q, want prefix %q", resp.StatusCode, b, want)
+		}
+	})
+
+	t.Run("python sdk", func(t *testing.T) {
+		script := `
+import os, sys, urllib.request
+from declaw import Sandbox
+sbx = Sandbox.connect(sys.argv[1])
+host = sbx.get_host(8000)
+assert host.endswith("/sandboxes/%s/ports/8000" % sys.argv[1]), host
+assert sbx.get_mcp_url() == sbx.get_host(50005) + "/mcp"
+req = urllib.request.Request(host + "/sdk", headers={"X-API-Key": os.environ["DECLAW_API_KEY"]})
+body = urllib.request.urlopen(req).read().decode()
+assert body.startswith("hello GET /sdk key= "), body
+url = sbx.get_signed_host(8000, ttl_seconds=120)
+body = urllib.request.urlopen(url).read().decode()
+assert body.startswith("hello GET / key= "), body
+print("ok")
+`
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := s.pythonCmd(ctx, script)
+		cmd.Args = append(cmd.Args, id)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "ok") {
+			t.Errorf("python SDK: %v\n%s", err, out)
 		}
 	})
 

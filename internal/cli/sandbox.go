@@ -40,6 +40,8 @@ Commands:
                                    run a command, stream its output, exit with its exit code
   connect ID [--user U] [--cwd DIR] [--timeout 0]
                                    an interactive terminal in the sandbox
+  port-forward ID PORT [LOCAL]     serve PORT inside the sandbox on local LOCAL (port or host:port,
+                                   default 127.0.0.1:PORT) over HTTP/WebSocket, until Ctrl-C
   files ls ID PATH [--depth N]     list a directory
   files read ID PATH               write a file's bytes to stdout
   files write ID PATH [LOCALFILE|-] upload a file (default: stdin)
@@ -87,6 +89,8 @@ func runSandbox(e *env, globals, args []string) int {
 		return sandboxConnect(e.newClientCmd(name, globals), args)
 	case "files", "fs":
 		return runFiles(e, globals, args)
+	case "port-forward":
+		return sandboxPortForward(e.newClientCmd(name, globals), args)
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, sandboxUsage)
 		return 0

@@ -431,10 +431,10 @@ class LifecycleTest(FakeServerTest):
         self.fake.route("POST", "/sandboxes/sbx-1/port-tokens", Reply(201, json={
             "token": "v1.2.abc", "port": 8080, "expires_at": "2026-12-08T04:00:00Z", "path": path}))
         tok = sbx.create_port_token(8080, ttl_seconds=60)
-        self.assertEqual(self.last().json(), {"port": 8080, "ttl_seconds": 60})
+        self.assertEqual(self.last().json, {"port": 8080, "ttl_seconds": 60})
         self.assertEqual(tok["url"], f"http://{self.fake.domain}" + path)
         self.assertEqual(sbx.get_signed_host(8080), f"http://{self.fake.domain}" + path)
-        self.assertEqual(self.last().json(), {"port": 8080})
+        self.assertEqual(self.last().json, {"port": 8080})
 
     def test_sandbox_id_is_path_escaped(self):
         self.fake.route("GET", "/sandboxes/.*", Reply(200, json={"sandbox_id": "x"}))
