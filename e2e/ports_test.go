@@ -364,5 +364,3 @@ func (s *server) wsEcho(path, headers, msg string) (string, error) {
 	conn.Write([]byte{0x88, 0x80, 0, 0, 0, 0}) // close
 	return string(out), nil
 }
-
-
