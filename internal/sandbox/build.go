@@ -140,8 +140,6 @@ func (m *Manager) TemplateUsers(name string) int {
 	return n
 }
 
-var _ = sandboxrt.Resources{}
-
 // KillTemplateUsers kills the live sandboxes started from the template
 // called name and returns how many it killed.
 func (m *Manager) KillTemplateUsers(ctx context.Context, name string) int {

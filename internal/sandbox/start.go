@@ -1,10 +1,8 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -194,6 +192,3 @@ func mergeEnvs(base, over map[string]string) map[string]string {
 	}
 	return out
 }
-
-var _ = errors.New
-var _ = bytes.NewReader

@@ -104,7 +104,7 @@ func unpackLayer(r io.Reader, dir string, logf func(string, ...any)) error {
 				return fmt.Errorf("layer entry %s: %w", h.Name, err)
 			}
 			dirs = append(dirs, dirTime{target, h.ModTime})
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader turns the old TypeRegA into TypeReg
 			f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 			if err != nil {
 				return fmt.Errorf("layer entry %s: %w", h.Name, err)

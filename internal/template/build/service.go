@@ -1,7 +1,6 @@
 package build
 
 import (
-	"archive/tar"
 	"bufio"
 	"compress/gzip"
 	"context"
@@ -566,7 +565,6 @@ func extractContext(r io.Reader, dir string) error {
 		}
 		return err
 	}
-	_ = tar.TypeReg
 	return nil
 }
 
