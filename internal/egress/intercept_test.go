@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -119,6 +120,19 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 		record(r)
 		w.Header().Set("Content-Type", "text/html")
 		io.WriteString(w, "<html><body><p>Weather: sunny.</p><p>"+injectionText+"</p></body></html>")
+	})
+	mux.HandleFunc("/ssebig", func(w http.ResponseWriter, r *http.Request) {
+		// size bytes of server-sent events, flushed every 64 KiB.
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		w.Header().Set("Content-Type", "text/event-stream")
+		ev := []byte("data: {\"delta\":\"the quarterly numbers look fine and the team is on track\"}\n\n")
+		for n, since := 0, 0; n < size; n += len(ev) {
+			w.Write(ev)
+			if since += len(ev); since >= 64<<10 {
+				w.(http.Flusher).Flush()
+				since = 0
+			}
+		}
 	})
 	mux.HandleFunc("/hdr", func(w http.ResponseWriter, r *http.Request) {
 		record(r)

@@ -73,6 +73,11 @@ type Finder struct {
 	Counts      map[string]int
 	SlowSkipped bool
 
+	// SlowBudget, when set, is the person_name/address budget shared by
+	// every Finder of one body (the segments of a streamed body);
+	// otherwise each Finder has SlowTypeBudget of its own.
+	SlowBudget *int
+
 	fast, slow []pii.Type
 	budget     int
 	init       bool
@@ -106,6 +111,9 @@ func (f *Finder) setup() {
 		}
 	}
 	f.budget = SlowTypeBudget
+	if f.SlowBudget == nil {
+		f.SlowBudget = &f.budget
+	}
 }
 
 // Detect returns the spans in s (counted), as redaction spans.
@@ -113,8 +121,8 @@ func (f *Finder) Detect(s string) []redact.Span {
 	f.setup()
 	spans := ScanWindows(f.Scanner, s, f.fast)
 	if len(f.slow) > 0 {
-		if len(s) <= f.budget {
-			f.budget -= len(s)
+		if len(s) <= *f.SlowBudget {
+			*f.SlowBudget -= len(s)
 			spans = mergeSpans(spans, ScanWindows(f.Scanner, s, f.slow))
 		} else {
 			f.SlowSkipped = true

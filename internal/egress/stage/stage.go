@@ -169,10 +169,12 @@ type Exchange struct {
 	// the message body: the redacted request under log_only, the response
 	// before rehydration. The audit never holds the PII the pipeline found.
 	auditOut, auditIn []byte
+	// slowBudget is what is left of SlowTypeBudget for a streamed body.
+	slowBudget int
 }
 
 // NewExchange returns an empty Exchange.
-func NewExchange() *Exchange { return &Exchange{Redactor: redact.New()} }
+func NewExchange() *Exchange { return &Exchange{Redactor: redact.New(), slowBudget: SlowTypeBudget} }
 
 // Stage is one step of the pipeline.
 type Stage interface {

@@ -307,8 +307,11 @@ type piiOut struct {
 	methodHasPII    bool
 }
 
-func (s *PIIStage) find(m *Message, r *redact.Redactor) piiOut {
+func (s *PIIStage) find(ex *Exchange, m *Message, r *redact.Redactor) piiOut {
 	f := &Finder{Scanner: s.Scanner, Types: s.Types, Redactor: r, MaxField: s.MaxField, JSONRaw: m.JSONRaw}
+	if m.Fragment {
+		f.SlowBudget = &ex.slowBudget // one budget for all the segments of a body
+	}
 	o := piiOut{body: m.Body, method: m.Method, path: m.Path, q: m.RawQuery}
 	if len(m.Body) > 0 {
 		if m.Fragment {
@@ -350,7 +353,7 @@ func (s *PIIStage) Apply(ex *Exchange, m *Message) Verdict {
 	} else {
 		with = redact.New() // found and counted; the message stays as it is
 	}
-	o := s.find(m, with)
+	o := s.find(ex, m, with)
 	if o.slowSkipped {
 		ex.Report.Notes = appendOnce(ex.Report.Notes, "person_name/address scanned in the first 64 KiB only")
 	}
