@@ -246,8 +246,18 @@ func rwSyscalls() int64 {
 //
 //	go test ./internal/egress -run - -bench InterceptThroughput -benchtime 10x
 func BenchmarkInterceptThroughput(b *testing.B) {
+	for _, pc := range []struct{ name, policy string }{
+		{"pii", `{"pii":{"enabled":true,"types":["email","ssn","credit_card","api_key","phone"],"action":"redact"}}`},
+		{"pii+injection", `{"pii":{"enabled":true,"action":"redact"},"injection_defense":{"enabled":true,"action":"log_only"}}`},
+		{"intercept-only", `{"audit":{"enabled":true,"log_request_body":true}}`},
+	} {
+		b.Run(pc.name, func(b *testing.B) { benchThroughput(b, pc.policy) })
+	}
+}
+
+func benchThroughput(b *testing.B, policy string) {
 	const size = 10 << 20
-	ih := newICHarness(b, `{"pii":{"enabled":true,"action":"redact"},"injection_defense":{"enabled":true,"action":"log_only"}}`, true)
+	ih := newICHarness(b, policy, true)
 	go func() {
 		for range ih.evCh {
 		}
