@@ -141,6 +141,34 @@ func TestGoSDK(t *testing.T) {
 		t.Fatalf("KillCommand of an unknown pid = %v, %v; want false, nil", k, err)
 	}
 
+	// A stdio session: binary stdin, closed, output read back.
+	st, err := cl.StartStdio(ctx, id, declaw.StdioRequest{Cmd: "od -An -tx1"})
+	if err != nil {
+		t.Fatalf("StartStdio: %v", err)
+	}
+	if err := st.Write(ctx, []byte{0x00, 0xff, 0x0a}); err != nil {
+		t.Fatalf("StdioSession.Write: %v", err)
+	}
+	if err := st.CloseStdin(ctx); err != nil {
+		t.Fatalf("CloseStdin: %v", err)
+	}
+	var stdio strings.Builder
+	exit := -2
+	for ev, err := range st.Output(ctx) {
+		if err != nil {
+			t.Fatalf("stdio output: %v", err)
+		}
+		switch ev.Type {
+		case "stdout":
+			stdio.Write(ev.Data)
+		case "exit":
+			exit = ev.ExitCode
+		}
+	}
+	if exit != 0 || strings.TrimSpace(stdio.String()) != "00 ff 0a" {
+		t.Fatalf("stdio session: exit %d, output %q; want 0 and 00 ff 0a", exit, stdio.String())
+	}
+
 	// Files.
 	if _, err := cl.Write(ctx, id, "/tmp/sdk/a.txt", []byte("alpha")); err != nil {
 		t.Fatalf("Write: %v", err)

@@ -372,3 +372,54 @@ func TestSandboxExtras(t *testing.T) {
 		t.Errorf("KillMany = %+v, %v", res, err)
 	}
 }
+
+func TestStdioSession(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	c, f := newFake(t, map[string]http.HandlerFunc{
+		"POST /sandboxes/sbx-1/stdio":               jsonAnswer(200, `{"cmd_id":"9","pid":9}`),
+		"POST /sandboxes/sbx-1/stdio/9/stdin":       jsonAnswer(200, `{}`),
+		"POST /sandboxes/sbx-1/stdio/9/stdin/close": jsonAnswer(200, `{}`),
+		"DELETE /sandboxes/sbx-1/stdio/9":           jsonAnswer(200, `{"killed":false}`),
+		"GET /sandboxes/sbx-1/stdio/9/stream": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			queries = append(queries, r.URL.RawQuery)
+			n := len(queries)
+			mu.Unlock()
+			if n == 1 {
+				io.WriteString(w, "data: {\"type\":\"stdout\",\"data\":\"AP8=\",\"entry_id\":1}\n\n")
+				return // ends without exit: resumed after entry 1
+			}
+			io.WriteString(w, "data: {\"type\":\"stdout\",\"data\":\"AP8=\",\"entry_id\":1}\n\n")
+			io.WriteString(w, "data: {\"type\":\"stderr\",\"data\":\"eA\",\"entry_id\":2}\n\n")
+			io.WriteString(w, "data: {\"type\":\"exit\",\"exit_code\":4}\n\n")
+		},
+	})
+	ctx := context.Background()
+	s, err := c.StartStdio(ctx, "sbx-1", StdioRequest{Cmd: "cat"})
+	if err != nil || s.CmdID != "9" {
+		t.Fatalf("StartStdio = %+v, %v", s, err)
+	}
+	if err := s.Write(ctx, []byte{0, 0xff}); err != nil || f.last().Body != `{"data":"AP8="}` {
+		t.Errorf("Write: %v, body %s", err, f.last().Body)
+	}
+	if err := s.CloseStdin(ctx); err != nil {
+		t.Error(err)
+	}
+	var got []string
+	for ev, err := range s.Output(ctx) {
+		if err != nil {
+			t.Fatalf("Output: %v", err)
+		}
+		got = append(got, fmt.Sprintf("%s %x %d", ev.Type, ev.Data, ev.ExitCode))
+	}
+	if want := []string{"stdout 00ff 0", "stderr 78 0", "exit  4"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Output = %q, want %q", got, want)
+	}
+	if fmt.Sprint(queries) != "[ last_entry_id=1]" {
+		t.Errorf("stream queries = %q, want a resume after entry 1", queries)
+	}
+	if k, err := s.Kill(ctx); k || err != nil {
+		t.Errorf("Kill = %v, %v", k, err)
+	}
+}
