@@ -77,7 +77,9 @@ func (s *Server) spec(req *envdapi.CommandRequest) (process.Spec, error) {
 	}, nil
 }
 
-func (s *Server) start(w http.ResponseWriter, r *http.Request) (*process.Handler, *envdapi.CommandRequest, error) {
+// start starts the command of the request; hold registers the output hold
+// for a client that streams it (see process.Spec.HoldOutput).
+func (s *Server) start(w http.ResponseWriter, r *http.Request, hold bool) (*process.Handler, *envdapi.CommandRequest, error) {
 	var req envdapi.CommandRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		return nil, nil, err
@@ -86,6 +88,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) (*process.Handler
 	if err != nil {
 		return nil, nil, err
 	}
+	spec.HoldOutput = hold && !req.Background
 	h, err := s.procs.Start(spec)
 	if err != nil {
 		return nil, nil, err
@@ -131,7 +134,7 @@ func statDir(path string) (bool, error) {
 // result (408 with the output so far if it timed out; killed if the client
 // goes away), a background one with its pid.
 func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
-	h, req, err := s.start(w, r)
+	h, req, err := s.start(w, r, false)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -245,17 +248,26 @@ func (s *Server) handleWait(w http.ResponseWriter, r *http.Request) {
 // handleRunStream is POST /commands/stream: the command's output as SSE
 // (start, stdout/stderr chunks, then exit or error). The process is killed
 // if the client goes away.
+//
+// This stream owns the process and holds it back like a pipe: it
+// delivers all of the output, and while the client reads slower than the
+// process writes, the process blocks on its full stdout/stderr pipe
+// instead of output being dropped (see process.Hold). A client that stops
+// reading stalls only its own command, with bounded memory; the command
+// timeout and kills still end it. Followers (GET /commands/{pid}/stream)
+// never hold the process back: they get "gap" events instead.
 func (s *Server) handleRunStream(w http.ResponseWriter, r *http.Request) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, errors.New("streaming unsupported by the connection"))
 		return
 	}
-	h, _, err := s.start(w, r)
+	h, _, err := s.start(w, r, true)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer h.OutputHold().Release()
 	sse := newSSEWriter(w, flusher)
 	if !s.streamOutput(r.Context(), sse, h) {
 		h.Kill()
@@ -278,9 +290,10 @@ func (s *Server) streamOutput(ctx context.Context, sse *sseWriter, h *process.Ha
 	if !sse.event("start", envdapi.StreamEvent{Type: "start", Pid: h.Pid()}) {
 		return false
 	}
-	// Output the log's cap dropped before it was sent (a reader slower
-	// than the process by more than the per-stream window) is reported
-	// with a "gap" event, never skipped silently.
+	// With the output hold (see handleRunStream) nothing is dropped
+	// before it was sent. Once the hold was released (the command was
+	// killed or timed out), output the log's cap dropped is reported with
+	// a "gap" event, never skipped silently.
 	var carry [2]utf8Carry
 	emit := func(e process.Entry) bool {
 		name := e.Stream.String()
@@ -294,7 +307,7 @@ func (s *Server) streamOutput(ctx context.Context, sse *sseWriter, h *process.Ha
 		carry = [2]utf8Carry{}
 		return sse.event("gap", envdapi.StreamEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
 	}
-	if !followLog(ctx, h.Output(), 0, emit, gap) {
+	if !followLog(ctx, h.Output(), 0, h.OutputHold(), emit, gap) {
 		return false
 	}
 	for st, c := range carry {
@@ -369,7 +382,7 @@ func (s *Server) handleCommandStream(w http.ResponseWriter, r *http.Request) {
 		carry = [3]utf8Carry{} // what was held back belongs to dropped output
 		return sse.event("gap", envdapi.StreamEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
 	}
-	if !followLog(ctx, log, cursor, emit, gap) {
+	if !followLog(ctx, log, cursor, nil, emit, gap) {
 		return
 	}
 	for st := range carry {

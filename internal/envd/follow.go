@@ -16,9 +16,12 @@ const followBatch = 64
 // until the log is closed (it returns true) or ctx ends or emit or gap
 // fails (false). Before entries it calls gap once for each stretch of
 // output after the reader's position that the log's cap dropped, so a
-// reader never skips output silently. It never holds up the producer: a
-// slow reader only falls behind (and then gets a gap).
-func followLog(ctx context.Context, log *process.Log, cursor uint64, emit func(process.Entry) bool, gap func(after uint64) bool) bool {
+// reader never skips output silently. Without a hold it never holds up
+// the producer: a slow reader only falls behind (and then gets a gap).
+// With one (the stream that started the process, see process.Hold), it
+// advances the hold past each entry once emit delivered it, so the
+// producer waits for this reader instead of dropping output.
+func followLog(ctx context.Context, log *process.Log, cursor uint64, hold *process.Hold, emit func(process.Entry) bool, gap func(after uint64) bool) bool {
 	var reported uint64
 	for {
 		entries, dropped, changed, closed := log.Read(cursor, followBatch)
@@ -33,6 +36,7 @@ func followLog(ctx context.Context, log *process.Log, cursor uint64, emit func(p
 			if !emit(e) {
 				return false
 			}
+			hold.Advance(e.ID)
 		}
 		if len(entries) > 0 {
 			continue

@@ -113,7 +113,7 @@ func (s *Server) handlePtyStream(w http.ResponseWriter, r *http.Request) {
 	gap := func(after uint64) bool {
 		return sse.event("gap", envdapi.PtyEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
 	}
-	if !followLog(ctx, h.Output(), cursor, emit, gap) || !waitDone(ctx, h) {
+	if !followLog(ctx, h.Output(), cursor, nil, emit, gap) || !waitDone(ctx, h) {
 		return // the process keeps running
 	}
 	res := h.Result()

@@ -162,7 +162,7 @@ func (s *Server) handleStdioStream(w http.ResponseWriter, r *http.Request) {
 	gap := func(after uint64) bool {
 		return sse.event("gap", envdapi.StdioEvent{Type: "gap", Code: envdapi.CodeOutputDropped, Error: gapMessage(after)})
 	}
-	if !followLog(ctx, h.Output(), cursor, emit, gap) || !waitDone(ctx, h) {
+	if !followLog(ctx, h.Output(), cursor, nil, emit, gap) || !waitDone(ctx, h) {
 		return
 	}
 	res := h.Result()

@@ -46,13 +46,15 @@ type Result struct {
 
 // Handler owns one process: its pid, stdio, retained output and exit
 // status. Output is recorded in a Log that any number of readers follow
-// without slowing the process (see Log). Handlers are created by
+// without slowing the process, except the client that started it with
+// Spec.HoldOutput, which the process waits for (see Log and Hold). Handlers are created by
 // Manager.Start and are safe for concurrent use.
 type Handler struct {
 	m       *Manager
 	pid     int  // immutable after start (written under the reaper's mu)
 	info    Info // immutable after start, except Pid
 	log     *Log
+	hold    *Hold // see OutputHold; immutable
 	timeout time.Duration
 
 	stdin       *os.File // nil without a stdin pipe; immutable (the master for a pty)
@@ -89,6 +91,11 @@ func (h *Handler) Info() Info {
 func (h *Handler) FirstSubscriber() bool {
 	return h.subscribed.CompareAndSwap(false, true)
 }
+
+// OutputHold returns the hold registered at start for the client that
+// started the process to stream its output (Spec.HoldOutput), nil
+// without. That client must Release it when it stops reading.
+func (h *Handler) OutputHold() *Hold { return h.hold }
 
 // Output returns the process's output log.
 func (h *Handler) Output() *Log { return h.log }
@@ -130,18 +137,32 @@ func (h *Handler) readLoop(f *os.File, s Stream, wg *sync.WaitGroup) {
 func copyOutput(log *Log, f *os.File, s Stream, quiet time.Duration) bool {
 	buf := make([]byte, readChunk)
 	extensions := 0
+	held := false // an append waited for a hold since the last deadline
 	for {
 		n, err := f.Read(buf)
-		if n > 0 && !log.Append(s, append([]byte(nil), buf[:n]...)) {
-			return false
+		if n > 0 {
+			ok, waited := log.append(s, append([]byte(nil), buf[:n]...))
+			if !ok {
+				return false
+			}
+			held = held || waited
 		}
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if unread(f) == 0 || extensions >= maxQuietExtensions {
+			if unread(f) == 0 {
 				return false
 			}
-			extensions++
+			// Time spent waiting for a holding reader (see Hold) is
+			// not the process's descendants writing on: it does not
+			// count against the extensions.
+			if !held {
+				if extensions >= maxQuietExtensions {
+					return false
+				}
+				extensions++
+			}
+			held = false
 			f.SetReadDeadline(time.Now().Add(quiet))
 		default:
 			return true
@@ -201,9 +222,8 @@ func (h *Handler) onExit(ws syscall.WaitStatus) {
 	}()
 }
 
-// Kill kills the process and its whole tree (see killTree). It reports
-// whether the process was still running.
-func (h *Handler) Kill() bool {
+// kill kills the process tree, see Kill.
+func (h *Handler) kill() bool {
 	return theReaper.whileAlive(h.pid, func() {
 		h.mu.Lock()
 		h.killed = true
@@ -212,8 +232,18 @@ func (h *Handler) Kill() bool {
 	})
 }
 
+// Kill kills the process and its whole tree (see killTree) and stops any
+// holding reader from holding back its output (see Log.ReleaseHolds), so
+// that a killed process whose reader stalled still ends. It reports
+// whether the process was still running.
+func (h *Handler) Kill() bool {
+	h.log.ReleaseHolds()
+	return h.kill()
+}
+
 // onTimeout kills the tree when the command timeout expires.
 func (h *Handler) onTimeout() {
+	h.log.ReleaseHolds()
 	theReaper.whileAlive(h.pid, func() {
 		h.mu.Lock()
 		h.timedOut = true

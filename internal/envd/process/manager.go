@@ -110,6 +110,11 @@ type Spec struct {
 	Timeout time.Duration     // kill the tree after this long; 0 = never
 	Tag     string
 	Kind    string // how the process was started, for listing: KindCommand (default), KindPty, KindStdio
+	// HoldOutput registers a Hold on the output from the start (see
+	// Handler.OutputHold): the client that started the process and
+	// streams it gets all of the output, and the process blocks on its
+	// pipes while that client is behind, instead of output being dropped.
+	HoldOutput bool
 }
 
 // Kinds of processes (Spec.Kind, Info.Kind).
@@ -201,6 +206,9 @@ func (m *Manager) Start(spec Spec) (*Handler, error) {
 		timeout:     spec.Timeout,
 		readersDone: make(chan struct{}),
 		done:        make(chan struct{}),
+	}
+	if spec.HoldOutput {
+		h.hold = h.log.Hold(0)
 	}
 	sio, err := newStdio(spec)
 	if err != nil {

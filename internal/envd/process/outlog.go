@@ -1,6 +1,7 @@
 package process
 
 import (
+	"math"
 	"sort"
 	"sync"
 )
@@ -38,10 +39,16 @@ type Entry struct {
 // Log is the retained output of one process: a sequence of entries with
 // increasing ids, capped per stream by dropping the oldest entries.
 //
-// The producer (the pipe readers) never blocks on consumers: Append only
-// takes a short lock and wakes waiting readers by closing a channel.
 // Readers follow with a cursor (the last id they saw) through Since; a reader
 // too slow to keep up simply finds that older entries were dropped.
+//
+// Without holds (see Hold), the producer (the pipe readers) never blocks on
+// consumers: Append only takes a short lock and wakes waiting readers by
+// closing a channel. While a Hold is registered, Append does not drop an
+// entry the hold has not consumed: it waits for room instead, so the
+// process blocks on its full pipe, like a process writing into a pipe that
+// its reader drains slowly. Retention stays bounded either way: at most
+// limit bytes per stream plus one appended entry.
 // Safe for concurrent use.
 type Log struct {
 	mu      sync.Mutex
@@ -50,6 +57,11 @@ type Log struct {
 	streams [numStreams]streamLog
 	changed chan struct{} // closed (and replaced) on every append and on Close
 	closed  bool
+
+	holds    map[*Hold]struct{} // +checklocks:mu, registered holds
+	noHolds  bool               // +checklocks:mu, set by ReleaseHolds: hold no more
+	room     *sync.Cond         // on mu: signalled when a hold advances or goes, and on Close
+	holdWait int64              // +checklocks:mu, appends that waited for a hold (for tests and stats)
 }
 
 type streamLog struct {
@@ -62,35 +74,79 @@ type streamLog struct {
 
 // NewLog returns a Log keeping at most limit bytes per stream (minimum 1).
 func NewLog(limit int) *Log {
-	return &Log{limit: max(limit, 1), changed: make(chan struct{})}
+	l := &Log{limit: max(limit, 1), changed: make(chan struct{}), holds: map[*Hold]struct{}{}}
+	l.room = sync.NewCond(&l.mu)
+	return l
 }
 
 // Append records data read from stream s. It copies nothing: the caller
 // must not reuse data. Appends after Close are dropped: Append reports
-// false then.
+// false then. While a Hold has not consumed the retained output of s, it
+// waits for room (see Log).
 func (l *Log) Append(s Stream, data []byte) bool {
+	ok, _ := l.append(s, data)
+	return ok
+}
+
+// append is Append that also reports whether it waited for a hold.
+func (l *Log) append(s Stream, data []byte) (ok, waited bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return false
+		return false, false
 	}
 	if len(data) == 0 || s >= numStreams {
-		return true
+		return true, false
+	}
+	sl := &l.streams[s]
+	for !l.closed {
+		keep, held := l.holdCursor()
+		if !held {
+			break
+		}
+		// Drop what every hold consumed to make room; wait while the
+		// rest (unconsumed by some hold) leaves no room. An entry larger
+		// than limit is taken once nothing unconsumed is retained.
+		sl.trim(max(l.limit-len(data), 0), keep)
+		if sl.size == 0 || sl.size+len(data) <= l.limit {
+			break
+		}
+		if !waited {
+			l.holdWait++
+		}
+		waited = true
+		l.room.Wait()
+	}
+	if l.closed {
+		return false, waited
 	}
 	l.lastID++
-	sl := &l.streams[s]
 	sl.entries = append(sl.entries, Entry{ID: l.lastID, Stream: s, Data: data})
 	sl.size += len(data)
 	sl.total += int64(len(data))
-	sl.trim(l.limit)
+	keep, _ := l.holdCursor()
+	sl.trim(l.limit, keep)
 	close(l.changed)
 	l.changed = make(chan struct{})
-	return true
+	return true, waited
 }
 
-// trim drops the oldest bytes until at most limit remain.
-func (sl *streamLog) trim(limit int) {
-	for sl.size > limit {
+// holdCursor returns the oldest cursor of the registered holds: entries
+// with a greater id must not be dropped. held is false without holds
+// (keep is then the maximum id).
+// +checklocks:l.mu
+func (l *Log) holdCursor() (keep uint64, held bool) {
+	keep = math.MaxUint64
+	for h := range l.holds {
+		keep, held = min(keep, h.cursor), true
+	}
+	return keep, held
+}
+
+// trim drops the oldest bytes until at most limit remain, but never any
+// byte of an entry with an id greater than keep.
+func (sl *streamLog) trim(limit int, keep uint64) {
+	for sl.size > limit && sl.entries[sl.head].ID <= keep {
 		e := &sl.entries[sl.head]
 		excess := sl.size - limit
 		sl.dropped = e.ID
@@ -120,7 +176,72 @@ func (l *Log) Close() {
 	if !l.closed {
 		l.closed = true
 		close(l.changed)
+		l.room.Broadcast()
 	}
+}
+
+// Hold is a reader that holds back the producer of a Log: Append waits
+// instead of dropping output the hold has not consumed (see Log). The
+// holder reports its progress with Advance and must call Release when it
+// stops reading, or the process it reads stays blocked on its pipe. The
+// methods are safe on a nil *Hold (no-ops), and for concurrent use.
+type Hold struct {
+	l      *Log
+	cursor uint64 // +checklocks:l.mu, id of the last entry consumed
+}
+
+// Hold registers a hold that consumed the entries up to id after. After
+// ReleaseHolds, the returned hold is already released.
+func (l *Log) Hold(after uint64) *Hold {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := &Hold{l: l, cursor: after}
+	if !l.noHolds {
+		l.holds[h] = struct{}{}
+	}
+	return h
+}
+
+// Advance records that the holder consumed the entries up to id.
+func (h *Hold) Advance(id uint64) {
+	if h == nil {
+		return
+	}
+	h.l.mu.Lock()
+	defer h.l.mu.Unlock()
+	if id > h.cursor {
+		h.cursor = id
+		h.l.room.Broadcast()
+	}
+}
+
+// Release unregisters the hold: the producer no longer waits for it.
+// Idempotent.
+func (h *Hold) Release() {
+	if h == nil {
+		return
+	}
+	h.l.mu.Lock()
+	defer h.l.mu.Unlock()
+	delete(h.l.holds, h)
+	h.l.room.Broadcast()
+}
+
+// ReleaseHolds releases every hold, now and to come: the producer never
+// waits again. For a process that was killed or timed out, and shutdown.
+func (l *Log) ReleaseHolds() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.noHolds = true
+	clear(l.holds)
+	l.room.Broadcast()
+}
+
+// HoldWaits reports how many appends waited for a hold.
+func (l *Log) HoldWaits() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.holdWait
 }
 
 // Since returns the retained entries with an id greater than after, in id
