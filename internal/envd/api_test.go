@@ -874,22 +874,73 @@ func TestFilesOps(t *testing.T) {
 	}
 }
 
-func TestStreamSlowReaderDoesNotBlock(t *testing.T) {
-	testenv.RequireRoot(t)
-	c := newTestServer(t, process.Config{OutputLimit: 1 << 20})
+// TestStreamStalledReaderBlocksItsCommand: a client that stops reading
+// POST /commands/stream holds its command back like a pipe: the command
+// blocks (envd retains no more than its window meanwhile) while other
+// commands run, and once the client reads on it gets all the output.
+func TestStreamStalledReaderBlocksItsCommand(t *testing.T) {
+	const limit = 1 << 20
+	const total = 52428800
+	c := newTestServer(t, process.Config{OutputLimit: limit})
 	resp, err := http.DefaultClient.Do(c.request(t.Context(), "POST", "/commands/stream",
-		strings.NewReader(`{"cmd":"yes 0123456789abcdef | head -c 52428800; echo done >&2"}`)))
+		strings.NewReader(fmt.Sprintf(`{"cmd":"yes 0123456789abcdef | head -c %d; echo done >&2"}`, total))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var pid int
-	readSSE(t, resp.Body, func(ev sseEvent) bool { pid = ev.data.Pid; return false })
-	// Nobody reads the stream any more; the command must still finish.
-	var res envdapi.CommandResult
-	c.mustDo(http.StatusOK, "GET", fmt.Sprintf("/commands/%d/wait?timeout=60", pid), nil, &res)
-	if res.ExitCode != 0 || res.Stderr != "done\n" {
-		t.Errorf("wait for the streamed command = exit %d stderr %q", res.ExitCode, res.Stderr)
+	r := bufio.NewReader(resp.Body)
+	var start envdapi.StreamEvent
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the start event: %v", err)
+		}
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			if err := json.Unmarshal([]byte(data), &start); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if line == "\n" {
+			break // the end of the first (start) event; the rest stays unread
+		}
+	}
+	pid := start.Pid
+	if start.Type != "start" || pid == 0 {
+		t.Fatalf("first event %+v, want start with a pid", start)
+	}
+	// Nobody reads the stream for now: the command blocks.
+	var still envdapi.TimeoutError
+	if code, b := c.do("GET", fmt.Sprintf("/commands/%d/wait?timeout=2", pid), nil, &still); code != http.StatusRequestTimeout {
+		t.Fatalf("wait for a command whose client stalls = %d %.200s, want 408 (still running)", code, b)
+	}
+	if n := len(still.Stdout); n > limit+64<<10 {
+		t.Errorf("envd retained %d bytes of a stalled stream, want at most the %d window", n, limit)
+	}
+	if res := c.run(envdapi.CommandRequest{Cmd: "echo ok"}); res.Stdout != "ok\n" {
+		t.Errorf("another command while a stream stalls = %+v", res)
+	}
+	// The client reads on and gets everything.
+	var out, errOut int
+	gaps, exit := 0, -1
+	readSSE(t, r, func(ev sseEvent) bool {
+		switch ev.name {
+		case "stdout":
+			out += len(ev.data.Data)
+		case "stderr":
+			errOut += len(ev.data.Data)
+		case "gap":
+			gaps++
+		case "exit":
+			exit = *ev.data.ExitCode
+			return false
+		}
+		return true
+	})
+	if exit != 0 || gaps != 0 || errOut != len("done\n") {
+		t.Errorf("stream after the stall: exit %d, %d gaps, %d bytes of stderr; want 0, none, done", exit, gaps, errOut)
+	}
+	if out != total {
+		t.Errorf("stalled client got %d bytes of stdout after reading on, want all %d", out, total)
 	}
 }
 

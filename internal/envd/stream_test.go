@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/declaw/declaw/internal/envd/process"
 	"github.com/declaw/declaw/internal/envdapi"
+	"github.com/declaw/declaw/internal/testenv"
 )
 
 // sseStream is an open SSE response whose events arrive on a channel.
@@ -184,22 +187,131 @@ func (c *collected) exitCode(t *testing.T) int {
 	return *c.terminal.data.ExitCode
 }
 
-// TestRunStreamSlowReaderGetsGap: POST /commands/stream never holds more
-// than the per-stream window for a reader that falls behind, and tells it
-// with a "gap" event instead of skipping output silently.
-func TestRunStreamSlowReaderGetsGap(t *testing.T) {
+// seqOutput returns the output of `seq 1 n`.
+func seqOutput(n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "%d\n", i)
+	}
+	return b.String()
+}
+
+// TestRunStreamSlowReaderGetsAll: POST /commands/stream owns its process
+// and holds it back like a pipe: a client that reads much slower than the
+// command writes (it starts reading only after a pause, then reads in
+// small steps) still receives every byte, with no gap, through a 64 KiB
+// per-stream window.
+func TestRunStreamSlowReaderGetsAll(t *testing.T) {
 	const limit = 64 << 10
+	const lines = 1_500_000 // ~11 MB of stdout, ~170 times the window
 	c := newTestServer(t, process.Config{OutputLimit: limit})
 	resp, err := http.DefaultClient.Do(c.request(t.Context(), "POST", "/commands/stream",
-		strings.NewReader(`{"cmd":"head -c 8388608 /dev/zero | tr '\\0' a; echo; echo done"}`)))
+		strings.NewReader(fmt.Sprintf(`{"cmd":"seq 1 %d; echo done >&2"}`, lines))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	time.Sleep(2 * time.Second) // the command ends while nobody reads
+	time.Sleep(time.Second) // nobody reads: without the hold, output would be dropped
+	var out, errOut strings.Builder
+	var gaps, events int
+	exit := -1
+	readSSE(t, resp.Body, func(ev sseEvent) bool {
+		events++
+		if events%500 == 0 {
+			time.Sleep(5 * time.Millisecond) // a slow reader
+		}
+		switch ev.name {
+		case "stdout":
+			out.WriteString(ev.data.Data)
+		case "stderr":
+			errOut.WriteString(ev.data.Data)
+		case "gap":
+			gaps++
+		case "exit":
+			exit = *ev.data.ExitCode
+			return false
+		}
+		return true
+	})
+	if exit != 0 || gaps != 0 || errOut.String() != "done\n" {
+		t.Errorf("slow reader: exit %d, %d gap events, stderr %q; want exit 0, no gap, done", exit, gaps, errOut.String())
+	}
+	if want := seqOutput(lines); out.String() != want {
+		t.Errorf("slow reader got %d bytes of stdout, want all %d byte for byte", out.Len(), len(want))
+	}
+}
+
+// TestRunStreamStalledReaderTimeout: a client that never reads blocks
+// only its own command, and the command timeout still ends it.
+func TestRunStreamStalledReaderTimeout(t *testing.T) {
+	c := newTestServer(t, process.Config{OutputLimit: 16 << 10})
+	resp, err := http.DefaultClient.Do(c.request(t.Context(), "POST", "/commands/stream",
+		strings.NewReader(`{"cmd":"yes","timeout":1}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(3 * time.Second) // the command times out while nobody reads
+	// Meanwhile other commands run as usual.
+	if r := c.run(envdapi.CommandRequest{Cmd: "echo ok"}); r.Stdout != "ok\n" {
+		t.Errorf("another command while a stream stalls = %+v", r)
+	}
+	var last sseEvent
+	readSSE(t, resp.Body, func(ev sseEvent) bool {
+		last = ev
+		return ev.name != "exit" && ev.name != "error"
+	})
+	if last.name != "error" || !strings.Contains(last.data.Error, "timed out") {
+		t.Errorf("stalled stream ended with %s %+v, want a timeout error", last.name, last.data)
+	}
+}
+
+// TestRunStreamDisconnectReleases: a holding client that disconnects
+// while its command is blocked on it ends the command (POST
+// /commands/stream kills on disconnect), blocked writer or not.
+func TestRunStreamDisconnectReleases(t *testing.T) {
+	c := newTestServer(t, process.Config{OutputLimit: 16 << 10})
+	pidFile := t.TempDir() + "/pid"
+	ctx, cancel := context.WithCancel(t.Context())
+	resp, err := http.DefaultClient.Do(c.request(ctx, "POST", "/commands/stream",
+		strings.NewReader(fmt.Sprintf(`{"cmd":"echo $$ > %s; exec yes","timeout":0}`, pidFile))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pid int
+	testenv.WaitFor(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return err
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err
+	})
+	time.Sleep(500 * time.Millisecond) // yes fills the window and blocks
+	if !alive(pid) {
+		t.Fatalf("pid %d not running before disconnect", pid)
+	}
+	cancel()
+	waitDead(t, pid)
+}
+
+// TestFollowSlowReaderGetsGap: a follower (GET /commands/{pid}/stream)
+// never holds the process back: output it was too slow for is dropped and
+// reported with a "gap" event instead of skipped silently.
+func TestFollowSlowReaderGetsGap(t *testing.T) {
+	const limit = 64 << 10
+	c := newTestServer(t, process.Config{OutputLimit: limit})
+	pid := c.background(envdapi.CommandRequest{Cmd: "sleep 0.5; head -c 8388608 /dev/zero | tr '\\0' a; echo; echo done"})
+	resp, err := http.DefaultClient.Do(c.request(t.Context(), "GET", fmt.Sprintf("/commands/%d/stream", pid), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(3 * time.Second) // the command ends while nobody reads
 	var out strings.Builder
-	var gaps, exit int
-	exit = -1
+	var gaps int
+	exit := -1
 	readSSE(t, resp.Body, func(ev sseEvent) bool {
 		switch ev.name {
 		case "stdout":
@@ -216,7 +328,7 @@ func TestRunStreamSlowReaderGetsGap(t *testing.T) {
 		return true
 	})
 	if exit != 0 || gaps == 0 || out.Len() >= 8<<20 || !strings.HasSuffix(out.String(), "done\n") {
-		t.Errorf("slow reader: exit %d, %d gap events, %d bytes ending %q; want exit 0, a gap, less than 8 MiB ending in done",
+		t.Errorf("slow follower: exit %d, %d gap events, %d bytes ending %q; want exit 0, a gap, less than 8 MiB ending in done",
 			exit, gaps, out.Len(), out.String()[max(0, out.Len()-10):])
 	}
 }
