@@ -254,8 +254,10 @@ type PtyEvent struct {
 const PtyScrollback = 64 << 10
 
 // OutputCap is how many bytes of output envd retains per stream (stdout,
-// stderr, pty) of each process by default; older output is dropped. A stream resumed
-// from before dropped output gets a "gap" event first.
+// stderr, pty) of each process by default; older output is dropped, except
+// that POST /commands/stream holds its command back instead until its
+// client received it. A stream resumed from before dropped output gets a
+// "gap" event first.
 const OutputCap = 16 << 20
 
 // CodeOutputDropped is the code of a "gap" event: output between the
