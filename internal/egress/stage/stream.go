@@ -20,6 +20,10 @@ const (
 	StreamHoldback = 1 << 10
 )
 
+// cutLead is how far before a segment end StreamText looks for a finding
+// that straddles it (longer than any finding of the fast types).
+const cutLead = 2 << 10
+
 // SegmentFunc processes one segment of a streamed text body and returns
 // the bytes to send on; an error stops the stream.
 type SegmentFunc func(seg []byte) ([]byte, error)
@@ -112,9 +116,12 @@ func safeCut(buf []byte, cut int, spans SpanFunc, isJSON bool) int {
 		}
 	}
 	if spans != nil {
-		for _, sp := range spans(buf) {
-			if sp[0] < cut && cut < sp[1] {
-				cut = sp[0]
+		// Only a finding that starts shortly before the cut can straddle
+		// it: the detectors see from cutLead bytes before it to the end.
+		from := max(0, cut-cutLead)
+		for _, sp := range spans(buf[from:]) {
+			if s, e := sp[0]+from, sp[1]+from; s < cut && cut < e {
+				cut = s
 				break
 			}
 		}
