@@ -210,6 +210,9 @@ class PIIConfig:
             403) or ``"log_only"``.
         rehydrate_response: put the original values back into responses.
         domains: only scan traffic to these domains (None = all egress).
+        unscannable: what the proxy does with a request body it cannot decode
+            or parse: ``"block"`` (the server's default) or ``"pass"`` (sent
+            on with an audit note). A Declaw extension, sent only when set.
     """
 
     enabled: bool = False
@@ -217,6 +220,7 @@ class PIIConfig:
     action: str = "redact"
     rehydrate_response: bool = True
     domains: Optional[List[str]] = None
+    unscannable: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check_bool("PIIConfig.enabled", self.enabled)
@@ -231,19 +235,24 @@ class PIIConfig:
         _check_choice("PIIConfig.action", self.action, _PII_ACTIONS)
         _check_bool("PIIConfig.rehydrate_response", self.rehydrate_response)
         self.domains = _check_domains("PIIConfig.domains", self.domains)
+        if self.unscannable is not None:
+            _check_choice("PIIConfig.unscannable", self.unscannable, ("block", "pass"))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        d = {
             "enabled": self.enabled,
             "types": list(self.types),
             "action": self.action,
             "rehydrate_response": self.rehydrate_response,
             "domains": list(self.domains) if self.domains is not None else None,
         }
+        if self.unscannable is not None:
+            d["unscannable"] = self.unscannable
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PIIConfig":
-        d = _from_dict_check("PIIConfig", data, ("enabled", "types", "action", "rehydrate_response", "domains"))
+        d = _from_dict_check("PIIConfig", data, ("enabled", "types", "action", "rehydrate_response", "domains", "unscannable"))
         if d.get("types") is None:
             d.pop("types", None)
         return cls(**d)

@@ -181,5 +181,19 @@ class ValidationTest(unittest.TestCase):
         self.assertEqual(SecureEnvVar.from_dict(v.to_dict()), v)
 
 
+
+
+class UnscannableTest(unittest.TestCase):
+    def test_sent_only_when_set(self):
+        self.assertNotIn("unscannable", PIIConfig(enabled=True).to_dict())
+        d = PIIConfig(enabled=True, unscannable="pass").to_dict()
+        self.assertEqual(d["unscannable"], "pass")
+        self.assertEqual(PIIConfig.from_dict(d).unscannable, "pass")
+
+    def test_checked(self):
+        with self.assertRaises(ValueError):
+            PIIConfig(enabled=True, unscannable="maybe")
+
+
 if __name__ == "__main__":
     unittest.main()
