@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/sdk/go/declaw"
@@ -72,8 +73,7 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 			tw := tabwriter.NewWriter(c.e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TEMPLATE_ID\tALIAS\tSIZE\tCREATED\tIN_USE")
 			for _, t := range ts {
-				size, _ := t["size_bytes"].(float64)
-				fmt.Fprintf(tw, "%v\t%v\t%d MB\t%v\t%v\n", t["template_id"], t["alias"], int64(size)>>20, t["created_at"], t["in_use"])
+				fmt.Fprintf(tw, "%v\t%v\t%d MB\t%v\t%v\n", t.TemplateID, t.Alias, t.SizeBytes>>20, t.CreatedAt.Format(time.RFC3339Nano), t.InUse)
 			}
 			return tw.Flush()
 		})
@@ -86,10 +86,11 @@ func runTemplateRemote(e *env, verb string, args []string) int {
 		return c.withClient(func(cl *declaw.Client) error {
 			ctx, stop := signalContext()
 			defer stop()
-			raw, err := cl.Template(ctx, pos[0])
+			tpl, err := cl.Template(ctx, pos[0])
 			if err != nil {
 				return err
 			}
+			raw := tpl.Raw
 			if c.opts.json {
 				c.printRaw(raw)
 				return nil

@@ -32,6 +32,7 @@ func newFake(t *testing.T, routes map[string]http.HandlerFunc) (*Client, *fakeAP
 	f := &fakeAPI{routes: routes}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(b)))
 		f.mu.Lock()
 		f.seen = append(f.seen, recorded{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, string(b)})
 		f.mu.Unlock()
@@ -421,5 +422,51 @@ func TestStdioSession(t *testing.T) {
 	}
 	if k, err := s.Kill(ctx); k || err != nil {
 		t.Errorf("Kill = %v, %v", k, err)
+	}
+}
+
+func TestTemplateCalls(t *testing.T) {
+	tpl := `{"template_id":"tpl-1","alias":"my-app","aliases":["my-app"],"builtin":false,"status":"ready","created_at":"2026-12-08T00:00:00Z","size_bytes":1048576,"start_cmd":"srv","ready_check":{"port":8000},"in_use":2,"extra":"kept"}`
+	var gotForm string
+	c, f := newFake(t, map[string]http.HandlerFunc{
+		"GET /templates":        jsonAnswer(200, `{"templates":[`+tpl+`]}`),
+		"GET /templates/my-app": jsonAnswer(200, tpl),
+		"POST /templates/build": func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+				if err := r.ParseMultipartForm(1 << 20); err != nil {
+					t.Errorf("multipart: %v", err)
+				}
+				gotForm = r.FormValue("request")
+			}
+			jsonAnswer(200, `{"build_id":"b1","status":"completed","template_id":"tpl-1","alias":"my-app","logs":[]}`)(w, r)
+		},
+	})
+	ctx := context.Background()
+	ts, err := c.Templates(ctx)
+	if err != nil || len(ts) != 1 || ts[0].Alias != "my-app" || ts[0].InUse != 2 || ts[0].ReadyCheck.Port != 8000 {
+		t.Fatalf("Templates = %+v, %v", ts, err)
+	}
+	if b, _ := json.Marshal(ts[0]); !strings.Contains(string(b), `"extra":"kept"`) {
+		t.Errorf("a listed template marshals as %s, want the server's object", b)
+	}
+	one, err := c.Template(ctx, "my-app")
+	if err != nil || one.TemplateID != "tpl-1" || one.SizeBytes != 1<<20 {
+		t.Fatalf("Template = %+v, %v", one, err)
+	}
+	req := TemplateBuildRequest{Alias: "my-app", Template: TemplateSpec{BaseImage: "python", RunCmds: []string{"pip install flask"},
+		Copies: []TemplateCopy{{Src: "app.py", Dst: "/app/app.py"}}, StartCmd: "flask run", ReadyCheck: &ReadyCheck{Port: 5000}}}
+	st, err := c.BuildTemplate(ctx, req, nil)
+	if err != nil || st.Status != "completed" {
+		t.Fatalf("BuildTemplate = %+v, %v", st, err)
+	}
+	want := `{"template":{"base_image":"python","run_cmds":["pip install flask"],"copies":[{"src":"app.py","dst":"/app/app.py"}],"start_cmd":"flask run","ready_check":{"port":5000}},"alias":"my-app"}`
+	if got := f.last().Body; got != want {
+		t.Errorf("build body\n got %s\nwant %s", got, want)
+	}
+	if _, err := c.BuildTemplate(ctx, req, strings.NewReader("tar bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(gotForm) != want {
+		t.Errorf("multipart request part = %s, want %s", gotForm, want)
 	}
 }

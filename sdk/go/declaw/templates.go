@@ -23,10 +23,12 @@ type BuildStatus struct {
 	NextOffset int      `json:"next_offset"`
 }
 
-// BuildTemplate starts a build. req is the JSON request (template, alias,
-// ...); context, if not nil, is a tar (gzip or not) of the build context,
-// sent as a multipart part.
-func (c *Client) BuildTemplate(ctx context.Context, req map[string]any, context io.Reader) (*BuildStatus, error) {
+// BuildTemplate builds a custom template and, unless req asks for a
+// background build, answers once it ended (status completed or failed,
+// with the failing step and reason). req is a TemplateBuildRequest (or any
+// value marshalling to that JSON); context, if not nil, is a tar (gzip or
+// not) of the build context for the copies, sent as a multipart part.
+func (c *Client) BuildTemplate(ctx context.Context, req any, context io.Reader) (*BuildStatus, error) {
 	var out BuildStatus
 	if context == nil {
 		return &out, c.call(ctx, request{method: http.MethodPost, path: "/templates/build", json: req}, &out)
@@ -106,18 +108,27 @@ func (c *Client) CancelBuild(ctx context.Context, id string) (*BuildStatus, erro
 	return &out, c.call(ctx, request{method: http.MethodDelete, path: "/templates/builds/" + url.PathEscape(id)}, &out)
 }
 
-// Templates lists the templates (GET /templates) as the server sent them.
-func (c *Client) Templates(ctx context.Context) ([]map[string]any, error) {
+// Templates lists the templates (GET /templates), built-in and custom.
+func (c *Client) Templates(ctx context.Context) ([]TemplateInfo, error) {
 	var out struct {
-		Templates []map[string]any `json:"templates"`
+		Templates []TemplateInfo `json:"templates"`
 	}
-	return out.Templates, c.call(ctx, request{method: http.MethodGet, path: "/templates"}, &out)
+	if err := c.call(ctx, request{method: http.MethodGet, path: "/templates"}, &out); err != nil {
+		return nil, err
+	}
+	if out.Templates == nil {
+		out.Templates = []TemplateInfo{}
+	}
+	return out.Templates, nil
 }
 
 // Template returns one template by id or alias.
-func (c *Client) Template(ctx context.Context, idOrAlias string) (json.RawMessage, error) {
-	var out json.RawMessage
-	return out, c.call(ctx, request{method: http.MethodGet, path: "/templates/" + url.PathEscape(idOrAlias)}, &out)
+func (c *Client) Template(ctx context.Context, idOrAlias string) (*TemplateInfo, error) {
+	var out TemplateInfo
+	if err := c.call(ctx, request{method: http.MethodGet, path: "/templates/" + url.PathEscape(idOrAlias)}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // DeleteTemplate deletes a template; force kills the sandboxes using it first.
