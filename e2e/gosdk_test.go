@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -311,5 +313,71 @@ func TestGoSDK(t *testing.T) {
 	}
 	if _, err := cl.RunCommand(ctx, id, declaw.CommandRequest{Cmd: "true"}); !errors.Is(err, declaw.ErrSandboxKilled) {
 		t.Fatalf("a command in a killed sandbox: %v, want ErrSandboxKilled", err)
+	}
+}
+
+// TestGoSDKTemplate builds a custom template through the Go SDK, with a
+// file copied from an uploaded build context, and uses it.
+func TestGoSDKTemplate(t *testing.T) {
+	s := startServer(t)
+	cl := s.sdkClient(s.key)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	alias := "gosdk-" + randHex(4)
+	t.Cleanup(func() { cl.DeleteTemplate(context.WithoutCancel(ctx), alias, true) })
+
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	content := []byte("from the build context\n")
+	tw.WriteHeader(&tar.Header{Name: "hello.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	tw.Write(content)
+	tw.Close()
+
+	var logs []string
+	st, err := cl.BuildTemplate(ctx, declaw.TemplateBuildRequest{Alias: alias, Force: true, Template: declaw.TemplateSpec{
+		BaseImage: "base",
+		RunCmds:   []string{"echo built-$((6*7)) > /opt/marker"},
+		Copies:    []declaw.TemplateCopy{{Src: "hello.txt", Dst: "/opt/hello.txt"}},
+		Envs:      map[string]string{"SDK_TEMPLATE": "yes"},
+	}, Background: true}, &tarball)
+	if err != nil {
+		t.Fatalf("BuildTemplate: %v", err)
+	}
+	if st.Status != "building" && st.Status != "completed" {
+		t.Fatalf("background build answered %+v", st)
+	}
+	if st.Status == "building" {
+		st, err = cl.FollowBuild(ctx, st.BuildID, 0, func(line string) { logs = append(logs, line) })
+		if err != nil {
+			t.Fatalf("FollowBuild: %v", err)
+		}
+	}
+	if st.Status != "completed" {
+		t.Fatalf("build ended %+v (logs %q)", st, logs)
+	}
+	ts, err := cl.Templates(ctx)
+	if err != nil || !slices.ContainsFunc(ts, func(ti declaw.TemplateInfo) bool { return ti.Alias == alias && !ti.Builtin }) {
+		t.Fatalf("Templates = %+v, %v; want %s", ts, err, alias)
+	}
+	ti, err := cl.Template(ctx, alias)
+	if err != nil || ti.TemplateID != st.TemplateID || ti.Envs["SDK_TEMPLATE"] != "yes" {
+		t.Fatalf("Template(%s) = %+v, %v", alias, ti, err)
+	}
+	sb, err := cl.CreateSandbox(ctx, declaw.CreateRequest{Template: alias, Timeout: declaw.Ptr(120)})
+	if err != nil {
+		t.Fatalf("create from the built template: %v", err)
+	}
+	res, err := cl.RunCommand(ctx, sb.SandboxID, declaw.CommandRequest{Cmd: `cat /opt/marker /opt/hello.txt; echo "$SDK_TEMPLATE"`})
+	if err != nil || res.Stdout != "built-42\nfrom the build context\nyes\n" {
+		t.Fatalf("in a sandbox of the template: %+v, %v", res, err)
+	}
+	if _, err := cl.KillSandbox(ctx, sb.SandboxID); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.DeleteTemplate(ctx, alias, false); err != nil {
+		t.Fatalf("DeleteTemplate: %v", err)
+	}
+	if _, err := cl.Template(ctx, alias); !errors.Is(err, declaw.ErrNotFound) {
+		t.Fatalf("Template after delete: %v, want ErrNotFound", err)
 	}
 }
