@@ -332,3 +332,43 @@ func TestFollowSlowReaderGetsGap(t *testing.T) {
 			exit, gaps, out.Len(), out.String()[max(0, out.Len()-10):])
 	}
 }
+
+// TestFollowerDoesNotHold: a follower of a command that is streamed by
+// its owner never holds the command back, even if it never reads: the
+// owner still gets every byte and the command ends.
+func TestFollowerDoesNotHold(t *testing.T) {
+	const lines = 2_500_000 // ~19 MB: more than the socket buffers of a follower that never reads
+	c := newTestServer(t, process.Config{OutputLimit: 64 << 10})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second) // fail, not hang, if the follower held it
+	defer cancel()
+	resp, err := http.DefaultClient.Do(c.request(ctx, "POST", "/commands/stream",
+		strings.NewReader(fmt.Sprintf(`{"cmd":"sleep 0.5; seq 1 %d"}`, lines))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out strings.Builder
+	exit, gaps := -1, 0
+	readSSE(t, resp.Body, func(ev sseEvent) bool {
+		switch ev.name {
+		case "start":
+			// A follower that never reads its body.
+			f, err := http.DefaultClient.Do(c.request(t.Context(), "GET", fmt.Sprintf("/commands/%d/stream", ev.data.Pid), nil))
+			if err != nil || f.StatusCode != http.StatusOK {
+				t.Fatalf("follow: %v %v", f, err)
+			}
+			t.Cleanup(func() { f.Body.Close() })
+		case "stdout":
+			out.WriteString(ev.data.Data)
+		case "gap":
+			gaps++
+		case "exit":
+			exit = *ev.data.ExitCode
+			return false
+		}
+		return true
+	})
+	if exit != 0 || gaps != 0 || out.String() != seqOutput(lines) {
+		t.Errorf("owner with a stalled follower: exit %d, %d gaps, %d bytes; want 0, none, all %d", exit, gaps, out.Len(), len(seqOutput(lines)))
+	}
+}
