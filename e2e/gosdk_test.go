@@ -69,6 +69,16 @@ func TestGoSDK(t *testing.T) {
 	if err != nil || len(page.Sandboxes) != 1 || page.Sandboxes[0].SandboxID != id {
 		t.Fatalf("ListSandboxes by metadata = %+v, %v; want only %s", page, err, id)
 	}
+	n := 0
+	for got, err := range cl.AllSandboxes(ctx, declaw.ListQuery{Metadata: map[string]string{"test": tag}, Limit: 1}) {
+		if err != nil || got.SandboxID != id {
+			t.Fatalf("AllSandboxes by metadata yielded %+v, %v", got, err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("AllSandboxes by metadata yielded %d sandboxes, want 1", n)
+	}
 	if got, err := cl.SetTimeout(ctx, id, 900); err != nil || got.EndAt == nil || time.Until(*got.EndAt) < 800*time.Second {
 		t.Fatalf("SetTimeout(900) = %+v, %v", got, err)
 	}
@@ -304,6 +314,16 @@ func TestGoSDK(t *testing.T) {
 	ap, err := cl.Audit(ctx, id, declaw.AuditQuery{Types: []string{"sandbox"}})
 	if err != nil || !slices.ContainsFunc(ap.Events, func(e declaw.AuditEvent) bool { return e.Type == "sandbox.created" }) {
 		t.Fatalf("Audit = %+v, %v; want sandbox.created", ap, err)
+	}
+	var auditTypes []string
+	for ev, err := range cl.AllAuditEvents(ctx, id, declaw.AuditQuery{Limit: 2}) {
+		if err != nil {
+			t.Fatalf("AllAuditEvents: %v", err)
+		}
+		auditTypes = append(auditTypes, ev.Type)
+	}
+	if len(auditTypes) <= 2 || !slices.Contains(auditTypes, "sandbox.created") || !slices.Contains(auditTypes, "vm_restore") {
+		t.Fatalf("AllAuditEvents in pages of 2 = %v; want more than one page, with sandbox.created and vm_restore", auditTypes)
 	}
 	if k, err := cl.KillSandbox(ctx, id); err != nil || !k {
 		t.Fatalf("KillSandbox = %v, %v", k, err)

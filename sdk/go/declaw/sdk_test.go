@@ -470,3 +470,43 @@ func TestTemplateCalls(t *testing.T) {
 		t.Errorf("multipart request part = %s, want %s", gotForm, want)
 	}
 }
+
+func TestPagingIterators(t *testing.T) {
+	c, f := newFake(t, map[string]http.HandlerFunc{
+		"GET /sandboxes": func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("next_token") == "" {
+				jsonAnswer(200, `{"sandboxes":[{"sandbox_id":"a"},{"sandbox_id":"b"}],"next_token":"t2"}`)(w, r)
+				return
+			}
+			jsonAnswer(200, `{"sandboxes":[{"sandbox_id":"c"}],"next_token":null}`)(w, r)
+		},
+		"GET /sandboxes/sbx-1/audit": func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("cursor") == "" {
+				jsonAnswer(200, `{"events":[{"id":1,"type":"sandbox.created"}],"next_cursor":"1"}`)(w, r)
+				return
+			}
+			jsonAnswer(200, `{"events":[{"id":2,"type":"command.started"}],"next_cursor":""}`)(w, r)
+		},
+	})
+	ctx := context.Background()
+	var ids []string
+	for sb, err := range c.AllSandboxes(ctx, ListQuery{Limit: 2}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sb.SandboxID)
+	}
+	if fmt.Sprint(ids) != "[a b c]" || f.last().Query != "limit=2&next_token=t2" {
+		t.Errorf("AllSandboxes = %v (last query %s), want a b c over two pages", ids, f.last().Query)
+	}
+	var types []string
+	for ev, err := range c.AllAuditEvents(ctx, "sbx-1", AuditQuery{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, ev.Type)
+	}
+	if fmt.Sprint(types) != "[sandbox.created command.started]" {
+		t.Errorf("AllAuditEvents = %v", types)
+	}
+}
