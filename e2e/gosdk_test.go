@@ -201,6 +201,14 @@ func TestGoSDK(t *testing.T) {
 	if err != nil || !slices.ContainsFunc(entries, func(e declaw.Entry) bool { return e.Path == "/tmp/sdk/d/b.txt" }) {
 		t.Fatalf("ListFiles depth 3 = %+v, %v", entries, err)
 	}
+	wr, err := cl.WriteFiles(ctx, id, []declaw.FileData{{Path: "/tmp/sdk/m/1.txt", Data: []byte("one")},
+		{Path: "/tmp/sdk/m/2.bin", Data: []byte{0, 0xff}}, {Path: "/tmp/sdk/m/3.txt", Data: []byte("three")}})
+	if err != nil || len(wr) != 3 || wr[1].Size != 2 || wr[2].Size != 5 {
+		t.Fatalf("WriteFiles = %+v, %v", wr, err)
+	}
+	if res, err := cl.RunCommand(ctx, id, declaw.CommandRequest{Cmd: "cat /tmp/sdk/m/1.txt /tmp/sdk/m/3.txt; od -An -tx1 /tmp/sdk/m/2.bin"}); err != nil || res.Stdout != "onethree 00 ff\n" {
+		t.Fatalf("files written by WriteFiles: %+v, %v", res, err)
+	}
 	if err := cl.Remove(ctx, id, "/tmp/sdk/d"); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}

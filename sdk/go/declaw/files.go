@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Entry describes a file system entry in a sandbox.
@@ -190,4 +191,86 @@ func (c *Client) Rename(ctx context.Context, id, oldPath, newPath string, opts .
 func (c *Client) Remove(ctx context.Context, id, path string, opts ...FileOptions) error {
 	return c.call(ctx, request{method: http.MethodDelete, path: sandboxPath(id, "/files"),
 		query: query("path", path, "username", fileUser(opts))}, nil)
+}
+
+// FileData is one file of WriteFiles.
+type FileData struct {
+	Path string
+	Data []byte
+}
+
+// maxBatchBytes bounds the text sent in one batch (the API takes JSON
+// bodies up to 10 MiB); larger or binary files go one by one, raw.
+const maxBatchBytes = 8 << 20
+
+// WriteFiles writes several files, in order, and returns their results
+// in order. Runs of small UTF-8 files go together in one request (POST
+// /files/batch, which stops at the first failure: earlier files stay
+// written); binary and large ones are uploaded raw, one by one.
+func (c *Client) WriteFiles(ctx context.Context, id string, files []FileData, opts ...FileOptions) ([]WriteResult, error) {
+	user := fileUser(opts)
+	out := make([]WriteResult, 0, len(files))
+	type text struct {
+		Path string `json:"path"`
+		Data string `json:"data"`
+	}
+	var batch []text
+	total := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		body := map[string]any{"files": batch}
+		if user != "" {
+			body["username"] = user
+		}
+		var raw json.RawMessage
+		if err := c.call(ctx, request{method: http.MethodPost, path: sandboxPath(id, "/files/batch"), json: body}, &raw); err != nil {
+			return err
+		}
+		var res []WriteResult
+		var err error
+		if len(raw) > 0 && raw[0] == '{' { // {"files": [...]} is accepted too
+			var w struct {
+				Files []WriteResult `json:"files"`
+			}
+			err = json.Unmarshal(raw, &w)
+			res = w.Files
+		} else {
+			err = json.Unmarshal(raw, &res)
+		}
+		if err != nil {
+			return fmt.Errorf("POST /files/batch: decode answer: %w", err)
+		}
+		if len(res) != len(batch) {
+			return fmt.Errorf("POST /files/batch: %d results for %d files", len(res), len(batch))
+		}
+		out = append(out, res...)
+		batch, total = nil, 0
+		return nil
+	}
+	for _, f := range files {
+		if utf8.Valid(f.Data) && len(f.Data) <= maxBatchBytes {
+			if total+len(f.Data) > maxBatchBytes {
+				if err := flush(); err != nil {
+					return nil, err
+				}
+			}
+			batch = append(batch, text{f.Path, string(f.Data)})
+			total += len(f.Data)
+			continue
+		}
+		if err := flush(); err != nil {
+			return nil, err
+		}
+		res, err := c.WriteFile(ctx, id, f.Path, user, bytes.NewReader(f.Data), int64(len(f.Data)))
+		if err != nil {
+			return nil, fmt.Errorf("write %s: %w", f.Path, err)
+		}
+		out = append(out, *res)
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -510,3 +510,50 @@ func TestPagingIterators(t *testing.T) {
 		t.Errorf("AllAuditEvents = %v", types)
 	}
 }
+
+func TestWriteFiles(t *testing.T) {
+	c, f := newFake(t, map[string]http.HandlerFunc{
+		"POST /sandboxes/sbx-1/files/batch": func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Files []struct{ Path, Data string } `json:"files"`
+			}
+			json.NewDecoder(r.Body).Decode(&req)
+			var res []string
+			for _, f := range req.Files {
+				res = append(res, fmt.Sprintf(`{"path":%q,"size":%d}`, f.Path, len(f.Data)))
+			}
+			jsonAnswer(200, "["+strings.Join(res, ",")+"]")(w, r)
+		},
+		"PUT /sandboxes/sbx-1/files/raw": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			jsonAnswer(200, fmt.Sprintf(`{"path":%q,"size":%d}`, r.URL.Query().Get("path"), len(b)))(w, r)
+		},
+	})
+	res, err := c.WriteFiles(context.Background(), "sbx-1", []FileData{
+		{"/a", []byte("aa")}, {"/b", []byte("b")}, {"/bin", []byte{0xff, 0xfe, 0}}, {"/c", []byte("ccc")},
+	}, FileOptions{User: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range res {
+		got = append(got, fmt.Sprintf("%s:%d", r.Path, r.Size))
+	}
+	if fmt.Sprint(got) != "[/a:2 /b:1 /bin:3 /c:3]" {
+		t.Errorf("WriteFiles = %v", got)
+	}
+	f.mu.Lock()
+	var calls []string
+	for _, r := range f.seen {
+		calls = append(calls, r.Method+" "+r.Path)
+	}
+	first := f.seen[0].Body
+	f.mu.Unlock()
+	want := "[POST /sandboxes/sbx-1/files/batch PUT /sandboxes/sbx-1/files/raw POST /sandboxes/sbx-1/files/batch]"
+	if fmt.Sprint(calls) != want {
+		t.Errorf("calls = %v, want %s (write order kept)", calls, want)
+	}
+	if first != `{"files":[{"path":"/a","data":"aa"},{"path":"/b","data":"b"}],"username":"user"}` {
+		t.Errorf("first batch body = %s", first)
+	}
+}
