@@ -24,6 +24,7 @@ import (
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/template/build"
 	"github.com/declaw/declaw/internal/tenancy"
+	"github.com/declaw/declaw/internal/volume"
 )
 
 // MaxJSONBody is the largest JSON request body (413 above it).
@@ -44,6 +45,8 @@ type Config struct {
 	// (another server on a shared database) keeps working here, open
 	// streams included (default tenancy.DefaultRecheck).
 	KeyRecheck time.Duration
+	// Volumes serves /volumes (nil: 501).
+	Volumes *volume.Manager
 	// PortTokenSecret keys the port access tokens (ports.go); empty draws
 	// a random one per process (tokens then die with the server, as its
 	// sandboxes do).
@@ -114,6 +117,12 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /teams/{team_id}/api-keys", s.auth(s.createKey))
 	m.HandleFunc("GET /api-keys", s.auth(s.listKeys))
 	m.HandleFunc("DELETE /api-keys/{key_id}", s.auth(s.revokeKey))
+
+	m.HandleFunc("POST /volumes", s.auth(s.createVolume))
+	m.HandleFunc("GET /volumes", s.auth(s.listVolumes))
+	m.HandleFunc("GET /volumes/{id}", s.auth(s.getVolume))
+	m.HandleFunc("GET /volumes/{id}/download", s.auth(s.downloadVolume))
+	m.HandleFunc("DELETE /volumes/{id}", s.auth(s.deleteVolume))
 
 	m.HandleFunc("POST /templates/build", s.auth(s.buildTemplate))
 	m.HandleFunc("GET /templates/builds/{build_id}", s.auth(s.getBuild))

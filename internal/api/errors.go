@@ -12,6 +12,7 @@ import (
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/template/build"
 	"github.com/declaw/declaw/internal/tenancy"
+	"github.com/declaw/declaw/internal/volume"
 )
 
 // Error is an API error with its HTTP status; its Message is safe to show users.
@@ -41,6 +42,7 @@ func toAPIError(err error) *Error {
 		notReady *sandbox.NotReadyError
 		limErr   *limits.Error
 		capErr   *limits.CapacityError
+		volErr   *volume.InvalidError
 	)
 	switch {
 	case errors.As(err, &apiErr):
@@ -77,6 +79,14 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusNotFound, Code: "template_not_found", Message: err.Error()}
 	case errors.Is(err, sandbox.ErrSnapshotNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "snapshot_not_found", Message: err.Error()}
+	case errors.Is(err, volume.ErrNotFound):
+		return &Error{Status: http.StatusNotFound, Code: "volume_not_found", Message: err.Error()}
+	case errors.Is(err, volume.ErrInUse):
+		return &Error{Status: http.StatusConflict, Code: "volume_in_use", Message: err.Error()}
+	case errors.Is(err, volume.ErrQuota):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "quota_exceeded", Message: err.Error()}
+	case errors.As(err, &volErr):
+		return badRequest("invalid_volume", volErr.Error())
 	case errors.Is(err, sandbox.ErrNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "sandbox_not_found", Message: err.Error()}
 	case errors.Is(err, sandbox.ErrKilled):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/declaw/declaw/internal/volume"
 	"io"
 	"net"
 	"net/http"
@@ -205,6 +206,7 @@ type harness struct {
 	rt   *rttest.Fake
 	net  *fakeNetwork
 	envd *fakeEnvd
+	vols *volume.Manager
 }
 
 func newHarness(t *testing.T) *harness {
@@ -252,7 +254,12 @@ func newHarnessWith(t *testing.T, setup func(*limitsSetup)) *harness {
 		EnvdPath: "/opt/declaw/envd", RunDir: filepath.Join(dir, "run"), StateDir: dir, EnvdReady: 5 * time.Second,
 		EnvdPort: h.envd.port(), Logf: t.Logf, Limits: lc, Admission: adm,
 	})
-	h.api = New(Config{Sandboxes: h.m, Store: st, Logf: t.Logf, Health: func() map[string]any { return map[string]any{"runtime": "fake"} }})
+	volStore, err := volume.NewLocalStore(filepath.Join(dir, "volumes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.vols = volume.NewManager(volume.Config{Store: volStore, TeamQuotaBytes: 1 << 20})
+	h.api = New(Config{Sandboxes: h.m, Store: st, Logf: t.Logf, Volumes: h.vols, Health: func() map[string]any { return map[string]any{"runtime": "fake"} }})
 	h.srv = httptest.NewServer(h.api)
 	t.Cleanup(func() {
 		h.srv.Close()

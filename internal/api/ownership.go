@@ -31,6 +31,7 @@ type ownedRoute struct {
 func (s *Server) ownedRoutes() []ownedRoute {
 	return []ownedRoute{
 		{Prefix: "/sandboxes/{id}", Param: "id", Owner: s.sandboxTeam, NotFound: sandboxNotFound},
+		{Prefix: "/volumes/{id}", Param: "id", Owner: s.volumeTeam, NotFound: volumeNotFound},
 	}
 }
 

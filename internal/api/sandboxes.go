@@ -155,6 +155,10 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	case body.AllowInternetAccess != nil && !*body.AllowInternetAccess:
 		req.Network = network.Policy{DenyOut: []string{"0.0.0.0/0"}}
 	}
+	atts, err := s.parseAttachments(r.Context(), raw) // volumes.go
+	if err != nil {
+		return nil, err
+	}
 	// A create runs to its end even if the client goes away (a first use of
 	// a template builds it, which may outlast a client's timeout): its retry
 	// with the same Idempotency-Key then gets the finished sandbox.
@@ -162,6 +166,9 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	defer cancel()
 	info, token, err := s.cfg.Sandboxes.Create(ctx, req)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.attachVolumes(ctx, info.SandboxID, atts); err != nil {
 		return nil, err
 	}
 	return &createResponse{Info: info, EnvdAccessToken: token, SandboxDomain: r.Host}, nil

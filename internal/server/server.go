@@ -31,6 +31,7 @@ import (
 	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/template/build"
+	"github.com/declaw/declaw/internal/volume"
 	"github.com/declaw/declaw/openapi"
 )
 
@@ -262,8 +263,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 
+	volStore, err := volume.NewLocalStore(filepath.Join(cfg.StateDir, "volumes"))
+	if err != nil {
+		return nil, err
+	}
 	handler := api.New(api.Config{
 		Sandboxes: s.manager, Store: s.store, OpenAPI: openapi.Spec, Logf: cfg.Logf,
+		Volumes:   volume.NewManager(volume.Config{Store: volStore}),
 		Templates: s.templates, Builds: s.builds,
 		Health: func() map[string]any {
 			h := map[string]any{"runtime": s.runtime.Name(), "warm_pool": s.manager.PoolSizes()}
