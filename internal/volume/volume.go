@@ -124,10 +124,11 @@ func (m *Manager) Create(ctx context.Context, team, name string, body io.Reader)
 	v := &Volume{ID: newID(), Team: team, Name: name, ContentType: "application/gzip", Backend: "tarball",
 		QuotaBytes: m.cfg.MaxUploadBytes, Metadata: map[string]string{}, CreatedAt: now, UpdatedAt: now}
 	pr, pw := io.Pipe()
-	var st Stats
 	go func() {
-		var err error
-		st, err = Sanitize(body, pw, m.cfg.MaxUnpackedBytes)
+		st, err := Sanitize(body, pw, m.cfg.MaxUnpackedBytes)
+		// Set before the store sees EOF, so the metadata it then writes
+		// holds them (the pipe orders the two).
+		v.Files, v.Unpacked = st.Files, st.Bytes
 		pw.CloseWithError(err)
 	}()
 	err := m.cfg.Store.Create(ctx, v, pr)
@@ -135,7 +136,6 @@ func (m *Manager) Create(ctx context.Context, team, name string, body io.Reader)
 	if err != nil {
 		return nil, err
 	}
-	v.Files, v.Unpacked = st.Files, st.Bytes
 	if m.cfg.TeamQuotaBytes > 0 {
 		if used, err := m.teamUsage(ctx, team); err == nil && used > m.cfg.TeamQuotaBytes {
 			m.cfg.Store.Delete(context.WithoutCancel(ctx), v.ID)

@@ -127,7 +127,7 @@ func TestManager(t *testing.T) {
 		t.Errorf("created %+v", v)
 	}
 	got, err := m.Get(ctx, v.ID)
-	if err != nil || got.Name != "data" || got.SizeBytes != v.SizeBytes {
+	if err != nil || got.Name != "data" || got.SizeBytes != v.SizeBytes || got.Files != 1 || got.Unpacked != 3 {
 		t.Errorf("Get = %+v, %v", got, err)
 	}
 	if l, _ := m.List(ctx, "team-b", false); len(l) != 0 {

@@ -74,9 +74,14 @@ from .security import (
 )
 from .stdio import Stdio, StdioHandle
 from .template import AsyncTemplate, BuildInfo, CopyItem, Template, TemplateBase, TemplateBuildStatus, TemplateInfo
+from .volumes import AsyncVolumes, Volume, VolumeAttachment, Volumes
 from .watch import WatchHandle
 
 __all__ = [
+    "Volumes",
+    "AsyncVolumes",
+    "Volume",
+    "VolumeAttachment",
     "__version__",
     # sandbox
     "Sandbox",

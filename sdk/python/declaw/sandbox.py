@@ -266,6 +266,7 @@ class Sandbox:
         cpu_count: Optional[float] = None,
         memory_mb: Optional[int] = None,
         disk_mb: Optional[int] = None,
+        volumes: Optional[Sequence[Any]] = None,
     ) -> "Sandbox":
         """Create a sandbox (``POST /sandboxes``) and return it once it runs.
 
@@ -282,6 +283,8 @@ class Sandbox:
             security: ``SecurityPolicy`` (sent as ``{"policy_json": ...}``);
                 its ``network`` is used when ``network`` is not given.
             lifecycle: ``{"on_timeout": "kill"|"pause", "auto_resume": bool}``.
+            volumes: ``VolumeAttachment`` list (``vol.attach("/data")``),
+                unpacked into the sandbox before this returns.
             cpu_count, memory_mb, disk_mb: the sandbox's vCPUs, memory (MiB,
                 everything in it) and writable disk (MiB; writes past it fail
                 with ENOSPC inside). None: the template's, else the server's
@@ -303,6 +306,9 @@ class Sandbox:
             template, timeout, metadata, envs, secure, allow_internet_access, network, security, lifecycle
         )
         body.update(_resources_body(cpu_count, memory_mb, disk_mb))
+        if volumes:
+            # VolumeAttachment objects or their dict form; unpacked at create.
+            body["volumes"] = [v.to_dict() if hasattr(v, "to_dict") else dict(v) for v in volumes]
         http = HTTPClient(cfg)
         if request_timeout is not None:
             create_timeout = cfg.request_timeout

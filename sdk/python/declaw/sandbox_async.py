@@ -855,6 +855,7 @@ class AsyncSandbox:
         cpu_count: Optional[float] = None,
         memory_mb: Optional[int] = None,
         disk_mb: Optional[int] = None,
+        volumes: Optional[Sequence[Any]] = None,
     ) -> "AsyncSandbox":
         """Create a sandbox; see ``Sandbox.create`` (same request, same
         ``Idempotency-Key`` retries)."""
@@ -862,7 +863,7 @@ class AsyncSandbox:
             Sandbox.create, template=template, timeout=timeout, metadata=metadata, envs=envs, secure=secure,
             allow_internet_access=allow_internet_access, network=network, security=security,
             lifecycle=lifecycle, api_key=api_key, domain=domain, request_timeout=request_timeout,
-            cpu_count=cpu_count, memory_mb=memory_mb, disk_mb=disk_mb,
+            cpu_count=cpu_count, memory_mb=memory_mb, disk_mb=disk_mb, volumes=volumes,
         )
         return cls._wrap(sync)
 
