@@ -84,7 +84,7 @@ func TestVolumesAPI(t *testing.T) {
 		{"/volumes?name=x", testTarGz(t, "../escape", "x"), "invalid_volume", 400},
 		{"/volumes?name=x", testTarGz(t, "/abs", "x"), "invalid_volume", 400},
 		{"/volumes?name=x", []byte("not a tarball"), "invalid_volume", 400},
-		{"/volumes", body, "invalid_volume", 400}, // no name
+		{"/volumes", body, "invalid_volume", 400},                                                     // no name
 		{"/volumes?name=big", testTarGz(t, "big", string(randomBytes(2<<20))), "quota_exceeded", 413}, // team quota is 1 MiB
 	} {
 		resp, b := h.do(t, "POST", c.path, c.body)

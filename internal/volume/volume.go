@@ -69,7 +69,7 @@ type Store interface {
 	Get(ctx context.Context, id string) (*Volume, error) // ErrNotFound
 	List(ctx context.Context) ([]*Volume, error)
 	Open(ctx context.Context, id string) (io.ReadCloser, error) // the archive
-	Delete(ctx context.Context, id string) error               // ErrNotFound
+	Delete(ctx context.Context, id string) error                // ErrNotFound
 }
 
 // Config bounds volumes.
