@@ -178,8 +178,11 @@ func (e *e2e) quiet(t *testing.T) {
 	}
 }
 
+// isReset reports a connection the proxy reset: ECONNRESET, or EPIPE when
+// the client was still writing its request as the RST arrived.
 func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || err != nil && strings.Contains(err.Error(), "connection reset")
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
 func TestE2E(t *testing.T) {
