@@ -59,6 +59,8 @@ func toAPIError(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "build_in_progress", Message: err.Error()}
 	case errors.Is(err, template.ErrInUse):
 		return &Error{Status: http.StatusConflict, Code: "template_in_use", Message: err.Error()}
+	case errors.Is(err, build.ErrAliasTaken):
+		return &Error{Status: http.StatusConflict, Code: "alias_taken", Message: err.Error()}
 	case errors.Is(err, build.ErrBuildNotFound):
 		return &Error{Status: http.StatusNotFound, Code: "build_not_found", Message: err.Error()}
 	case errors.Is(err, template.ErrUnknownTemplate), errors.Is(err, template.ErrNotFound):

@@ -219,6 +219,7 @@ func newHarness(t *testing.T) *harness {
 type limitsSetup struct {
 	cfg               limits.Config
 	hostMB, reserveMB int64
+	templates         sandbox.Templates // nil: fakeTemplates
 }
 
 func newHarnessWith(t *testing.T, setup func(*limitsSetup)) *harness {
@@ -249,8 +250,12 @@ func newHarnessWith(t *testing.T, setup func(*limitsSetup)) *harness {
 	}
 	h := &harness{st: st, rt: &rttest.Fake{}, net: &fakeNetwork{}}
 	h.envd = newFakeEnvd(t, h.rt)
+	var tmpls sandbox.Templates = fakeTemplates{dir: dir}
+	if ls.templates != nil {
+		tmpls = ls.templates
+	}
 	h.m = sandbox.New(sandbox.Config{
-		Store: st, Runtime: h.rt, Network: h.net, Templates: fakeTemplates{dir: dir}, DNS: fakeDNS{},
+		Store: st, Runtime: h.rt, Network: h.net, Templates: tmpls, DNS: fakeDNS{},
 		EnvdPath: "/opt/declaw/envd", RunDir: filepath.Join(dir, "run"), StateDir: dir, EnvdReady: 5 * time.Second,
 		EnvdPort: h.envd.port(), Logf: t.Logf, Limits: lc, Admission: adm,
 	})

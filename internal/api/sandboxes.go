@@ -130,6 +130,9 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	if req.Template == "" {
 		req.Template = body.TemplateID
 	}
+	if err := s.visibleTemplate(r.Context(), req.Template); err != nil {
+		return nil, err // another team's template: as if unknown
+	}
 	if body.Timeout != nil {
 		if *body.Timeout != float64(int(*body.Timeout)) && *body.Timeout > 0 {
 			*body.Timeout = float64(int(*body.Timeout) + 1)

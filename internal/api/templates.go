@@ -13,6 +13,7 @@ import (
 
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/template/build"
+	"github.com/declaw/declaw/internal/tenancy"
 )
 
 // templateView is a template as GET /templates shows it.
@@ -138,6 +139,7 @@ func (s *Server) startBuild(w http.ResponseWriter, r *http.Request, req build.Re
 		s.writeError(w, r, err)
 		return nil, err
 	}
+	req.Team = tenancy.Owner(tenancy.TeamOf(r.Context()))
 	st, err := s.cfg.Builds.Start(r.Context(), req, contextTar)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -236,6 +238,9 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]templateView, 0, len(ts))
 	for _, t := range ts {
+		if !templateVisible(r.Context(), t) {
+			continue // another team's
+		}
 		out = append(out, s.viewTemplate(t))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"templates": out})

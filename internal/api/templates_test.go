@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,11 +19,11 @@ import (
 // temporary state dir (no runtime: builds that would run fail earlier).
 func templatesHarness(t *testing.T) (*harness, *template.Manager) {
 	t.Helper()
-	h := newHarness(t)
 	tm, err := template.New(template.Config{StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := newHarnessWith(t, func(ls *limitsSetup) { ls.templates = customTemplates{tm: tm, dir: t.TempDir()} })
 	b, err := build.NewBuilder(build.Config{Templates: tm, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +40,169 @@ func templatesHarness(t *testing.T) (*harness, *template.Manager) {
 		Custom: &template.Custom{BuildID: "bld-1", Source: "spec", Base: "template base"}, Runtime: &template.Runtime{StartCmd: "serve"}})
 	os.WriteFile(filepath.Join(dir, "template.json"), meta, 0o644)
 	return &h2, tm
+}
+
+// customTemplates gives the orchestrator the custom templates of tm (by
+// alias or template_id, as the server's adapter does) besides the fake
+// built-ins.
+type customTemplates struct {
+	tm  *template.Manager
+	dir string
+}
+
+func (c customTemplates) RootFS(ctx context.Context, name string) (string, error) {
+	if t, err := c.tm.Resolve(name); err == nil && !template.IsBuiltin(t.Name) {
+		return filepath.Join(c.dir, t.Name), nil
+	}
+	return fakeTemplates{dir: c.dir}.RootFS(ctx, name)
+}
+
+// addTemplate writes a custom template of team as a build would leave it.
+func addTemplate(t *testing.T, tm *template.Manager, name, id, team string) {
+	t.Helper()
+	dir := filepath.Join(tm.Dir(), name)
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	meta, _ := json.Marshal(template.Template{Name: name, ID: id, BuiltAt: time.Now().UTC(), Recipe: template.Recipe,
+		Custom: &template.Custom{BuildID: "bld-" + id[4:], Source: "spec", Base: "template base", TeamID: team}})
+	if err := os.WriteFile(filepath.Join(dir, "template.json"), meta, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addBuild writes a finished build record of team and its log.
+func addBuild(t *testing.T, tm *template.Manager, id, alias, team string) {
+	t.Helper()
+	dir := filepath.Join(tm.Dir(), ".builds")
+	now := time.Now().UTC()
+	st, _ := json.Marshal(build.Status{BuildID: id, Status: build.StatusCompleted, TemplateID: "tpl-" + id[4:], Alias: alias,
+		StartedAt: now, FinishedAt: &now, TeamID: team})
+	if err := os.WriteFile(filepath.Join(dir, id+".json"), st, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, id+".log"), []byte("secret step of "+team+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTemplateTeamIsolation: a team cannot list, get, delete, use or read
+// the builds and logs of another team's custom templates; each answer is
+// that of an unknown id. Built-in templates are every team's and
+// read-only; an alias held by another team is refused without details.
+func TestTemplateTeamIsolation(t *testing.T) {
+	h, tm := templatesHarness(t) // "app": the default team's (no team recorded)
+	a := h.newKey(t, h.newTeam(t, "tpl-a"), "a", false)
+	b := h.newKey(t, h.newTeam(t, "tpl-b"), "b", false)
+	addTemplate(t, tm, "app-a", "tpl-aaaa", a.TeamID)
+	addTemplate(t, tm, "app-b", "tpl-bbbb", b.TeamID)
+	addBuild(t, tm, "bld-aaaa", "app-a", a.TeamID)
+	addBuild(t, tm, "bld-bbbb", "app-b", b.TeamID)
+	// "base" stands for the built-ins: every team lists it.
+	os.MkdirAll(filepath.Join(tm.Dir(), "base", "rootfs"), 0o755)
+	meta, _ := json.Marshal(template.Template{Name: "base", BuiltAt: time.Now().UTC(), Recipe: template.Recipe})
+	os.WriteFile(filepath.Join(tm.Dir(), "base", "template.json"), meta, 0o644)
+
+	list := func(key string) []string {
+		t.Helper()
+		resp, body := h.do(t, "GET", "/templates", nil, as(key)...)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /templates: %d %s", resp.StatusCode, body)
+		}
+		var l struct {
+			Templates []struct {
+				Alias string `json:"alias"`
+			} `json:"templates"`
+		}
+		json.Unmarshal(body, &l)
+		var out []string
+		for _, x := range l.Templates {
+			out = append(out, x.Alias)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		who, key string
+		want     []string
+	}{{"A", a.Key, []string{"app-a", "base"}}, {"B", b.Key, []string{"app-b", "base"}}, {"the default team", testKey, []string{"app", "base"}}} {
+		if got := list(c.key); !slices.Equal(got, c.want) {
+			t.Errorf("GET /templates as %s = %v, want %v", c.who, got, c.want)
+		}
+	}
+
+	for _, c := range []struct {
+		who, key, tmpl, id, bld string
+	}{{"A on B's", a.Key, "app-b", "tpl-bbbb", "bld-bbbb"}, {"B on A's", b.Key, "app-a", "tpl-aaaa", "bld-aaaa"}, {"A on the default team's", a.Key, "app", "tpl-0123", ""}} {
+		for _, name := range []string{c.tmpl, c.id} {
+			resp, body := h.do(t, "GET", "/templates/"+name, nil, as(c.key)...)
+			wantError(t, c.who+" GET /templates/"+name, resp, body, 404, "template_not_found")
+			if want := "template " + name + ": unknown template"; !strings.Contains(string(body), want) {
+				t.Errorf("%s GET /templates/%s = %s, want the message of an unknown template (%q)", c.who, name, body, want)
+			}
+			resp, body = h.do(t, "DELETE", "/templates/"+name+"?force=true", nil, as(c.key)...)
+			wantError(t, c.who+" DELETE /templates/"+name, resp, body, 404, "template_not_found")
+			for _, field := range []string{"template", "template_id"} {
+				resp, body = h.do(t, "POST", "/sandboxes", map[string]string{field: name}, as(c.key)...)
+				wantError(t, c.who+" POST /sandboxes "+field+"="+name, resp, body, 404, "template_not_found")
+				if want := `template \"` + name + `\": template not found`; !strings.Contains(string(body), want) {
+					t.Errorf("%s POST /sandboxes %s=%s = %s, want the message of an unknown template (%s)", c.who, field, name, body, want)
+				}
+			}
+		}
+		if c.bld == "" {
+			continue
+		}
+		for _, call := range []struct{ method, path string }{
+			{"GET", "/templates/builds/" + c.bld}, {"GET", "/templates/builds/" + c.bld + "/logs"},
+			{"GET", "/templates/builds/" + c.bld + "?follow=true"}, {"DELETE", "/templates/builds/" + c.bld},
+		} {
+			resp, body := h.do(t, call.method, call.path, nil, as(c.key)...)
+			wantError(t, c.who+" "+call.method+" "+call.path, resp, body, 404, "build_not_found")
+			if strings.Contains(string(body), "secret step") {
+				t.Errorf("%s %s %s leaks the build log: %s", c.who, call.method, call.path, body)
+			}
+		}
+	}
+
+	// An alias another team holds is taken; the answer names no team.
+	resp, body := h.do(t, "POST", "/templates/build", map[string]any{"alias": "app-a", "template": map[string]any{"base_image": "base"}}, as(b.Key)...)
+	wantError(t, "B builds alias app-a", resp, body, 409, "alias_taken")
+	if strings.Contains(string(body), a.TeamID) || strings.Contains(string(body), "tpl-aaaa") {
+		t.Errorf("alias conflict leaks the holder: %s", body)
+	}
+
+	// Each team still reaches its own; built-ins are every team's and read-only.
+	for _, c := range []struct{ key, tmpl, bld string }{{a.Key, "app-a", "bld-aaaa"}, {b.Key, "app-b", "bld-bbbb"}} {
+		if resp, body := h.do(t, "GET", "/templates/"+c.tmpl, nil, as(c.key)...); resp.StatusCode != 200 {
+			t.Errorf("GET own /templates/%s: %d %s", c.tmpl, resp.StatusCode, body)
+		}
+		if resp, body := h.do(t, "GET", "/templates/builds/"+c.bld+"/logs", nil, as(c.key)...); resp.StatusCode != 200 || !strings.Contains(string(body), "secret step") {
+			t.Errorf("GET own build logs %s: %d %s", c.bld, resp.StatusCode, body)
+		}
+		resp, body := h.do(t, "POST", "/sandboxes", map[string]string{"template": c.tmpl}, as(c.key)...)
+		if resp.StatusCode != 201 {
+			t.Errorf("POST /sandboxes with its own template %s: %d %s", c.tmpl, resp.StatusCode, body)
+		}
+		if resp, body := h.do(t, "GET", "/templates/base", nil, as(c.key)...); resp.StatusCode != 200 {
+			t.Errorf("GET /templates/base: %d %s", resp.StatusCode, body)
+		}
+		resp, body = h.do(t, "DELETE", "/templates/base", nil, as(c.key)...)
+		wantError(t, "DELETE /templates/base", resp, body, 403, "builtin_template")
+		resp, body = h.do(t, "POST", "/sandboxes", map[string]string{"template": "base"}, as(c.key)...)
+		if resp.StatusCode != 201 {
+			t.Errorf("POST /sandboxes with base: %d %s", resp.StatusCode, body)
+		}
+	}
+	// Nothing of another team was deleted.
+	for _, name := range []string{"app", "app-a", "app-b"} {
+		if _, err := tm.Get(name); err != nil {
+			t.Errorf("template %s after the other teams' attempts: %v", name, err)
+		}
+	}
+	resp, body = h.do(t, "DELETE", "/templates/app-a?force=true", nil, as(a.Key)...)
+	if resp.StatusCode != 204 {
+		t.Errorf("A DELETE its own app-a: %d %s", resp.StatusCode, body)
+	}
 }
 
 func TestTemplateEndpoints(t *testing.T) {

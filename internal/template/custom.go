@@ -50,6 +50,10 @@ type Custom struct {
 	// Key is the build cache key of the whole template: a rebuild that
 	// comes to the same key keeps the template as it is.
 	Key string `json:"key,omitempty"`
+	// TeamID is the team whose API key started the build: only that team
+	// sees and uses the template ("" = store.DefaultTeam, templates built
+	// before teams).
+	TeamID string `json:"team_id,omitempty"`
 }
 
 // ValidName reports whether name can name a template (and its directory).

@@ -130,6 +130,7 @@ type Job struct {
 	ID                         string // build id, names its work directory
 	Name                       string // template name (alias)
 	TmplID                     string // template_id to record
+	Team                       string // owning team to record
 	Plan                       *Plan
 	Source                     string // "dockerfile" or "spec"
 	Context                    string // directory of the unpacked build context ("" = none)
@@ -287,7 +288,7 @@ func (b *Builder) Build(ctx context.Context, job *Job) (err error) {
 	}
 	t := template.Template{
 		Name: job.Name, ID: job.TmplID, BuiltAt: time.Now().UTC(), BuildTime: time.Since(t0).Round(time.Millisecond).String(),
-		Custom:  &template.Custom{BuildID: job.ID, Source: job.Source, Base: last.base, CPUCount: job.CPUCount, MemoryMB: job.MemoryMB, DiskMB: job.DiskMB, Key: finalKey},
+		Custom:  &template.Custom{BuildID: job.ID, Source: job.Source, Base: last.base, CPUCount: job.CPUCount, MemoryMB: job.MemoryMB, DiskMB: job.DiskMB, Key: finalKey, TeamID: job.Team},
 		Runtime: rt,
 	}
 	if err := b.cfg.Templates.Install(tmp, t); err != nil {

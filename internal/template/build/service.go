@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/internal/tenancy"
 )
 
 // Build statuses.
@@ -28,6 +29,11 @@ const (
 
 // ErrBuildNotFound is returned (wrapped) for an unknown build id.
 var ErrBuildNotFound = errors.New("build not found")
+
+// ErrAliasTaken is returned (wrapped) when a build names an alias that
+// another team's template (or build in progress) holds. Aliases are one
+// namespace for the whole server; the error says nothing of the holder.
+var ErrAliasTaken = errors.New("the alias is not available")
 
 // MaxLogLines bounds the lines kept per build; older ones are dropped
 // behind LogTruncated.
@@ -45,6 +51,9 @@ type Request struct {
 	DiskMB     int    `json:"disk_mb,omitempty"`
 	Background bool   `json:"background,omitempty"`
 	Force      bool   `json:"force,omitempty"`
+	// Team owns the template and the build: the team of the API key that
+	// starts it (set by the server, never from the request body).
+	Team string `json:"-"`
 }
 
 // Status is a build's state as the API shows it.
@@ -60,6 +69,7 @@ type Status struct {
 	Logs       []string   `json:"logs"`
 	LogOffset  int        `json:"log_offset"`  // index of Logs[0] in the whole log
 	NextOffset int        `json:"next_offset"` // pass as ?offset= to read on
+	TeamID     string     `json:"team_id,omitempty"`
 	Owner      int        `json:"-"`
 }
 
@@ -188,17 +198,28 @@ func (s *Service) Start(ctx context.Context, req Request, contextTar io.Reader) 
 	if template.IsBuiltin(alias) {
 		return nil, &InputError{Msg: fmt.Sprintf("alias %q is a built-in template", alias)}
 	}
-	if old, err := s.cfg.Templates.Get(alias); err == nil {
-		if old.ID != "" {
-			tmplID = old.ID // a rebuild keeps the id
-		}
-		if s.cfg.InUse != nil && s.cfg.InUse(alias) > 0 {
-			return nil, fmt.Errorf("template %s: running sandboxes use it; kill them before rebuilding: %w", alias, template.ErrInUse)
-		}
+	team := tenancy.Owner(req.Team)
+	taken := fmt.Errorf("alias %q: %w; choose another", alias, ErrAliasTaken)
+	if s.buildingFor(alias, team) {
+		return nil, taken
 	}
 	release, err := s.cfg.Templates.Reserve(alias)
 	if err != nil {
 		return nil, err
+	}
+	// Checked under the reservation: no build of alias can finish meanwhile.
+	if old, err := s.cfg.Templates.Get(alias); err == nil {
+		if TemplateTeam(old) != team {
+			release()
+			return nil, taken
+		}
+		if old.ID != "" {
+			tmplID = old.ID // a rebuild keeps the id
+		}
+		if s.cfg.InUse != nil && s.cfg.InUse(alias) > 0 {
+			release()
+			return nil, fmt.Errorf("template %s: running sandboxes use it; kill them before rebuilding: %w", alias, template.ErrInUse)
+		}
 	}
 	work := filepath.Join(s.dir, id)
 	if err := os.MkdirAll(work, 0o755); err != nil {
@@ -231,7 +252,7 @@ func (s *Service) Start(ctx context.Context, req Request, contextTar io.Reader) 
 	}
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r := &run{
-		st:      Status{BuildID: id, Status: StatusBuilding, TemplateID: tmplID, Alias: alias, StartedAt: time.Now().UTC(), Owner: os.Getpid()},
+		st:      Status{BuildID: id, Status: StatusBuilding, TemplateID: tmplID, Alias: alias, StartedAt: time.Now().UTC(), Owner: os.Getpid(), TeamID: team},
 		changed: make(chan struct{}), cancel: cancel, done: make(chan struct{}), logFile: logFile,
 	}
 	s.mu.Lock()
@@ -239,7 +260,7 @@ func (s *Service) Start(ctx context.Context, req Request, contextTar io.Reader) 
 	s.mu.Unlock()
 	s.persist(r)
 	job := &Job{
-		ID: id, Name: alias, TmplID: tmplID, Plan: plan, Source: source, Context: ctxDir, Force: req.Force,
+		ID: id, Name: alias, TmplID: tmplID, Team: team, Plan: plan, Source: source, Context: ctxDir, Force: req.Force,
 		CPUCount: req.CPUCount, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB, Log: r.log,
 	}
 	s.cfg.Logf("template build %s: %s (%s) started", id, alias, source)
@@ -400,6 +421,35 @@ func (s *Service) Shutdown() {
 		r.cancel()
 		<-r.done
 	}
+}
+
+// buildingFor reports whether a build of alias by a team other than team
+// runs in this process.
+func (s *Service) buildingFor(alias, team string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.builds {
+		r.mu.Lock()
+		other := r.st.Alias == alias && r.st.Status == StatusBuilding && tenancy.Owner(r.st.TeamID) != team
+		r.mu.Unlock()
+		if other {
+			return true
+		}
+	}
+	return false
+}
+
+// TemplateTeam returns the team owning template t: "" for a built-in
+// (every team's), else the team recorded by its build (store.DefaultTeam
+// for templates built before teams or outside the API).
+func TemplateTeam(t template.Template) string {
+	if template.IsBuiltin(t.Name) {
+		return ""
+	}
+	if t.Custom == nil {
+		return tenancy.Owner("")
+	}
+	return tenancy.Owner(t.Custom.TeamID)
 }
 
 func (s *Service) lookup(id string) *run {

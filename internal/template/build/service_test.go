@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/declaw/declaw/internal/store"
 	"github.com/declaw/declaw/internal/template"
 	"github.com/declaw/declaw/internal/testenv"
 )
@@ -195,5 +197,46 @@ func TestServiceRecoverMarksInterruptedBuildsFailed(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, id)); err == nil {
 		t.Error("Recover left the work dir")
+	}
+}
+
+// TestServiceTeams: a build records its team on the build and the
+// template; another team cannot take the alias, neither of a template
+// nor of a build in progress, and learns nothing of the holder.
+func TestServiceTeams(t *testing.T) {
+	s, tm, _ := newTestService(t)
+	st := build(t, s, Request{Alias: "mine", Team: "team_a", Template: Spec{BaseImage: "fakebase", RunCmds: []string{"write /a x"}}})
+	if st.Status != StatusCompleted || st.TeamID != "team_a" {
+		t.Fatalf("build of team_a: %+v", st)
+	}
+	if got, err := s.Get(st.BuildID, 0); err != nil || got.TeamID != "team_a" {
+		t.Errorf("Get: %+v, %v; want team_a", got, err)
+	}
+	tp, err := tm.Get("mine")
+	if err != nil || tp.Custom == nil || tp.Custom.TeamID != "team_a" || TemplateTeam(tp) != "team_a" {
+		t.Fatalf("template of team_a: %+v, %v", tp.Custom, err)
+	}
+	_, err = s.Start(context.Background(), Request{Alias: "mine", Team: "team_b", Template: Spec{BaseImage: "fakebase"}}, nil)
+	if !errors.Is(err, ErrAliasTaken) || strings.Contains(err.Error(), "team_a") || strings.Contains(err.Error(), tp.ID) {
+		t.Errorf("team_b builds team_a's alias: %v, want ErrAliasTaken naming no holder", err)
+	}
+	if again := build(t, s, Request{Alias: "mine", Team: "team_a", Template: Spec{BaseImage: "fakebase", RunCmds: []string{"write /b y"}}}); again.Status != StatusCompleted || again.TemplateID != tp.ID {
+		t.Errorf("team_a rebuilds its alias: %+v, want completed with the same template_id %s", again, tp.ID)
+	}
+	// A build in progress holds its alias too.
+	slow, err := s.Start(context.Background(), Request{Alias: "slow", Team: "team_a", Template: Spec{BaseImage: "fakebase", RunCmds: []string{"block"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(context.Background(), Request{Alias: "slow", Team: "team_b", Template: Spec{BaseImage: "fakebase"}}, nil); !errors.Is(err, ErrAliasTaken) {
+		t.Errorf("team_b builds an alias team_a is building: %v, want ErrAliasTaken", err)
+	}
+	s.Cancel(slow.BuildID)
+	// Templates from before teams are the default team's; built-ins no team's.
+	if got := TemplateTeam(template.Template{Name: "old", Custom: &template.Custom{}}); got != store.DefaultTeam {
+		t.Errorf("TemplateTeam(no team) = %q, want %q", got, store.DefaultTeam)
+	}
+	if got := TemplateTeam(template.Template{Name: "python"}); got != "" {
+		t.Errorf("TemplateTeam(python) = %q, want \"\"", got)
 	}
 }
