@@ -269,8 +269,8 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if template.IsBuiltin(t.Name) {
-		s.writeError(w, r, &Error{Status: http.StatusForbidden, Code: "builtin_template", Message: "built-in templates cannot be deleted through the API"})
+	if build.TemplateTeam(t) == "" { // built-in, or installed by the operator: every team's
+		s.writeError(w, r, &Error{Status: http.StatusForbidden, Code: "builtin_template", Message: "built-in and operator-installed templates cannot be deleted through the API"})
 		return
 	}
 	if n := s.cfg.Sandboxes.TemplateUsers(t.Name); n > 0 {

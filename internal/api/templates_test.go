@@ -98,10 +98,13 @@ func TestTemplateTeamIsolation(t *testing.T) {
 	addTemplate(t, tm, "app-b", "tpl-bbbb", b.TeamID)
 	addBuild(t, tm, "bld-aaaa", "app-a", a.TeamID)
 	addBuild(t, tm, "bld-bbbb", "app-b", b.TeamID)
-	// "base" stands for the built-ins: every team lists it.
-	os.MkdirAll(filepath.Join(tm.Dir(), "base", "rootfs"), 0o755)
-	meta, _ := json.Marshal(template.Template{Name: "base", BuiltAt: time.Now().UTC(), Recipe: template.Recipe})
-	os.WriteFile(filepath.Join(tm.Dir(), "base", "template.json"), meta, 0o644)
+	// "base" stands for the built-ins, "tools" for a template the operator
+	// installed (no build record): every team's.
+	for _, name := range []string{"base", "tools"} {
+		os.MkdirAll(filepath.Join(tm.Dir(), name, "rootfs"), 0o755)
+		meta, _ := json.Marshal(template.Template{Name: name, BuiltAt: time.Now().UTC(), Recipe: template.Recipe})
+		os.WriteFile(filepath.Join(tm.Dir(), name, "template.json"), meta, 0o644)
+	}
 
 	list := func(key string) []string {
 		t.Helper()
@@ -124,7 +127,7 @@ func TestTemplateTeamIsolation(t *testing.T) {
 	for _, c := range []struct {
 		who, key string
 		want     []string
-	}{{"A", a.Key, []string{"app-a", "base"}}, {"B", b.Key, []string{"app-b", "base"}}, {"the default team", testKey, []string{"app", "base"}}} {
+	}{{"A", a.Key, []string{"app-a", "base", "tools"}}, {"B", b.Key, []string{"app-b", "base", "tools"}}, {"the default team", testKey, []string{"app", "base", "tools"}}} {
 		if got := list(c.key); !slices.Equal(got, c.want) {
 			t.Errorf("GET /templates as %s = %v, want %v", c.who, got, c.want)
 		}
@@ -183,18 +186,20 @@ func TestTemplateTeamIsolation(t *testing.T) {
 		if resp.StatusCode != 201 {
 			t.Errorf("POST /sandboxes with its own template %s: %d %s", c.tmpl, resp.StatusCode, body)
 		}
-		if resp, body := h.do(t, "GET", "/templates/base", nil, as(c.key)...); resp.StatusCode != 200 {
-			t.Errorf("GET /templates/base: %d %s", resp.StatusCode, body)
+		for _, shared := range []string{"base", "tools"} {
+			if resp, body := h.do(t, "GET", "/templates/"+shared, nil, as(c.key)...); resp.StatusCode != 200 {
+				t.Errorf("GET /templates/%s: %d %s", shared, resp.StatusCode, body)
+			}
+			resp, body := h.do(t, "DELETE", "/templates/"+shared+"?force=true", nil, as(c.key)...)
+			wantError(t, "DELETE /templates/"+shared, resp, body, 403, "builtin_template")
 		}
-		resp, body = h.do(t, "DELETE", "/templates/base", nil, as(c.key)...)
-		wantError(t, "DELETE /templates/base", resp, body, 403, "builtin_template")
 		resp, body = h.do(t, "POST", "/sandboxes", map[string]string{"template": "base"}, as(c.key)...)
 		if resp.StatusCode != 201 {
 			t.Errorf("POST /sandboxes with base: %d %s", resp.StatusCode, body)
 		}
 	}
 	// Nothing of another team was deleted.
-	for _, name := range []string{"app", "app-a", "app-b"} {
+	for _, name := range []string{"app", "app-a", "app-b", "base", "tools"} {
 		if _, err := tm.Get(name); err != nil {
 			t.Errorf("template %s after the other teams' attempts: %v", name, err)
 		}

@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/declaw/declaw/internal/template"
+	"github.com/declaw/declaw/internal/tenancy"
 )
 
 // Runner starts the sandboxes RUN steps execute in.
@@ -210,7 +211,7 @@ func (b *Builder) Build(ctx context.Context, job *Job) (err error) {
 	for si, st := range job.Plan.Stages {
 		n++
 		logf("Step %d/%d : FROM %s%s", n, total, st.Base, asName(st.Name))
-		s, err := b.resolveBase(ctx, st, stages, logf)
+		s, err := b.resolveBase(ctx, st, stages, job.Team, logf)
 		if err != nil {
 			return err
 		}
@@ -305,8 +306,10 @@ func asName(n string) string {
 	return " AS " + n
 }
 
-// resolveBase returns the state a stage starts from.
-func (b *Builder) resolveBase(ctx context.Context, st *Stage, stages map[string]*stageState, logf func(string, ...any)) (*stageState, error) {
+// resolveBase returns the state a stage starts from. Another team's
+// custom template is no base of team's builds: its name is then taken as
+// an image reference, as an unknown name is.
+func (b *Builder) resolveBase(ctx context.Context, st *Stage, stages map[string]*stageState, team string, logf func(string, ...any)) (*stageState, error) {
 	if prev, ok := stages[strings.ToLower(st.Base)]; ok {
 		s := *prev
 		s.lowers = slices.Clone(prev.lowers[1:]) // the prep layer is added again
@@ -322,6 +325,9 @@ func (b *Builder) resolveBase(ctx context.Context, st *Stage, stages map[string]
 		if err != nil && template.IsBuiltin(st.Base) {
 			logf("building the built-in template %s first", st.Base)
 			t, err = b.cfg.Templates.Ensure(ctx, st.Base)
+		}
+		if owner := TemplateTeam(t); err == nil && owner != "" && owner != tenancy.Owner(team) {
+			err = template.ErrUnknownTemplate
 		}
 		if err == nil {
 			s := &stageState{

@@ -439,15 +439,13 @@ func (s *Service) buildingFor(alias, team string) bool {
 	return false
 }
 
-// TemplateTeam returns the team owning template t: "" for a built-in
-// (every team's), else the team recorded by its build (store.DefaultTeam
-// for templates built before teams or outside the API).
+// TemplateTeam returns the team owning template t: "" for a shared one
+// (every team's: a built-in, or one the operator installed outside the
+// API, which has no build record), else the team recorded by its build
+// (store.DefaultTeam for builds from before teams).
 func TemplateTeam(t template.Template) string {
-	if template.IsBuiltin(t.Name) {
+	if template.IsBuiltin(t.Name) || t.Custom == nil {
 		return ""
-	}
-	if t.Custom == nil {
-		return tenancy.Owner("")
 	}
 	return tenancy.Owner(t.Custom.TeamID)
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,6 +225,17 @@ func TestServiceTeams(t *testing.T) {
 	if again := build(t, s, Request{Alias: "mine", Team: "team_a", Template: Spec{BaseImage: "fakebase", RunCmds: []string{"write /b y"}}}); again.Status != StatusCompleted || again.TemplateID != tp.ID {
 		t.Errorf("team_a rebuilds its alias: %+v, want completed with the same template_id %s", again, tp.ID)
 	}
+	// Another team's template is no base: its name is an image reference
+	// (the registry is refused here), as an unknown name is.
+	reg := &refusingTransport{}
+	s.cfg.Builder.cfg.Transport = reg
+	other := build(t, s, Request{Alias: "theirs", Team: "team_b", Template: Spec{BaseImage: "mine"}})
+	if other.Status != StatusFailed || countLines(other.Logs, "base: template mine") > 0 || reg.hosts() == 0 {
+		t.Errorf("team_b builds FROM team_a's template: %+v (%d registry requests), want a failed image pull", other, reg.hosts())
+	}
+	if own := build(t, s, Request{Alias: "derived", Team: "team_a", Template: Spec{BaseImage: "mine"}}); own.Status != StatusCompleted || countLines(own.Logs, "base: template mine") != 1 {
+		t.Errorf("team_a builds FROM its own template: %+v", own)
+	}
 	// A build in progress holds its alias too.
 	slow, err := s.Start(context.Background(), Request{Alias: "slow", Team: "team_a", Template: Spec{BaseImage: "fakebase", RunCmds: []string{"block"}}}, nil)
 	if err != nil {
@@ -236,7 +249,19 @@ func TestServiceTeams(t *testing.T) {
 	if got := TemplateTeam(template.Template{Name: "old", Custom: &template.Custom{}}); got != store.DefaultTeam {
 		t.Errorf("TemplateTeam(no team) = %q, want %q", got, store.DefaultTeam)
 	}
-	if got := TemplateTeam(template.Template{Name: "python"}); got != "" {
-		t.Errorf("TemplateTeam(python) = %q, want \"\"", got)
+	for _, shared := range []template.Template{{Name: "python"}, {Name: "fakebase"}} {
+		if got := TemplateTeam(shared); got != "" {
+			t.Errorf("TemplateTeam(%s) = %q, want \"\" (shared)", shared.Name, got)
+		}
 	}
 }
+
+// refusingTransport counts registry requests and answers none.
+type refusingTransport struct{ n atomic.Int32 }
+
+func (r *refusingTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	r.n.Add(1)
+	return nil, errors.New("no registry in this test")
+}
+
+func (r *refusingTransport) hosts() int { return int(r.n.Load()) }
