@@ -6,6 +6,8 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +121,27 @@ print("ok")
 	if out, err := s.pythonCmd(ctx, script).CombinedOutput(); err != nil || !strings.Contains(string(out), "ok") {
 		t.Errorf("python SDK volumes: %v\n%s", err, out)
 	}
+
+	// The CLI: a local directory in, attached with --volume, listed, removed.
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "cfg"), 0o755)
+	os.WriteFile(filepath.Join(dir, "cfg", "app.conf"), []byte("from-cli"), 0o644)
+	cliVol := strings.TrimSpace(s.mustCLI("", "volume", "create", "cli-vol", dir))
+	if !strings.HasPrefix(cliVol, "vol-") {
+		t.Fatalf("volume create printed %q", cliVol)
+	}
+	if ls := s.mustCLI("", "volume", "ls"); !strings.Contains(ls, cliVol) || !strings.Contains(ls, "cli-vol") {
+		t.Errorf("volume ls:\n%s\nwant %s listed", ls, cliVol)
+	}
+	sb := strings.TrimSpace(s.mustCLI("", "sandbox", "create", "-t", "base", "--volume", cliVol+":/srv/app"))
+	if out := s.mustCLI("", "sandbox", "exec", sb, "--", "cat", "/srv/app/cfg/app.conf"); out != "from-cli" {
+		t.Errorf("file from the CLI volume = %q", out)
+	}
+	if r := s.cli("", "volume", "rm", cliVol); r.code == 0 || !strings.Contains(r.stderr, "volume_in_use") {
+		t.Errorf("volume rm while attached: exit %d stderr %q, want a volume_in_use failure", r.code, r.stderr)
+	}
+	s.mustCLI("", "sandbox", "kill", sb)
+	s.mustCLI("", "volume", "rm", cliVol)
 
 	if code, body := s.do("DELETE", "/volumes/"+v.VolumeID, nil); code != 204 {
 		t.Errorf("DELETE after the sandboxes died = %d %s, want 204", code, body)

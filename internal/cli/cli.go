@@ -32,6 +32,7 @@ Usage:
   declaw audit ID [--follow]        print a sandbox's audit trail
   declaw keys create|list|revoke    manage API keys (admin key)
   declaw teams create|list          manage teams (admin key)
+  declaw volume create|ls|info|download|rm   tarball volumes (attach: sandbox create --volume)
   declaw template build|list|delete manage sandbox templates
   declaw guard scan|eval            run the PII / secrets / injection detectors
   declaw bench [--local] [--quick]  measure latency, concurrency and density vs baselines
@@ -66,6 +67,8 @@ func run(e *env, args []string) int {
 		return runKeys(e, nil, args[1:])
 	case "teams", "team":
 		return runTeams(e, nil, args[1:])
+	case "volume", "volumes", "vol":
+		return runVolume(e, nil, args[1:])
 	case "template", "templates":
 		return runTemplate(e, args[1:])
 	case "guard":

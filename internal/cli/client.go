@@ -246,6 +246,8 @@ func runClientGlobals(e *env, globals, args []string) int {
 			return runKeys(e, globals, args[1:])
 		case "teams", "team":
 			return runTeams(e, globals, args[1:])
+		case "volume", "volumes", "vol":
+			return runVolume(e, globals, args[1:])
 		}
 	}
 	fmt.Fprintf(e.stderr, "declaw: %s must be followed by sandbox, audit, keys or teams\n\n%s", strings.Join(globals, " "), usage)

@@ -117,10 +117,20 @@ func sandboxCreate(c *clientCmd, args []string) int {
 	cpus := fs.Float64("cpu-count", 0, "vCPUs (0: the template's, else the server's default)")
 	mem := fs.Int64("memory-mb", 0, "memory in MiB (0: the template's, else the server's default)")
 	disk := fs.Int64("disk-mb", 0, "writable disk in MiB (0: the template's, else the server's default)")
+	var vols listFlag
+	fs.Var(&vols, "volume", "attach a volume `ID:PATH[:MODE[:SUBPATH]]` (mode copy, the default); repeatable")
 	if _, _, _, ok := c.parse(args, 0, 0); !ok {
 		return 2
 	}
 	req := declaw.CreateRequest{Template: *tmpl, Timeout: timeout, Envs: envs.m, Metadata: meta.m}
+	for _, v := range vols {
+		a, err := parseVolumeFlag(v)
+		if err != nil {
+			c.usagef("%v", err)
+			return 2
+		}
+		req.Volumes = append(req.Volumes, a)
+	}
 	fs.Visit(func(f *flag.Flag) { // only what was given: the server validates the values
 		switch f.Name {
 		case "cpu-count":

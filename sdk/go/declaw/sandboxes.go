@@ -90,6 +90,8 @@ type CreateRequest struct {
 	CPUCount *float64 `json:"cpu_count,omitempty"`
 	MemoryMB *int64   `json:"memory_mb,omitempty"`
 	DiskMB   *int64   `json:"disk_mb,omitempty"`
+	// Volumes are unpacked into the sandbox before the create answers.
+	Volumes []VolumeAttachment `json:"volumes,omitempty"`
 	// IdempotencyKey is sent as Idempotency-Key, and reused when the
 	// create is retried; empty: a random one.
 	IdempotencyKey string `json:"-"`
