@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -26,6 +27,7 @@ import base64, hashlib, http.server, sys, threading
 release = threading.Event()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     def log_message(self, *a): pass
     def reply(self, body, ctype="text/plain"):
         self.send_response(200)
@@ -363,4 +365,69 @@ func (s *server) wsEcho(path, headers, msg string) (string, error) {
 	}
 	conn.Write([]byte{0x88, 0x80, 0, 0, 0, 0}) // close
 	return string(out), nil
+}
+
+// BenchmarkPortProxy: a GET through /sandboxes/{id}/ports/8000/ vs the
+// same GET sent straight to the sandbox's address from the server's own
+// network namespace (the baseline), interleaved, keep-alive on both.
+// Reports both p50s and their ratio (proxy-vs-direct-p50).
+func BenchmarkPortProxy(b *testing.B) {
+	s := startServer(b)
+	var out struct {
+		SandboxID string `json:"sandbox_id"`
+		GuestIP   string `json:"guest_ip"`
+	}
+	s.must(201, "POST", "/sandboxes", map[string]any{"template": "python", "timeout": 600}, &out)
+	id := out.SandboxID
+	b.Cleanup(func() { s.do("DELETE", "/sandboxes/"+id, nil) })
+	s.must(200, "PUT", "/sandboxes/"+id+"/files/raw?path=/tmp/app.py", portApp, nil)
+	s.must(200, "POST", "/sandboxes/"+id+"/commands", map[string]any{"cmd": "python3 /tmp/app.py 8000", "background": true, "timeout": 0}, nil)
+	if out.GuestIP == "" {
+		b.Fatal("create answered no guest_ip")
+	}
+	get := func(url string, key bool) time.Duration {
+		req, _ := http.NewRequest("GET", url, nil)
+		if key {
+			req.Header.Set("X-API-Key", s.key)
+		}
+		start := time.Now()
+		resp, err := s.client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("GET %s: %d", url, resp.StatusCode)
+		}
+		return time.Since(start)
+	}
+	proxied := s.base + "/sandboxes/" + id + "/ports/8000/bench"
+	direct := "http://" + net.JoinHostPort(out.GuestIP, "8000") + "/bench"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _ := s.do("GET", "/sandboxes/"+id+"/ports/8000/", nil)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the app never answered: %d", code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	get(direct, false) // warm both connections
+	get(proxied, true)
+	var viaProxy, viaDirect latencies
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		viaProxy = append(viaProxy, get(proxied, true))
+		viaDirect = append(viaDirect, get(direct, false))
+	}
+	b.StopTimer()
+	viaProxy.report(b, "proxy-") // sorts
+	viaDirect.report(b, "direct-")
+	mid := (b.N - 1) / 2 // the index report's p50 uses
+	if p := viaDirect[mid]; p > 0 {
+		b.ReportMetric(float64(viaProxy[mid])/float64(p), "proxy-vs-direct-p50")
+	}
 }
