@@ -504,6 +504,65 @@ pip install --no-index /tmp/hello_e2e-1.0-py3-none-any.whl >/dev/null && cd / &&
 		}
 	})
 
+	t.Run("Teams", func(t *testing.T) {
+		// A template of the default team (the server's startup key) is
+		// invisible and unusable for another team's key, like an unknown one.
+		a := alias("own")
+		code, st, b := s.build(map[string]any{"alias": a, "template": map[string]any{"base_image": "base", "run_cmds": []string{"echo own > /opt/own"}}}, nil)
+		if code != 200 || st.Status != "completed" {
+			t.Fatalf("build: %d %s", code, b)
+		}
+		team := strings.TrimSpace(s.mustCLI("", "teams", "create", "tpl-other-"+suffix))
+		r := s.cli("", "--json", "keys", "create", "--team", team, "--name", "other")
+		var k struct {
+			Key string `json:"key"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &k) != nil || k.Key == "" {
+			t.Fatalf("keys create: exit %d %q %q", r.code, r.stdout, r.stderr)
+		}
+		other := []string{"X-API-Key", k.Key}
+		code, b = s.do("GET", "/templates", nil, other...)
+		if code != 200 || strings.Contains(string(b), a) || strings.Contains(string(b), st.TemplateID) || !strings.Contains(string(b), `"alias":"base"`) {
+			t.Errorf("GET /templates as another team: %d %s, want base listed and not %s", code, b, a)
+		}
+		for _, c := range []struct {
+			method, path string
+			body         any
+			code         string
+		}{
+			{"GET", "/templates/" + a, nil, "template_not_found"},
+			{"GET", "/templates/" + st.TemplateID, nil, "template_not_found"},
+			{"DELETE", "/templates/" + a + "?force=true", nil, "template_not_found"},
+			{"POST", "/sandboxes", map[string]any{"template": a}, "template_not_found"},
+			{"POST", "/sandboxes", map[string]any{"template_id": st.TemplateID}, "template_not_found"},
+			{"GET", "/templates/builds/" + st.BuildID, nil, "build_not_found"},
+			{"GET", "/templates/builds/" + st.BuildID + "/logs?follow=true", nil, "build_not_found"},
+			{"DELETE", "/templates/builds/" + st.BuildID, nil, "build_not_found"},
+			{"POST", "/templates/build", map[string]any{"alias": a, "template": map[string]any{"base_image": "base"}}, "alias_taken"},
+		} {
+			code, b := s.do(c.method, c.path, c.body, other...)
+			if !strings.Contains(string(b), `"code":"`+c.code+`"`) || strings.Contains(string(b), "echo own") {
+				t.Errorf("%s %s as another team: %d %s, want %s", c.method, c.path, code, b, c.code)
+			}
+		}
+		// The owner still has it, and another team still uses the built-ins.
+		s.must(200, "GET", "/templates/"+a, nil, nil)
+		id := s.create(map[string]any{"template": a})
+		if r := s.run(id, "cat /opt/own"); r.Stdout != "own\n" {
+			t.Errorf("the owner's sandbox of %s: %q", a, r.Stdout)
+		}
+		code, b = s.do("POST", "/sandboxes", map[string]any{"template": "base", "timeout": 60}, other...)
+		if code != 201 {
+			t.Errorf("another team creates from base: %d %s", code, b)
+		} else {
+			var sb struct {
+				SandboxID string `json:"sandbox_id"`
+			}
+			json.Unmarshal(b, &sb)
+			s.do("DELETE", "/sandboxes/"+sb.SandboxID, nil, other...)
+		}
+	})
+
 	t.Run("Faults", func(t *testing.T) {
 		// Bad Dockerfiles: 400 naming the line.
 		for _, c := range []struct{ df, want string }{
