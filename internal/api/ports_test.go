@@ -232,3 +232,40 @@ func TestPortTokens(t *testing.T) {
 		t.Errorf("key after kill = %d %s, want 410/404", resp.StatusCode, b)
 	}
 }
+
+// TestPortProxyHTTP2: a client speaking HTTP/2 to the API (TLS, h2) gets
+// the app's answer and a streamed SSE event through the port URL.
+func TestPortProxyHTTP2(t *testing.T) {
+	h := newHarness(t)
+	app := newAppServer(t)
+	sb := h.create(t, nil)
+	srv := httptest.NewUnstartedServer(h.api)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	base := srv.URL + "/sandboxes/" + sb.SandboxID + "/ports/" + strconv.Itoa(app.port())
+
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", base+"/h2?x=1", nil)
+	req.Header.Set("X-API-Key", testKey)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(b) != "app GET /h2?x=1" {
+		t.Fatalf("over h2: %s %d %q, want HTTP/2 200 from the app", resp.Proto, resp.StatusCode, b)
+	}
+
+	req, _ = http.NewRequestWithContext(t.Context(), "GET", base+"/sse", nil)
+	req.Header.Set("X-API-Key", testKey)
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if resp.ProtoMajor != 2 || err != nil || line != "data: one\n" {
+		t.Errorf("SSE over h2: %s, first line %q, %v; want the event while the stream stays open", resp.Proto, line, err)
+	}
+}
