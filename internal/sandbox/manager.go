@@ -983,7 +983,9 @@ func (m *Manager) IsRunning(ctx context.Context, id string) (bool, error) {
 	return info.State == StateRunning, nil
 }
 
-// Shutdown kills every sandbox; new creates fail afterwards.
+// Shutdown kills every sandbox and returns once their resources are freed
+// (or ctx ends), those of async kills under way included; new creates fail
+// afterwards.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.stopSampling()
 	poolErr := m.pool.close(ctx)
@@ -1006,7 +1008,22 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := m.kill(ctx, id, "server shutdown"); err != nil {
+			inst := m.lookup(id)
+			if inst == nil {
+				return
+			}
+			_, err := m.kill(ctx, id, "server shutdown")
+			if err == nil {
+				// An async kill may own it (kill returned at once): its
+				// teardown must end before the runtime and network are
+				// closed under it, or its run dir and more are left.
+				select {
+				case <-inst.gone:
+				case <-ctx.Done():
+					err = fmt.Errorf("shutdown: sandbox %s is still being killed: %w", id, ctx.Err())
+				}
+			}
+			if err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

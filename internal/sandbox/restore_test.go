@@ -449,6 +449,10 @@ func TestRestoreRacesKill(t *testing.T) {
 		rec := h.record(t, id)
 		_, rtErr := h.rt.State(t.Context(), id)
 		live := h.m.lookup(id) != nil
+		_, dirErr := os.Stat(filepath.Join(h.runDir, id))
+		if (rec.State == StateRunning) != (dirErr == nil) {
+			t.Fatalf("round %d: record %s, run dir: %v", i, rec.State, dirErr)
+		}
 		outcomes[rec.State]++
 		switch rec.State {
 		case StateRunning:
@@ -476,6 +480,52 @@ func TestRestoreRacesKill(t *testing.T) {
 	if _, err := h.m.Kill(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
+	h.assertFreed(t)
+}
+
+// TestShutdownWaitsForAsyncKill: an async kill that won over a restore is
+// still freeing the sandbox when the server shuts down; Shutdown returns
+// only once it is done, so nothing (container, slot, run dir) is left.
+func TestShutdownWaitsForAsyncKill(t *testing.T) {
+	h := newHarness(t)
+	info, _ := h.create(t, CreateRequest{})
+	id := info.SandboxID
+	sn := h.snapshotWith(t, id, map[string]string{"/a": "1"})
+	put := make(chan struct{})
+	h.envd.mu.Lock()
+	h.envd.putGate = put
+	h.envd.mu.Unlock()
+	restored := make(chan error, 1)
+	go func() {
+		_, _, _, err := h.m.Restore(t.Context(), id, sn.ID)
+		restored <- err
+	}()
+	waitFor(t, 5*time.Second, "the restore to extract", func() bool {
+		return strings.Contains(strings.Join(h.envd.callPaths(), ","), "PUT /snapshot")
+	})
+	if err := h.m.KillAsync(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release) // before the harness's Shutdown, if the test fails
+	h.rt.gate = gate   // the async kill's destroy waits
+	close(put)
+	if err := <-restored; !errors.Is(err, ErrKilled) {
+		t.Fatalf("Restore during an async kill: %v, want ErrKilled", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.m.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) while an async kill was still freeing the sandbox", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	h.rt.gate = nil
 	h.assertFreed(t)
 }
 
