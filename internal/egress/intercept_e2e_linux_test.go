@@ -130,14 +130,6 @@ func (ie *icE2E) client(h2 bool, roots *tls.Config) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-func (ie *icE2E) uplinkBodies() [][]byte {
-	var out [][]byte
-	for _, r := range ie.n.Records().HTTP {
-		out = append(out, r.Body)
-	}
-	return out
-}
-
 func TestE2EIntercept(t *testing.T) {
 	ie := newICE2E(t)
 	n := ie.n

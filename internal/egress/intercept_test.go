@@ -186,11 +186,9 @@ func newICUpstream(t testing.TB, tlsOn bool) *icUpstream {
 
 type icHarness struct {
 	*harness
-	up     *icUpstream
-	ca     *ca.CA
-	mu     sync.Mutex
-	events []HTTPEvent
-	evCh   chan HTTPEvent
+	up   *icUpstream
+	ca   *ca.CA
+	evCh chan HTTPEvent
 }
 
 func newICHarness(t testing.TB, sec string, trustUpstream bool) *icHarness {
