@@ -107,7 +107,14 @@ func (ic *intercepted) serveTLS(ctx context.Context) endReason {
 		return endReason{true, "sandbox TLS handshake failed: " + userSafe(err)}
 	}
 	if srv.ConnectionState().NegotiatedProtocol == "h2" {
+		// net/http serves HTTP/2 only on connections it accepts and
+		// handshakes itself; this one was accepted, peeked and handshaken
+		// by the proxy, with its sandbox and destination in ctx, and
+		// x/net/http2's ServeConn is still the one API that serves such a
+		// connection.
+		//lint:ignore SA1019 no net/http equivalent serves an already-handshaken conn with a per-conn context
 		h2 := &http2.Server{IdleTimeout: ic.p.cfg.IdleTimeout, MaxReadFrameSize: 1 << 20}
+		//lint:ignore SA1019 see above
 		h2.ServeConn(srv, &http2.ServeConnOpts{
 			Context:    ctx,
 			Handler:    http.HandlerFunc(ic.serveH2),
