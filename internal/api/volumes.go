@@ -16,6 +16,7 @@ import (
 
 	"github.com/declaw/declaw/internal/envdapi"
 	"github.com/declaw/declaw/internal/sandbox"
+	"github.com/declaw/declaw/internal/sandboxrt"
 	"github.com/declaw/declaw/internal/tenancy"
 	"github.com/declaw/declaw/internal/volume"
 )
@@ -105,7 +106,9 @@ func (s *Server) downloadVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "application/gzip")
-	w.Header().Set("Content-Length", strconv.FormatInt(v.SizeBytes, 10))
+	if !s.cfg.Volumes.Live(id) { // a live volume is packed as it is sent
+		w.Header().Set("Content-Length", strconv.FormatInt(v.SizeBytes, 10))
+	}
 	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.tar.gz"`)
 	io.Copy(w, rc)
 }
@@ -159,8 +162,13 @@ func (s *Server) parseAttachments(ctx context.Context, raw []byte) ([]attachment
 				return nil, badRequest("invalid_volume", "subpath is for live mounts only, not mode copy")
 			}
 		case "mount", "mount-ro":
-			return nil, &Error{Status: http.StatusNotImplemented, Code: "not_implemented",
-				Message: "live volume mounts (mode " + a.Mode + ") are not implemented yet; attach with mode copy"}
+			if !s.cfg.Sandboxes.LiveMounts() {
+				return nil, &Error{Status: http.StatusNotImplemented, Code: "not_implemented",
+					Message: "live volume mounts (mode " + a.Mode + ") need the gvisor runtime; this server runs microVMs: attach with mode copy"}
+			}
+			if _, err := volume.CleanRel(a.Subpath); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, badRequest("invalid_volume", fmt.Sprintf("mode %q is not copy, mount or mount-ro", a.Mode))
 		}
@@ -220,7 +228,34 @@ func (s *Server) hydrate(ctx context.Context, id string, atts []attachment) erro
 		}
 		return b, nil
 	}
+	run := func(a attachment, cmd string) error {
+		timeout := float64(600)
+		in, _ := json.Marshal(envdapi.CommandRequest{Cmd: cmd, User: "root", Timeout: &timeout})
+		b, err := send(http.MethodPost, "/commands", bytes.NewReader(in), int64(len(in)), "application/json")
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", a.VolumeID, err)
+		}
+		var res envdapi.CommandResult
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("volume %s: %w", a.VolumeID, err)
+		}
+		if res.ExitCode != 0 {
+			return &Error{Status: http.StatusUnprocessableEntity, Code: "volume_unpack_failed",
+				Message: fmt.Sprintf("volume %s could not be set up at %s: %s", a.VolumeID, a.MountPath, strings.TrimSpace(res.Stderr))}
+		}
+		return nil
+	}
 	for _, a := range atts {
+		if a.live() {
+			// Bound at boot (liveMounts); a writable one is handed to the
+			// sandbox user, as a copy is.
+			if a.Mode == "mount" {
+				if err := run(a, "if id -u user >/dev/null 2>&1; then chown -R user:user -- "+shellQuote(a.MountPath)+"; fi"); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		rc, err := s.cfg.Volumes.Open(ctx, a.VolumeID)
 		if err != nil {
 			return err
@@ -234,22 +269,40 @@ func (s *Server) hydrate(ctx context.Context, id string, atts []attachment) erro
 		m, f := shellQuote(a.MountPath), shellQuote(tmp)
 		cmd := "set -e; mkdir -p -- " + m + "; tar -xzf " + f + " -C " + m + " --no-same-owner; rm -f -- " + f +
 			"; if id -u user >/dev/null 2>&1; then chown -R user:user -- " + m + "; fi"
-		timeout := float64(600)
-		in, _ := json.Marshal(envdapi.CommandRequest{Cmd: cmd, User: "root", Timeout: &timeout})
-		b, err := send(http.MethodPost, "/commands", bytes.NewReader(in), int64(len(in)), "application/json")
-		if err != nil {
-			return fmt.Errorf("volume %s: unpack: %w", a.VolumeID, err)
-		}
-		var res envdapi.CommandResult
-		if err := json.Unmarshal(b, &res); err != nil {
-			return fmt.Errorf("volume %s: unpack: %w", a.VolumeID, err)
-		}
-		if res.ExitCode != 0 {
-			return &Error{Status: http.StatusUnprocessableEntity, Code: "volume_unpack_failed",
-				Message: fmt.Sprintf("volume %s could not be unpacked at %s: %s", a.VolumeID, a.MountPath, strings.TrimSpace(res.Stderr))}
+		if err := run(a, cmd); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (a attachment) live() bool { return a.Mode == "mount" || a.Mode == "mount-ro" }
+
+// liveMounts resolves the live attachments of atts to bind mounts for the
+// sandbox spec. Each volume is held against deletion until release.
+func (s *Server) liveMounts(ctx context.Context, atts []attachment) (mounts []sandboxrt.Mount, release func(), err error) {
+	var held []string
+	release = func() {
+		for _, id := range held {
+			s.cfg.Volumes.Release(id)
+		}
+	}
+	for _, a := range atts {
+		if !a.live() {
+			continue
+		}
+		dir, err := s.cfg.Volumes.MountDir(ctx, a.VolumeID, a.Subpath)
+		if errors.Is(err, volume.ErrNoLiveMounts) {
+			err = &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: err.Error()}
+		}
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		held = append(held, a.VolumeID)
+		mounts = append(mounts, sandboxrt.Mount{Source: dir, Target: a.MountPath, ReadOnly: a.Mode == "mount-ro"})
+	}
+	return mounts, release, nil
 }
 
 // attachVolumes hydrates atts into the new sandbox id, killing it when

@@ -192,7 +192,18 @@ type CreateRequest struct {
 
 	templateEnvs map[string]string // the template's own, under Envs
 	Resources    limits.Request    // cpu_count, memory_mb, disk_mb asked for
+
+	// Mounts are live bind mounts (volumes in mode mount or mount-ro)
+	// added to the sandbox's runtime spec. Only runtimes for which
+	// LiveMounts is true take them; such a sandbox never comes from the
+	// warm pool.
+	Mounts []sandboxrt.Mount
 }
+
+// LiveMounts reports whether the sandbox runtime takes CreateRequest.Mounts
+// (gVisor binds host directories through its gofer; a microVM has no
+// shared filesystem with the host).
+func (m *Manager) LiveMounts() bool { return m.cfg.Runtime.Name() == "gvisor" }
 
 // Info is what the API shows about a sandbox.
 type Info struct {
@@ -381,11 +392,14 @@ func (m *Manager) create(ctx context.Context, req CreateRequest, from *fromSnaps
 		inst *instance
 		warm bool
 	)
-	if from.sandboxID() == "" { // a restored sandbox boots under its own id
+	if len(req.Mounts) > 0 && !m.LiveMounts() {
+		return nil, "", fmt.Errorf("create sandbox: live mounts on runtime %s: %w", m.cfg.Runtime.Name(), ErrNotSupported)
+	}
+	if from.sandboxID() == "" && len(req.Mounts) == 0 { // a restored sandbox boots under its own id
 		inst, warm = m.pool.take(req.Template, res)
 	}
 	if !warm {
-		if inst, err = m.bootOn(ctx, m.cfg.Runtime, from.sandboxID(), "sbx-", tc.Name, rootfs, res); err != nil {
+		if inst, err = m.bootOn(ctx, m.cfg.Runtime, from.sandboxID(), "sbx-", tc.Name, rootfs, res, req.Mounts...); err != nil {
 			return nil, "", err
 		}
 	}
@@ -453,7 +467,8 @@ func (m *Manager) boot(ctx context.Context, id, template, rootfs string, res san
 }
 
 // bootOn is boot on the runtime rt; new ids start with prefix.
-func (m *Manager) bootOn(ctx context.Context, rt sandboxrt.Runtime, id, prefix, template, rootfs string, res sandboxrt.Resources) (_ *instance, err error) {
+// extra are bind mounts added after the standard ones.
+func (m *Manager) bootOn(ctx context.Context, rt sandboxrt.Runtime, id, prefix, template, rootfs string, res sandboxrt.Resources, extra ...sandboxrt.Mount) (_ *instance, err error) {
 	inst := &instance{id: cmp.Or(id, newID(prefix, 6)), template: template, token: newID("", 24), state: StateRunning, gone: make(chan struct{}), res: res}
 	defer func() {
 		if err != nil {
@@ -503,6 +518,7 @@ func (m *Manager) bootOn(ctx context.Context, rt sandboxrt.Runtime, id, prefix, 
 		},
 		Resources: res,
 	}
+	spec.Mounts = append(spec.Mounts, extra...)
 	if err := rt.Start(ctx, spec); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: start %s runtime: %w", inst.id, rt.Name(), err)
 	}

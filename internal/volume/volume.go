@@ -89,6 +89,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	attached map[string]map[string]bool // volume id -> sandbox ids
+	pending  map[string]int             // volume id -> MountDirs not yet Attached or Released
 }
 
 // NewManager returns a Manager over cfg.Store.
@@ -99,7 +100,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.MaxUnpackedBytes <= 0 {
 		cfg.MaxUnpackedBytes = 4 << 30
 	}
-	return &Manager{cfg: cfg, attached: map[string]map[string]bool{}}
+	return &Manager{cfg: cfg, attached: map[string]map[string]bool{}, pending: map[string]int{}}
 }
 
 // MaxUploadBytes is the cap on one uploaded archive.
@@ -186,7 +187,15 @@ func (m *Manager) List(ctx context.Context, team string, all bool) ([]*Volume, e
 }
 
 // Open returns volume id's sanitised archive.
+// A volume mounted live is packed from its directory instead.
 func (m *Manager) Open(ctx context.Context, id string) (io.ReadCloser, error) {
+	if ds, ok := m.cfg.Store.(DirStore); ok && ds.HasDir(id) {
+		d, err := ds.Dir(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return packDir(d), nil
+	}
 	return m.cfg.Store.Open(ctx, id)
 }
 
@@ -205,6 +214,9 @@ func (m *Manager) Attach(id, sandbox string) {
 func (m *Manager) Delete(ctx context.Context, id string, alive func(sandbox string) bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.pending[id] > 0 {
+		return fmt.Errorf("volume %s: %w (a sandbox is being created with it)", id, ErrInUse)
+	}
 	for sb := range m.attached[id] {
 		if alive(sb) {
 			return fmt.Errorf("volume %s: %w (sandbox %s)", id, ErrInUse, sb)

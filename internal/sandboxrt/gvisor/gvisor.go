@@ -199,6 +199,10 @@ func (d *Driver) runFlags(res sandboxrt.Resources) []string {
 	flags := d.globalFlags()
 	if res.DiskMB > 0 {
 		flags[3] = "--overlay2=none" // the root is the disk's overlay (disk.go)
+	} else if flags[3] == "--overlay2=all:memory" {
+		// Only the root: writes to a writable bind mount (a live volume)
+		// must reach the host directory, which "all" keeps in memory.
+		flags[3] = "--overlay2=root:memory"
 	}
 	if res.CPUs > 0 {
 		flags = append(flags, "--cpu-num-from-quota")
@@ -235,9 +239,6 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 	if _, err := os.Stat(spec.NetNSPath); err != nil {
 		return fmt.Errorf("gvisor: start %s: netns: %w", spec.ID, err)
 	}
-	if err := checkMountTargets(spec); err != nil {
-		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
-	}
 	rec := record{
 		ID:          spec.ID,
 		NetNSPath:   spec.NetNSPath,
@@ -245,6 +246,12 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 		CreatedAt:   time.Now().UTC(),
 	}
 	res := mergeResources(spec.Resources, d.cfg.Defaults)
+	// With a disk the root is the sandbox's own overlayfs (disk.go): a
+	// missing directory mount point that runsc's gofer creates lands there,
+	// not in the template.
+	if err := checkMountTargets(spec, res.DiskMB > 0); err != nil {
+		return fmt.Errorf("gvisor: start %s: %w", spec.ID, err)
+	}
 	oci, err := buildSpec(spec, res, rec.CgroupsPath)
 	if err != nil {
 		return fmt.Errorf("gvisor: start: %w", err)
@@ -328,7 +335,11 @@ func (d *Driver) Start(ctx context.Context, spec sandboxrt.Spec) (err error) {
 // on the way: runsc's gofer creates missing mount points in the host
 // directory itself, under the overlay, which would write to the shared
 // template (measured with runsc 20221219).
-func checkMountTargets(spec sandboxrt.Spec) error {
+//
+// With ownRoot (the root is per sandbox, not the template) a missing
+// target for a directory source is fine: live volume mounts go to any
+// path the caller names.
+func checkMountTargets(spec sandboxrt.Spec, ownRoot bool) error {
 	for _, m := range spec.Mounts {
 		src, err := os.Stat(m.Source)
 		if err != nil {
@@ -340,6 +351,10 @@ func checkMountTargets(spec sandboxrt.Spec) error {
 		for _, part := range strings.Split(strings.TrimPrefix(target, "/"), "/") {
 			cur = filepath.Join(cur, part)
 			fi, err = os.Lstat(cur)
+			if errors.Is(err, fs.ErrNotExist) && ownRoot && src.IsDir() {
+				fi = nil
+				break
+			}
 			if err != nil {
 				return fmt.Errorf("mount target %s is missing in the template (runsc would create it there; add it when building the template): %w", target, err)
 			}
