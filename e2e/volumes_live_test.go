@@ -133,6 +133,12 @@ func TestVolumeLiveMounts(t *testing.T) {
 		t.Errorf("download with planted links = %d, files %v; want the links and fifo left out", code, files)
 	}
 
+	// A copy of a volume that was mounted live is its current content.
+	c := s.create(map[string]any{"volumes": []map[string]any{{"volume_id": v.VolumeID, "mount_path": "/home/user/copy"}}})
+	if r := s.run(c, "cat /home/user/copy/a.txt /home/user/copy/sub/deeper/s.txt; test ! -e /home/user/copy/esc", "user", "user"); r.ExitCode != 0 || r.Stdout != "from-a\nfrom-b\nin-sub\n" {
+		t.Errorf("mode copy after live writes: exit %d %q %q", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	s.must(200, "DELETE", "/sandboxes/"+c, nil, nil)
 	s.must(200, "DELETE", "/sandboxes/"+a, nil, nil)
 	s.must(200, "DELETE", "/sandboxes/"+bb, nil, nil)
 	s.must(204, "DELETE", "/volumes/"+v.VolumeID, nil, nil)

@@ -261,7 +261,11 @@ func (s *Server) hydrate(ctx context.Context, id string, atts []attachment) erro
 			return err
 		}
 		tmp := "/tmp/.declaw-volume-" + a.VolumeID + ".tar.gz"
-		_, err = send(http.MethodPut, "/files/raw?"+url.Values{"path": {tmp}, "username": {"root"}}.Encode(), rc, a.size, "application/octet-stream")
+		size := a.size
+		if s.cfg.Volumes.Live(a.VolumeID) {
+			size = -1 // packed from its live directory as it is sent
+		}
+		_, err = send(http.MethodPut, "/files/raw?"+url.Values{"path": {tmp}, "username": {"root"}}.Encode(), rc, size, "application/octet-stream")
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("volume %s: upload into the sandbox: %w", a.VolumeID, err)

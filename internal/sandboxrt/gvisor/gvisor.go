@@ -26,8 +26,15 @@
 // Behaviour measured with runsc 0.0~20221219 (Debian bookworm), ptrace:
 //   - Bind mount targets must exist in the template: runsc's gofer creates
 //     missing ones in the host directory. Start refuses such specs.
-//   - Under --overlay, writes to a writable bind mount stay inside the
-//     sandbox; they do not reach the host file.
+//   - Under --overlay2=all:memory, writes to a writable bind mount stay
+//     inside the sandbox; they do not reach the host file. The driver
+//     therefore runs root:memory (or none, with a disk), and writable bind
+//     mounts (live volumes) write to the host directory; another sandbox
+//     binding it sees changes at once (gofer, --file-access-mounts=shared).
+//     A read-only bind is enforced by the gofer: EROFS even for root, and
+//     remount rw fails.
+//   - A missing directory mount target is created by the gofer in the
+//     root directory: allowed with a disk (the sandbox's own overlay).
 //   - Resources.MemoryMB is the host memory cgroup limit (runsc also shows
 //     it as the guest's total memory). It holds the sentry, the gofer and
 //     all guest memory. Going over it OOM-kills the whole sandbox (the host
