@@ -115,23 +115,52 @@ func TestVolumeLiveMounts(t *testing.T) {
 	if r := s.run(bb, "ln -s / /data/vol/esc && ln -s /etc/shadow /data/vol/shadow && mkfifo /data/vol/fifo", "user", "user"); r.ExitCode != 0 {
 		t.Fatalf("plant links: %q", r.Stderr)
 	}
-	for _, sub := range []string{"esc", "esc/etc", "../" + v.VolumeID, "/etc", "sub/../../x"} {
+	createSub := func(sub, mode string) (int, []byte) {
+		t.Helper()
 		code, body := s.do("POST", "/sandboxes", map[string]any{"template": "python", "volumes": []map[string]any{
-			{"volume_id": v.VolumeID, "mount_path": "/mnt/x", "mode": "mount", "subpath": sub}}})
-		if code != 400 {
-			t.Errorf("subpath %q: %d %s, want 400", sub, code, body)
-			var info struct {
-				SandboxID string `json:"sandbox_id"`
-			}
-			if json.Unmarshal(body, &info) == nil && info.SandboxID != "" {
-				s.do("DELETE", "/sandboxes/"+info.SandboxID, nil)
-			}
+			{"volume_id": v.VolumeID, "mount_path": "/mnt/x", "mode": mode, "subpath": sub}}})
+		var info struct {
+			SandboxID string `json:"sandbox_id"`
 		}
+		if json.Unmarshal(body, &info) == nil && info.SandboxID != "" {
+			t.Cleanup(func() { s.do("DELETE", "/sandboxes/"+info.SandboxID, nil) })
+		}
+		return code, body
+	}
+	for _, sub := range []string{"../" + v.VolumeID, "/etc", "sub/../../x"} {
+		if code, body := createSub(sub, "mount"); code != 400 {
+			t.Errorf("subpath %q: %d %s, want 400", sub, code, body)
+		}
+	}
+	// A subpath is resolved before runsc binds it: while another sandbox
+	// can write to the volume (and swap a component for a symlink) it is
+	// refused.
+	if code, body := createSub("sub", "mount-ro"); code != 409 {
+		t.Errorf("subpath while sandboxes mount the volume rw: %d %s, want 409", code, body)
 	}
 	code, body = s.do("GET", "/volumes/"+v.VolumeID+"/download", nil)
 	if files := untar(t, body); code != 200 || files["a.txt"] == "" || files["shadow"] != "" || files["esc"] != "" || files["fifo"] != "" {
 		t.Errorf("download with planted links = %d, files %v; want the links and fifo left out", code, files)
 	}
+
+	s.must(200, "DELETE", "/sandboxes/"+a, nil, nil)
+	s.must(200, "DELETE", "/sandboxes/"+bb, nil, nil)
+	for _, sub := range []string{"esc", "esc/etc", "shadow"} {
+		if code, body := createSub(sub, "mount-ro"); code != 400 {
+			t.Errorf("subpath %q through what the sandbox planted: %d %s, want 400", sub, code, body)
+		}
+	}
+	code, body = createSub("sub/deeper", "mount-ro")
+	var ro struct {
+		SandboxID string `json:"sandbox_id"`
+	}
+	if code != 201 || json.Unmarshal(body, &ro) != nil {
+		t.Fatalf("mount-ro subpath once no sandbox writes: %d %s", code, body)
+	}
+	if r := s.run(ro.SandboxID, "cat /mnt/x/s.txt", "user", "user"); r.Stdout != "in-sub\n" {
+		t.Errorf("mount-ro subpath: %q %q", r.Stdout, r.Stderr)
+	}
+	s.must(200, "DELETE", "/sandboxes/"+ro.SandboxID, nil, nil)
 
 	// A copy of a volume that was mounted live is its current content.
 	c := s.create(map[string]any{"volumes": []map[string]any{{"volume_id": v.VolumeID, "mount_path": "/home/user/copy"}}})
@@ -139,8 +168,6 @@ func TestVolumeLiveMounts(t *testing.T) {
 		t.Errorf("mode copy after live writes: exit %d %q %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
 	s.must(200, "DELETE", "/sandboxes/"+c, nil, nil)
-	s.must(200, "DELETE", "/sandboxes/"+a, nil, nil)
-	s.must(200, "DELETE", "/sandboxes/"+bb, nil, nil)
 	s.must(204, "DELETE", "/volumes/"+v.VolumeID, nil, nil)
 	if _, err := os.Stat(hostDir); err == nil {
 		t.Errorf("the volume's directory outlived its deletion")

@@ -167,16 +167,17 @@ func (s *Server) doCreate(r *http.Request, raw []byte) (*createResponse, error) 
 	// with the same Idempotency-Key then gets the finished sandbox.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Minute)
 	defer cancel()
-	mounts, release, err := s.liveMounts(ctx, atts) // volumes.go
+	mounts, mounted, err := s.liveMounts(ctx, atts) // volumes.go
 	if err != nil {
 		return nil, err
 	}
-	defer release()
 	req.Mounts = mounts
 	info, token, err := s.cfg.Sandboxes.Create(ctx, req)
 	if err != nil {
+		mounted("")
 		return nil, err
 	}
+	mounted(info.SandboxID)
 	if err := s.attachVolumes(ctx, info.SandboxID, atts); err != nil {
 		return nil, err
 	}

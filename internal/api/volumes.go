@@ -283,30 +283,37 @@ func (s *Server) hydrate(ctx context.Context, id string, atts []attachment) erro
 func (a attachment) live() bool { return a.Mode == "mount" || a.Mode == "mount-ro" }
 
 // liveMounts resolves the live attachments of atts to bind mounts for the
-// sandbox spec. Each volume is held against deletion until release.
-func (s *Server) liveMounts(ctx context.Context, atts []attachment) (mounts []sandboxrt.Mount, release func(), err error) {
-	var held []string
-	release = func() {
-		for _, id := range held {
-			s.cfg.Volumes.Release(id)
-		}
-	}
+// sandbox spec. The volumes are held against deletion until done is
+// called with the new sandbox's id ("" when it was not created).
+func (s *Server) liveMounts(ctx context.Context, atts []attachment) (mounts []sandboxrt.Mount, done func(sandbox string), err error) {
+	var (
+		reqs []volume.MountReq
+		live []attachment
+	)
 	for _, a := range atts {
-		if !a.live() {
-			continue
+		if a.live() {
+			reqs = append(reqs, volume.MountReq{ID: a.VolumeID, Subpath: a.Subpath, RW: a.Mode == "mount"})
+			live = append(live, a)
 		}
-		dir, err := s.cfg.Volumes.MountDir(ctx, a.VolumeID, a.Subpath)
-		if errors.Is(err, volume.ErrNoLiveMounts) {
-			err = &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: err.Error()}
-		}
-		if err != nil {
-			release()
-			return nil, nil, err
-		}
-		held = append(held, a.VolumeID)
-		mounts = append(mounts, sandboxrt.Mount{Source: dir, Target: a.MountPath, ReadOnly: a.Mode == "mount-ro"})
 	}
-	return mounts, release, nil
+	if len(reqs) == 0 {
+		return nil, func(string) {}, nil
+	}
+	alive := func(sb string) bool {
+		info, err := s.cfg.Sandboxes.Get(ctx, sb)
+		return err != nil && !errors.Is(err, sandbox.ErrNotFound) || err == nil && info.State != sandbox.StateKilled
+	}
+	dirs, done, err := s.cfg.Volumes.MountDirs(ctx, reqs, alive)
+	if errors.Is(err, volume.ErrNoLiveMounts) {
+		err = &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: err.Error()}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, a := range live {
+		mounts = append(mounts, sandboxrt.Mount{Source: dirs[i], Target: a.MountPath, ReadOnly: a.Mode == "mount-ro"})
+	}
+	return mounts, done, nil
 }
 
 // attachVolumes hydrates atts into the new sandbox id, killing it when

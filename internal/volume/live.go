@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -252,42 +253,112 @@ func resolveSub(dir, rel string) (string, error) {
 	return real, nil
 }
 
-// MountDir returns the host directory to bind for a live mount of volume
-// id at subpath ("" = the whole volume), unpacking the volume first when
-// it has no live directory yet. A subpath that is absolute, climbs out
-// with "..", or goes through a symlink is an InvalidError; a missing one
-// is created. Until Release, the volume cannot be deleted.
-func (m *Manager) MountDir(ctx context.Context, id, subpath string) (string, error) {
-	ds, ok := m.cfg.Store.(DirStore)
-	if !ok {
-		return "", ErrNoLiveMounts
-	}
-	rel, err := CleanRel(subpath)
-	if err != nil {
-		return "", err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	dir, err := ds.Dir(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if rel != "." {
-		if dir, err = resolveSub(dir, rel); err != nil {
-			return "", err
-		}
-	}
-	m.pending[id]++
-	return dir, nil
+// MountReq is one live mount of a sandbox being created: volume ID at
+// Subpath ("" = the whole volume), read-write when RW.
+type MountReq struct {
+	ID, Subpath string
+	RW          bool
 }
 
-// Release ends the hold of one successful MountDir (call it after Attach,
-// or when the sandbox was not created).
-func (m *Manager) Release(id string) {
+// MountDirs returns the host directories to bind for the live mounts reqs
+// of one new sandbox, unpacking volumes that have no live directory yet.
+// A subpath that is absolute, climbs out with "..", or goes through a
+// symlink is an InvalidError; a missing one is created.
+//
+// A subpath is resolved to a real path that runsc opens later: another
+// sandbox writing to the volume in between could swap a component for a
+// symlink. So a subpath mount is refused (ErrInUse) while another sandbox
+// mounts the volume read-write (live, per alive, or being created), and a
+// read-write mount while another sandbox mounting a subpath of it is
+// being created.
+//
+// Until done is called (with the new sandbox's id, or "" when it was not
+// created) the volumes cannot be deleted.
+func (m *Manager) MountDirs(ctx context.Context, reqs []MountReq, alive func(sandbox string) bool) (dirs []string, done func(sandbox string), err error) {
+	ds, ok := m.cfg.Store.(DirStore)
+	if !ok {
+		return nil, nil, ErrNoLiveMounts
+	}
+	rels := make([]string, len(reqs))
+	for i, r := range reqs {
+		if rels[i], err = CleanRel(r.Subpath); err != nil {
+			return nil, nil, err
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pending[id]--; m.pending[id] <= 0 {
-		delete(m.pending, id)
+	for i, r := range reqs {
+		if rels[i] != "." {
+			if m.pendingW[r.ID] > 0 {
+				return nil, nil, fmt.Errorf("volume %s: %w (a sandbox mounting it read-write is being created; a subpath cannot be mounted meanwhile)", r.ID, ErrInUse)
+			}
+			for sb := range m.writers[r.ID] {
+				if !alive(sb) {
+					delete(m.writers[r.ID], sb)
+					continue
+				}
+				return nil, nil, fmt.Errorf("volume %s: %w (sandbox %s mounts it read-write; a subpath cannot be mounted meanwhile)", r.ID, ErrInUse, sb)
+			}
+		}
+		if r.RW && m.pendingSub[r.ID] > 0 {
+			return nil, nil, fmt.Errorf("volume %s: %w (a sandbox mounting a subpath of it is being created)", r.ID, ErrInUse)
+		}
+	}
+	for i, r := range reqs {
+		dir, err := ds.Dir(ctx, r.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if rels[i] != "." {
+			if dir, err = resolveSub(dir, rels[i]); err != nil {
+				return nil, nil, err
+			}
+		}
+		dirs = append(dirs, dir)
+	}
+	for i, r := range reqs {
+		m.pending[r.ID]++
+		if r.RW {
+			m.pendingW[r.ID]++
+		}
+		if rels[i] != "." {
+			m.pendingSub[r.ID]++
+		}
+	}
+	var once sync.Once
+	return dirs, func(sandbox string) {
+		once.Do(func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			for i, r := range reqs {
+				dec(m.pending, r.ID)
+				if r.RW {
+					dec(m.pendingW, r.ID)
+				}
+				if rels[i] != "." {
+					dec(m.pendingSub, r.ID)
+				}
+				if sandbox == "" {
+					continue
+				}
+				if m.attached[r.ID] == nil {
+					m.attached[r.ID] = map[string]bool{}
+				}
+				m.attached[r.ID][sandbox] = true
+				if r.RW {
+					if m.writers[r.ID] == nil {
+						m.writers[r.ID] = map[string]bool{}
+					}
+					m.writers[r.ID][sandbox] = true
+				}
+			}
+		})
+	}, nil
+}
+
+func dec(c map[string]int, id string) {
+	if c[id]--; c[id] <= 0 {
+		delete(c, id)
 	}
 }
 

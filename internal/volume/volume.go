@@ -89,7 +89,10 @@ type Manager struct {
 
 	mu       sync.Mutex
 	attached map[string]map[string]bool // volume id -> sandbox ids
-	pending  map[string]int             // volume id -> MountDirs not yet Attached or Released
+	// Live mounts (MountDir): ones not yet done, of which read-write and
+	// subpath ones, and the sandboxes mounting a volume read-write.
+	pending, pendingW, pendingSub map[string]int
+	writers                       map[string]map[string]bool
 }
 
 // NewManager returns a Manager over cfg.Store.
@@ -100,7 +103,7 @@ func NewManager(cfg Config) *Manager {
 	if cfg.MaxUnpackedBytes <= 0 {
 		cfg.MaxUnpackedBytes = 4 << 30
 	}
-	return &Manager{cfg: cfg, attached: map[string]map[string]bool{}, pending: map[string]int{}}
+	return &Manager{cfg: cfg, attached: map[string]map[string]bool{}, pending: map[string]int{}, pendingW: map[string]int{}, pendingSub: map[string]int{}, writers: map[string]map[string]bool{}}
 }
 
 // MaxUploadBytes is the cap on one uploaded archive.
@@ -224,6 +227,7 @@ func (m *Manager) Delete(ctx context.Context, id string, alive func(sandbox stri
 		delete(m.attached[id], sb)
 	}
 	delete(m.attached, id)
+	delete(m.writers, id)
 	return m.cfg.Store.Delete(ctx, id)
 }
 
