@@ -136,6 +136,9 @@ func TestVolumesAPI(t *testing.T) {
 	}
 	resp, b = h.do(t, "POST", "/sandboxes", map[string]any{"volumes": []any{map[string]any{"volume_id": v.VolumeID, "mount_path": "/d", "mode": "mount"}}})
 	wantError(t, "live mount", resp, b, 501, "not_implemented")
+	if !strings.Contains(string(b), "need the gvisor runtime") {
+		t.Errorf("live mount on a runtime without them: %s; want it to say gvisor is needed", b)
+	}
 	resp, b = h.do(t, "POST", "/sandboxes", map[string]any{"volumes": []any{map[string]any{"volume_id": "vol-0000000000000000", "mount_path": "/d"}}})
 	wantError(t, "unknown volume", resp, b, 404, "volume_not_found")
 
