@@ -253,3 +253,29 @@ func runClientGlobals(e *env, globals, args []string) int {
 	fmt.Fprintf(e.stderr, "declaw: %s must be followed by sandbox, audit, keys or teams\n\n%s", strings.Join(globals, " "), usage)
 	return 2
 }
+
+// runVerbs runs "NOUN VERB ARGS...", a client command group: client flags
+// given before the verb join globals, the verb picks its function from
+// verbs, and "help" prints usage. A missing or unknown verb prints usage
+// and gives exit code 2.
+func runVerbs(e *env, globals, args []string, noun, usage string, verbs map[string]func(*clientCmd, []string) int) int {
+	if n := leadingClientFlags(args); n > 0 {
+		globals, args = append(globals[:len(globals):len(globals)], args[:n]...), args[n:]
+	}
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return 2
+	}
+	verb, args := args[0], args[1:]
+	switch verb {
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return 0
+	}
+	fn, ok := verbs[verb]
+	if !ok {
+		fmt.Fprintf(e.stderr, "%s: unknown command %q\n\n%s", noun, verb, usage)
+		return 2
+	}
+	return fn(e.newClientCmd(noun+" "+verb, globals), args)
+}

@@ -35,52 +35,19 @@ Commands:
 // runKeys runs "declaw keys VERB ..."; globals are client flags given
 // before "keys".
 func runKeys(e *env, globals, args []string) int {
-	if n := leadingClientFlags(args); n > 0 {
-		globals, args = append(globals[:len(globals):len(globals)], args[:n]...), args[n:]
-	}
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, keysUsage)
-		return 2
-	}
-	verb, args := args[0], args[1:]
-	c := e.newClientCmd("declaw keys "+verb, globals)
-	switch verb {
-	case "create", "new":
-		return keysCreate(c, args)
-	case "list", "ls":
-		return keysList(c, args)
-	case "revoke", "rm", "delete":
-		return keysRevoke(c, args)
-	case "help", "-h", "--help":
-		fmt.Fprint(e.stdout, keysUsage)
-		return 0
-	}
-	fmt.Fprintf(e.stderr, "declaw keys: unknown command %q\n\n%s", verb, keysUsage)
-	return 2
+	return runVerbs(e, globals, args, "declaw keys", keysUsage, map[string]func(*clientCmd, []string) int{
+		"create": keysCreate, "new": keysCreate,
+		"list": keysList, "ls": keysList,
+		"revoke": keysRevoke, "rm": keysRevoke, "delete": keysRevoke,
+	})
 }
 
 // runTeams runs "declaw teams VERB ...".
 func runTeams(e *env, globals, args []string) int {
-	if n := leadingClientFlags(args); n > 0 {
-		globals, args = append(globals[:len(globals):len(globals)], args[:n]...), args[n:]
-	}
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, teamsUsage)
-		return 2
-	}
-	verb, args := args[0], args[1:]
-	c := e.newClientCmd("declaw teams "+verb, globals)
-	switch verb {
-	case "create", "new":
-		return teamsCreate(c, args)
-	case "list", "ls":
-		return teamsList(c, args)
-	case "help", "-h", "--help":
-		fmt.Fprint(e.stdout, teamsUsage)
-		return 0
-	}
-	fmt.Fprintf(e.stderr, "declaw teams: unknown command %q\n\n%s", verb, teamsUsage)
-	return 2
+	return runVerbs(e, globals, args, "declaw teams", teamsUsage, map[string]func(*clientCmd, []string) int{
+		"create": teamsCreate, "new": teamsCreate,
+		"list": teamsList, "ls": teamsList,
+	})
 }
 
 // resolveTeam returns the id of the team named by ref: a team id, else a

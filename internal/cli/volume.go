@@ -29,32 +29,13 @@ Attach with: declaw sandbox create --volume ID:/path/in/sandbox
 ` + clientFlagsHelp
 
 func runVolume(e *env, globals, args []string) int {
-	if n := leadingClientFlags(args); n > 0 {
-		globals, args = append(globals[:len(globals):len(globals)], args[:n]...), args[n:]
-	}
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, volumeUsage)
-		return 2
-	}
-	verb, args := args[0], args[1:]
-	c := e.newClientCmd("declaw volume "+verb, globals)
-	switch verb {
-	case "create", "new":
-		return volumeCreate(c, args)
-	case "ls", "list":
-		return volumeList(c, args)
-	case "info", "get":
-		return volumeInfo(c, args)
-	case "download", "cp":
-		return volumeDownload(c, args)
-	case "rm", "delete":
-		return volumeRemove(c, args)
-	case "help", "-h", "--help":
-		fmt.Fprint(e.stdout, volumeUsage)
-		return 0
-	}
-	fmt.Fprintf(e.stderr, "declaw volume: unknown command %q\n\n%s", verb, volumeUsage)
-	return 2
+	return runVerbs(e, globals, args, "declaw volume", volumeUsage, map[string]func(*clientCmd, []string) int{
+		"create": volumeCreate, "new": volumeCreate,
+		"ls": volumeList, "list": volumeList,
+		"info": volumeInfo, "get": volumeInfo,
+		"download": volumeDownload, "cp": volumeDownload,
+		"rm": volumeRemove, "delete": volumeRemove,
+	})
 }
 
 func volumeCreate(c *clientCmd, args []string) int {
